@@ -1,0 +1,194 @@
+"""The `dlkit` command line (also `python -m dlkit`).
+
+Errors print one line on stderr and exit with code 2; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import ConfigError, DlkitError
+
+
+def _parse_sets(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value (e.g. --set lr=0.01); got {item!r}")
+        out[key.strip()] = value
+    return out
+
+
+def _verified(name: str, results: Path = Path("results/verify")) -> str:
+    path = results / f"{name}.json"
+    if not path.is_file():
+        return "not verified"
+    rec = json.loads(path.read_text())
+    return f"{'passed' if rec['passed'] else 'FAILED'} ({rec['value']:.4g}, {rec['date'][:10]})"
+
+
+def cmd_list(args) -> int:
+    from . import list_models
+    from .recipes.base import get_recipe, list_recipes
+
+    pattern = args.pattern or "*"
+    if args.what == "models":
+        names = list_models(pattern if any(c in pattern for c in "*?[") else f"*{pattern}*")
+        print("\n".join(names) if names else f"no model matches '{pattern}'")
+        return 0
+    names = list_recipes(pattern if any(c in pattern for c in "*?[") else f"*{pattern}*")
+    rows = [("recipe", "task", "notes", "expected result", "budget", "verified")]
+    for n in names:
+        r = get_recipe(n)
+        rows.append((n, r.task, r.notes, r.expected, f"{r.budget_s:g} s", _verified(n)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .recipes.base import run_recipe
+
+    summary = run_recipe(args.recipe, overrides=_parse_sets(args.set), epochs=args.epochs, device=args.device,
+                         seed=args.seed, out=args.out, resume=args.resume, smoke=args.smoke, data_dir=args.data_dir)
+    if summary:
+        mark = "reached" if summary["passed"] else "did NOT reach"
+        print(f"{summary['recipe']}: {summary['metric']} = {summary['value']:.4f} ({mark} the expected "
+              f"{'>=' if summary['higher_is_better'] else '<='} {summary['threshold']:g}) in {summary['seconds']:.1f} s "
+              f"of training")
+        run_dir = args.resume or args.out
+        if run_dir:
+            print(f"run folder: {run_dir} (report.html, figures/, metrics.csv, checkpoints/)")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from .recipes.base import list_recipes, verify_recipe
+
+    if args.all == bool(args.recipe):
+        raise ConfigError("dlkit verify expects one recipe name or --all")
+    names = list_recipes() if args.all else [args.recipe]
+    failed = []
+    for name in names:
+        rec = verify_recipe(name, results_dir=args.results, device=args.device, data_dir=args.data_dir)
+        status = "PASS" if rec["passed"] else "FAIL"
+        print(f"{status} {name}: {rec['metric']} = {rec['value']:.4f} (threshold {rec['threshold']:g}) "
+              f"in {rec['seconds']:.1f} s", flush=True)
+        if not rec["passed"]:
+            failed.append(name)
+    if failed:
+        print(f"{len(failed)} of {len(names)} recipes did not reach their expected result: {', '.join(failed)}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from . import create_model
+    from .report.summary import summarize
+
+    model = create_model(args.model)
+    shape = args.input_shape or getattr(model, "default_input_shape", None)
+    if shape is None:
+        raise ConfigError(f"model '{args.model}' has no default input shape; pass one, e.g. --input-shape 3,224,224")
+    if isinstance(shape, str):
+        try:
+            shape = tuple(int(s) for s in shape.replace("x", ",").split(",") if s.strip())
+        except ValueError:
+            raise ConfigError(f"--input-shape expects integers like 3,224,224; got {args.input_shape!r}") from None
+    print(summarize(model, input_shape=(1, *shape)).format_table())
+    return 0
+
+
+def cmd_status(args) -> int:
+    from .report.status import write_status
+
+    path = write_status(Path(args.out), Path(args.results))
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report.html import build_report
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"dlkit report expects a run folder (written by dlkit run); {run_dir} is not a folder")
+    figs = run_dir / "figures"
+    if (run_dir / "metrics.csv").is_file():
+        from .report.figures import plot_curves
+
+        figs.mkdir(exist_ok=True)
+        plot_curves(run_dir / "metrics.csv", figs)
+    print(f"wrote {build_report(run_dir)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dlkit", description="Train, verify and inspect the models of the notes.")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("list", help="list models or recipes")
+    s.add_argument("what", choices=["models", "recipes"])
+    s.add_argument("pattern", nargs="?", help="a substring or shell pattern, e.g. 'resnet*'")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("run", help="train, evaluate and report a recipe")
+    s.add_argument("recipe")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--device", choices=["cpu", "cuda"])
+    s.add_argument("--seed", type=int)
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override an option (repeatable)")
+    s.add_argument("--out", help="run folder (default runs/RECIPE/TIMESTAMP)")
+    s.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last good checkpoint")
+    s.add_argument("--smoke", action="store_true", help="a few steps on a tiny subset")
+    s.add_argument("--data-dir", help="data root (default: $DLKIT_DATA, else ~/.cache/dlkit)")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("verify", help="run recipes as registered and check their expected results")
+    s.add_argument("recipe", nargs="?")
+    s.add_argument("--all", action="store_true")
+    s.add_argument("--device", choices=["cpu", "cuda"])
+    s.add_argument("--data-dir")
+    s.add_argument("--results", default="results/verify", help="folder for RECIPE.json records")
+    s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("summary", help="per-layer table of output shapes, parameters and multiply-adds")
+    s.add_argument("model")
+    s.add_argument("--input-shape", help="one sample's shape without the batch, e.g. 3,224,224")
+    s.set_defaults(func=cmd_summary)
+
+    s = sub.add_parser("status", help="write docs/STATUS.md from the registries and results/verify")
+    s.add_argument("--out", default="docs/STATUS.md")
+    s.add_argument("--results", default="results/verify")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("report", help="(re)build a run folder's report.html")
+    s.add_argument("run_dir")
+    s.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DlkitError as e:
+        if args.debug:
+            raise
+        msg = " ".join(str(e).split())
+        print(f"dlkit: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dlkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""In-memory batching: the fast path for small data sets (no worker processes, no per-sample Python).
+
+`TensorLoader` holds whole data sets as tensors and cuts mini-batches by indexing with one
+permutation per epoch (Notes: 000 §2.1, mini-batch gradient descent). The permutation depends
+only on (seed, epoch), so a run resumed mid-epoch sees exactly the batches it would have seen.
+Under DDP every global batch is split into contiguous per-rank slices, so the union of the
+ranks' batches equals the single-process batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+
+
+def to_device(batch: Any, device: torch.device | str, non_blocking: bool = True) -> Any:
+    """Move every tensor of a nested batch (tuple, list, dict) to `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device, non_blocking) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(to_device(v, device, non_blocking) for v in batch)
+    return batch
+
+
+def _take(field: torch.Tensor | Sequence, idx: torch.Tensor):
+    if isinstance(field, torch.Tensor):
+        return field[idx]
+    return [field[i] for i in idx.tolist()]  # variable-size items, e.g. boxes per image
+
+
+class TensorLoader:
+    """Mini-batches of in-memory tensors (or lists of variable-size items, e.g. boxes per image).
+
+    `batch_size` is the global batch: with `world_size` ranks each rank gets `batch_size // world_size`
+    rows. `transform(x, generator)` is applied to the first field of each batch with a generator seeded
+    from (seed, epoch, batch index), so augmentation is reproducible and resumable.
+    """
+
+    def __init__(self, *fields: torch.Tensor | Sequence, batch_size: int, shuffle: bool = True,
+                 drop_last: bool = False, seed: int = 0, transform: Callable | None = None,
+                 rank: int = 0, world_size: int = 1):
+        if not fields:
+            raise ConfigError("TensorLoader needs at least one field (e.g. images and labels)")
+        sizes = {len(f) for f in fields}
+        if len(sizes) != 1:
+            raise ConfigError(f"TensorLoader fields must have the same length; got lengths "
+                              f"{[len(f) for f in fields]}")
+        if batch_size < 1 or batch_size % world_size:
+            raise ConfigError(f"batch_size must be a positive multiple of the number of processes "
+                              f"({world_size}); got {batch_size}")
+        self.fields = fields
+        self.n = sizes.pop()
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.seed, self.transform = seed, transform
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose permutation the next iteration uses."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
+
+    def _order(self) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.n)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.n, generator=g)
+
+    def iter_from(self, start: int = 0) -> Iterator[tuple]:
+        """Iterate over the epoch's batches from batch index `start` (for resuming mid-epoch)."""
+        order = self._order()
+        per_rank = self.batch_size // self.world_size
+        for b in range(start, len(self)):
+            glob = order[b * self.batch_size:(b + 1) * self.batch_size]
+            if self.world_size > 1:  # contiguous split; a short last batch is split as evenly as possible
+                step = per_rank if len(glob) == self.batch_size else math.ceil(len(glob) / self.world_size)
+                glob = glob[self.rank * step:(self.rank + 1) * step]
+            batch = [_take(f, glob) for f in self.fields]
+            if self.transform is not None:
+                g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 100_003 + b)
+                batch[0] = self.transform(batch[0], generator=g)
+            yield tuple(batch)
+
+    def __iter__(self) -> Iterator[tuple]:
+        return self.iter_from(0)
+
+
+def collate_detection(samples: Sequence[tuple]) -> tuple[torch.Tensor, list]:
+    """Collate (image, target) pairs whose targets vary in size: stack images, keep targets as a list."""
+    images, targets = zip(*samples)
+    shapes = {tuple(im.shape) for im in images}
+    if len(shapes) != 1:
+        raise ConfigError(f"images in a detection batch must share one shape to be stacked; got {sorted(shapes)}."
+                          " Resize them first (dlkit.data.transforms.Resize).")
+    return torch.stack(images), list(targets)

@@ -1,0 +1,48 @@
+"""LeNet-5 (LeCun et al., 1998; Notes: 004 CNN, 000 §3).
+
+Two convolution + pooling stages and three dense layers on a 32x32 input (28x28 MNIST images
+are padded by 2): conv 5x5 6 -> pool -> conv 5x5 16 -> pool -> 120 -> 84 -> classes. With full
+connectivity between C1 and C3 it has 61,706 parameters (the modern form; the 1998 paper's
+partial C3 connections and RBF output layer are not reproduced). The notes date it 1988: it is 1998.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...errors import ConfigError
+from ...nn.activations import get_activation
+from ...registry import register_model
+
+
+class LeNet5(nn.Module):
+    """LeNet-5; `activation` tanh with average pooling is the original, relu with max pooling the modern."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, activation: str = "relu", pool: str = "max",
+                 pad_input: bool = True):
+        super().__init__()
+        if pool not in ("max", "avg"):
+            raise ConfigError(f"LeNet5 pool must be 'max' or 'avg'; got {pool!r}")
+        pool_layer = nn.MaxPool2d if pool == "max" else nn.AvgPool2d
+        self.in_chans = in_chans
+        self.features = nn.Sequential(
+            nn.Conv2d(in_chans, 6, 5, padding=2 if pad_input else 0), get_activation(activation), pool_layer(2),
+            nn.Conv2d(6, 16, 5), get_activation(activation), pool_layer(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(16 * 5 * 5, 120), get_activation(activation),
+            nn.Linear(120, 84), get_activation(activation), nn.Linear(84, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ConfigError(f"LeNet5 expects images [N, {self.in_chans}, 28, 28] (or 32x32 with pad_input=False); "
+                              f"got {tuple(x.shape)}")
+        return self.classifier(self.features(x))
+
+
+@register_model
+def lenet5(**kw) -> LeNet5:
+    """LeNet-5 for 28x28 grey images, 10 classes: 61,706 parameters."""
+    return LeNet5(**kw)

@@ -1,0 +1,88 @@
+"""Multi-layer perceptron (Notes: 000 §1.2, §1.2.1).
+
+An MLP composes dense layers a_l = sigma(W_l a_{l-1} + b_l). The notes call it shallow with
+exactly one hidden layer and deep with more than one. A dense layer has S_in * S_out + S_out
+parameters and about S_in * S_out multiply-adds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ...errors import ConfigError
+from ...nn.activations import get_activation
+from ...registry import register_model
+
+
+def dense_params(s_in: int, s_out: int) -> int:
+    """Parameters of a dense layer: S_in * S_out + S_out (Notes: 000 §1.2.1)."""
+    return s_in * s_out + s_out
+
+
+def dense_flops(s_in: int, s_out: int) -> int:
+    """Multiply-adds of a dense layer on one sample: S_in * S_out (Notes: 000 §1.2.1)."""
+    return s_in * s_out
+
+
+class MLP(nn.Module):
+    """Dense layers with an activation between them; input is flattened from dim 1 on.
+
+    `hidden` lists the hidden widths (empty: a linear model). Options: dropout after each hidden
+    activation, batch normalisation before it.
+    """
+
+    def __init__(self, in_features: int, hidden: Sequence[int], num_classes: int, activation: str = "relu",
+                 dropout: float = 0.0, batchnorm: bool = False):
+        super().__init__()
+        if in_features < 1 or num_classes < 1 or any(h < 1 for h in hidden):
+            raise ConfigError(f"MLP widths must be positive; got in_features={in_features}, hidden={list(hidden)}, "
+                              f"num_classes={num_classes}")
+        self.in_features, self.widths = in_features, [in_features, *hidden, num_classes]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for s_in, s_out in zip(self.widths[:-2], self.widths[1:-1]):
+            layers.append(nn.Linear(s_in, s_out))
+            if batchnorm:
+                layers.append(nn.BatchNorm1d(s_out))
+            layers.append(get_activation(activation))
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(self.widths[-2], self.widths[-1]))
+        self.layers = nn.Sequential(*layers)
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return len(self.widths) - 2
+
+    @property
+    def is_deep(self) -> bool:
+        """Deep means more than one hidden layer; one hidden layer is shallow (Notes: 000 §1.2)."""
+        return self.num_hidden_layers > 1
+
+    def num_params_formula(self) -> int:
+        """Parameter count by the notes' formula (without batch-norm parameters)."""
+        return sum(dense_params(a, b) for a, b in zip(self.widths[:-1], self.widths[1:]))
+
+    def flops_formula(self) -> int:
+        """Multiply-adds per sample by the notes' formula."""
+        return sum(dense_flops(a, b) for a, b in zip(self.widths[:-1], self.widths[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x[0].numel() != self.in_features:
+            raise ConfigError(f"MLP expects {self.in_features} features per sample; got input of shape "
+                              f"{tuple(x.shape)} ({x[0].numel()} per sample)")
+        return self.layers(x)
+
+
+@register_model
+def mlp(in_features: int = 784, hidden: Sequence[int] = (256, 128), num_classes: int = 10, **kw) -> MLP:
+    """A generic MLP (default 784-256-128-10, for 28x28 images)."""
+    return MLP(in_features, hidden, num_classes, **kw)
+
+
+@register_model
+def mlp_digits(num_classes: int = 10, **kw) -> MLP:
+    """MLP for scikit-learn's 8x8 digits: 64-128-64-10."""
+    return MLP(64, kw.pop("hidden", (128, 64)), num_classes, **kw)

@@ -1,0 +1,266 @@
+"""Recipes: the unit of "it works" (DESIGN.md).
+
+A recipe bundles data, model, task, optimizer settings, an expected result (a metric, a
+threshold and a time budget on a 2-core CPU) and a smoke mode. `run_recipe` trains it
+through the Trainer and writes a run folder: config.json, metrics.csv, checkpoints/,
+figures/, summary.json, report.html. `verify_recipe` runs it as registered and records
+whether the expected result was reached in results/verify/NAME.json.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ..engine.distributed import DistInfo, barrier, cleanup, init_distributed
+from ..engine.seeding import seed_everything
+from ..engine.trainer import Trainer, TrainerConfig
+from ..errors import ConfigError, unknown
+from ..registry import import_all
+
+GLOBAL_KEYS = ("seed", "data_dir")
+
+
+class Config(dict):
+    """A recipe's merged options with attribute access (`cfg.lr`)."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+@dataclass
+class Setup:
+    """What a recipe's builder returns: the task and its data loaders."""
+
+    task: Any
+    train: Any
+    val: Any = None
+    test: Any = None
+    extra: dict = field(default_factory=dict)  # extra values for summary.json
+
+
+@dataclass
+class Recipe:
+    """A registered end-to-end experiment with its expected result."""
+
+    name: str
+    task: str                     # task family, e.g. "classification"
+    notes: str                    # notes' sections, e.g. "000 §3.4"
+    description: str
+    build: Callable[[Config, DistInfo], Setup]
+    metric: str                   # e.g. "test/accuracy"
+    threshold: float
+    higher_is_better: bool = True
+    budget_s: float = 600.0       # expected wall time of `dlkit verify` on a 2-core CPU
+    defaults: dict = field(default_factory=dict)
+    smoke: dict = field(default_factory=dict)
+    datasets: tuple[str, ...] = ()  # folders it reads under the data root (none: embedded data)
+
+    def passed(self, value: float) -> bool:
+        if value != value:  # NaN
+            return False
+        return value >= self.threshold if self.higher_is_better else value <= self.threshold
+
+    @property
+    def expected(self) -> str:
+        return f"{self.metric} {'>=' if self.higher_is_better else '<='} {self.threshold:g}"
+
+
+_RECIPES: dict[str, Recipe] = {}
+
+
+def register_recipe(recipe: Recipe) -> Recipe:
+    """Add a recipe to the registry (names are unique)."""
+    if recipe.name in _RECIPES:
+        raise ValueError(f"recipe '{recipe.name}' is registered twice")
+    bad = set(recipe.smoke) - set(recipe.defaults) - set(TrainerConfig.keys()) - set(GLOBAL_KEYS)
+    if bad:
+        raise ValueError(f"recipe '{recipe.name}': smoke keys {sorted(bad)} are not options of the recipe")
+    _RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def list_recipes(pattern: str = "*") -> list[str]:
+    """Registered recipe names matching a shell-style pattern."""
+    import_all("dlkit.recipes")
+    return sorted(n for n in _RECIPES if fnmatch.fnmatch(n, pattern))
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe registered as `name` (error with the nearest names if unknown)."""
+    import_all("dlkit.recipes")
+    if name not in _RECIPES:
+        raise unknown("recipe", name, _RECIPES, "dlkit list recipes")
+    return _RECIPES[name]
+
+
+def parse_value(key: str, text: Any, default: Any) -> Any:
+    """Parse a `--set key=value` value as YAML and check it against the default's type."""
+    value = yaml.safe_load(text) if isinstance(text, str) else text
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"--set {key}: expected true or false; got {text!r}")
+    elif isinstance(default, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"--set {key}: expected an integer; got {text!r}")
+    elif isinstance(default, float):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(f"--set {key}: expected a number; got {text!r}")
+        value = float(value)
+    elif isinstance(default, list | tuple):
+        if not isinstance(value, list):
+            value = [value]
+    elif isinstance(default, str) and not isinstance(value, str):
+        value = str(text)
+    return value
+
+
+def make_config(recipe: Recipe, overrides: dict | None = None, smoke: bool = False) -> Config:
+    """The recipe's defaults, then its smoke overrides, then the user's; unknown keys are an error."""
+    base: dict[str, Any] = {k: v for k, v in vars(TrainerConfig()).items()}
+    base.update(seed=0, data_dir=None)
+    base.update(recipe.defaults)
+    if smoke:
+        base.update(recipe.smoke)
+        base.update(progress=False, tensorboard=False)
+    cfg = Config(base)
+    for key, text in (overrides or {}).items():
+        if key not in cfg:
+            raise ConfigError(f"'{key}' is not an option of recipe '{recipe.name}'. Valid keys: "
+                              f"{', '.join(sorted(cfg))}")
+        cfg[key] = parse_value(key, text, base[key])
+    return cfg
+
+
+def git_commit() -> str:
+    """The current git commit of the source tree, or 'unknown'."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _default_run_dir(name: str, smoke: bool) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / name / (stamp + ("-smoke" if smoke else ""))
+
+
+def run_recipe(name: str, *, overrides: dict | None = None, epochs: int | None = None, device: str | None = None,
+               seed: int | None = None, out: str | Path | None = None, resume: str | Path | None = None,
+               smoke: bool = False, data_dir: str | None = None, report: bool = True) -> dict:
+    """Train, evaluate and report recipe `name`; return its summary (also written to summary.json)."""
+    recipe = get_recipe(name)
+    overrides = dict(overrides or {})
+    if resume is not None:
+        run_dir = Path(resume)
+        saved = run_dir / "config.json"
+        if not saved.is_file():
+            raise ConfigError(f"--resume {run_dir}: expected a run folder with config.json; none found")
+        cfg = Config(json.loads(saved.read_text())["config"])
+        for key, text in overrides.items():
+            if key not in cfg:
+                raise ConfigError(f"'{key}' is not an option of recipe '{name}'. Valid keys: {', '.join(sorted(cfg))}")
+            cfg[key] = parse_value(key, text, cfg[key])
+        smoke = json.loads(saved.read_text()).get("smoke", False)
+    else:
+        cfg = make_config(recipe, overrides, smoke)
+    for key, val in (("epochs", epochs), ("device", device), ("seed", seed), ("data_dir", data_dir)):
+        if val is not None:
+            cfg[key] = val
+    dist = init_distributed(cfg.device)
+    if resume is None:
+        run_dir = Path(out) if out is not None else _default_run_dir(name, smoke)
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(
+            {"recipe": name, "smoke": smoke, "config": cfg, "world_size": dist.world_size}, indent=2, default=str))
+    seed_everything(cfg.seed)  # the same seed on every rank: identical initial weights
+    setup = recipe.build(cfg, dist)
+    tcfg = TrainerConfig(**{k: cfg[k] for k in TrainerConfig.keys()})
+    trainer = Trainer(setup.task, setup.train, setup.val, tcfg, run_dir=run_dir, dist=dist)
+    t0 = time.perf_counter()
+    trainer.fit(resume=run_dir if resume is not None else None)
+    seconds = time.perf_counter() - t0
+    summary: dict[str, Any] = {}
+    if dist.is_main:
+        metrics = dict(trainer.last_metrics)
+        if setup.test is not None:
+            metrics.update(trainer.evaluate(setup.test, "test"))
+        value = float(metrics.get(recipe.metric, float("nan")))
+        summary = {
+            "recipe": name, "task": recipe.task, "notes": recipe.notes, "metric": recipe.metric, "value": value,
+            "threshold": recipe.threshold, "higher_is_better": recipe.higher_is_better,
+            "passed": recipe.passed(value), "seconds": round(seconds, 2), "budget_s": recipe.budget_s,
+            "steps": trainer.step, "epochs": cfg.epochs, "smoke": smoke, "device": str(trainer.device),
+            "world_size": dist.world_size, "torch": torch.__version__, "commit": git_commit(),
+            "stop_reason": trainer.stop_reason, "metrics": metrics, **setup.extra,
+        }
+        _write_outputs(run_dir, summary, trainer, setup, report)
+    barrier(dist)
+    cleanup(dist)
+    return summary
+
+
+def _write_outputs(run_dir: Path, summary: dict, trainer: Trainer, setup: Setup, report: bool) -> None:
+    from safetensors.torch import save_file
+
+    from ..engine.logger import MetricLogger
+
+    logger = MetricLogger(run_dir, tensorboard=False, resume_step=trainer.step)
+    logger.log(trainer.step, trainer.epoch, {k: v for k, v in summary["metrics"].items() if k.startswith("test/")})
+    logger.close()
+    model = trainer.ema.module if trainer.ema is not None else trainer.model
+    save_file({k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()},
+              str(run_dir / "model.safetensors"))
+    if report:
+        from ..report.figures import plot_curves
+        from ..report.html import build_report
+
+        (run_dir / "figures").mkdir(exist_ok=True)
+        plot_curves(run_dir / "metrics.csv", run_dir / "figures")
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            setup.task.figures(run_dir, model, setup.test if setup.test is not None else setup.val)
+        model.train(was)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if report:
+        build_report(run_dir)
+
+
+def verify_recipe(name: str, results_dir: str | Path = "results/verify", device: str | None = None,
+                  data_dir: str | None = None) -> dict:
+    """Run recipe `name` as registered and record whether it reached its expected result."""
+    recipe = get_recipe(name)
+    out = Path("runs") / "verify" / name
+    t0 = time.perf_counter()
+    summary = run_recipe(name, out=out, device=device, data_dir=data_dir)
+    record = {
+        "recipe": name, "metric": recipe.metric, "value": summary["value"], "threshold": recipe.threshold,
+        "higher_is_better": recipe.higher_is_better, "passed": summary["passed"],
+        "seconds": round(time.perf_counter() - t0, 2), "train_seconds": summary["seconds"],
+        "budget_s": recipe.budget_s, "device": summary["device"], "torch": torch.__version__,
+        "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "run_dir": str(out),
+    }
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record

@@ -1,0 +1,259 @@
+"""The Trainer: bit-exact resume, NaN guard, early stopping, EMA, clipping, bf16, compile, channels-last,
+manual optimisation (a toy GAN) and variable-size detection batches."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from toy import ToyClassifier, toy_loaders, toy_model
+from torch import nn
+
+from dlkit.data.loader import TensorLoader
+from dlkit.engine.checkpoint import list_checkpoints, load_checkpoint_file
+from dlkit.engine.task import Task
+from dlkit.engine.trainer import Trainer, TrainerConfig
+from dlkit.errors import ConfigError, TrainingDiverged
+
+
+def train(run_dir, resume=None, **cfg):
+    torch.manual_seed(123)
+    task = ToyClassifier(toy_model())
+    train_loader, val_loader = toy_loaders()
+    trainer = Trainer(task, train_loader, val_loader, TrainerConfig(progress=False, tensorboard=False, **cfg),
+                      run_dir=run_dir)
+    trainer.fit(resume=resume)
+    return trainer
+
+
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.mark.parametrize("stop_at", [3, 6, 10])
+def test_resume_is_bit_exact(tmp_path, stop_at):
+    full = train(tmp_path / "full", epochs=3)
+    train(tmp_path / "part", epochs=3, max_steps=stop_at)
+    torch.manual_seed(999)  # the resumed run must not depend on the RNG state of the new process
+    resumed = train(tmp_path / "part", resume=tmp_path / "part", epochs=3)
+    assert resumed.step == full.step == 18
+    assert same_weights(full.model, resumed.model)
+    opt_a, opt_b = full.optimizers[0].state_dict(), resumed.optimizers[0].state_dict()
+    for k in opt_a["state"]:
+        assert torch.equal(opt_a["state"][k]["exp_avg_sq"], opt_b["state"][k]["exp_avg_sq"])
+    assert full.optimizers[0].param_groups[0]["lr"] == resumed.optimizers[0].param_groups[0]["lr"]
+
+
+def test_resume_with_ema_and_early_stopping_state_is_bit_exact(tmp_path):
+    kw = dict(epochs=4, ema_decay=0.9, early_stopping_patience=10)
+    full = train(tmp_path / "a", **kw)
+    train(tmp_path / "b", max_steps=7, **kw)
+    resumed = train(tmp_path / "b", resume=tmp_path / "b", **kw)
+    assert same_weights(full.ema.module, resumed.ema.module)
+    assert full.best == resumed.best
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    task = ToyClassifier(toy_model(), nan_at_step=9)
+    train_loader, _ = toy_loaders()
+    trainer = Trainer(task, train_loader, None, TrainerConfig(epochs=5, checkpoint_every=4, progress=False,
+                                                              tensorboard=False), run_dir=tmp_path)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 9.*last good checkpoint"):
+        trainer.fit()
+    steps = [int(p.stem.split("_")[1]) for p in list_checkpoints(tmp_path / "checkpoints")]
+    assert max(steps) == 8
+    state = load_checkpoint_file(list_checkpoints(tmp_path / "checkpoints")[-1])
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_early_stopping_restores_best_weights(tmp_path):
+    class Scripted(ToyClassifier):
+        scores = iter([3.0, 1.0, 2.0, 2.5, 0.5])  # best after epoch 2, then two worse ones
+
+        def evaluate(self, model, loader):
+            self.snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+            return {"loss": next(self.scores)}
+
+    torch.manual_seed(0)
+    task = Scripted(toy_model())
+    task.snapshots = []
+    train_loader, val_loader = toy_loaders()
+    trainer = Trainer(task, train_loader, val_loader,
+                      TrainerConfig(epochs=5, early_stopping_patience=2, progress=False, tensorboard=False))
+    trainer.fit()
+    assert len(task.snapshots) == 4 and trainer.epoch == 4
+    assert "early stopping" in trainer.stop_reason
+    assert all(torch.equal(v, task.snapshots[1][k]) for k, v in trainer.model.state_dict().items())
+
+
+def test_ema_follows_its_formula():
+    from dlkit.engine.ema import ModelEMA
+
+    model = nn.Linear(3, 2)
+    ema = ModelEMA(model, decay=0.9)
+    w0 = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)
+    torch.testing.assert_close(ema.module.weight, 0.9 * w0 + 0.1 * (w0 + 1.0))
+
+
+def test_gradient_clipping_by_norm_and_value_is_applied():
+    class Probe(ToyClassifier):
+        def configure_optimizers(self):
+            self.opt = torch.optim.SGD(self.model.parameters(), lr=0.0)
+            return [self.opt], []
+
+    for key, check in [("grad_clip_norm", lambda gs: torch.linalg.vector_norm(torch.cat(gs)) <= 1e-3 * 1.0001),
+                       ("grad_clip_value", lambda gs: torch.cat(gs).abs().max() <= 1e-4)]:
+        task = Probe(toy_model())
+        seen = []
+        trainer = Trainer(task, toy_loaders()[0], None, TrainerConfig(
+            max_steps=1, progress=False, tensorboard=False, **{key: 1e-3 if key == "grad_clip_norm" else 1e-4}))
+        orig = task.opt.step
+        task.opt.step = lambda *a, **k: (seen.append([p.grad.flatten().clone() for p in task.model.parameters()]),
+                                         orig(*a, **k))[1]
+        trainer.fit()
+        assert seen and check(seen[0])
+
+
+def test_bf16_autocast_trains_on_cpu():
+    trainer = train(None, epochs=4, bf16=True)
+    before = ToyClassifier(toy_model()).evaluate(toy_model().eval(), toy_loaders()[1])["loss"]
+    after = trainer.evaluate(toy_loaders()[1], "val")["val/loss"]
+    assert after < before
+
+
+def test_channels_last_and_compile_give_the_same_training_as_eager():
+    class Conv(ToyClassifier):
+        def training_step(self, model, batch):
+            x, y = batch
+            return {"loss": F.cross_entropy(model(x), y)}
+
+    def make():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 2, 6, 6, generator=g), torch.randint(0, 3, (32,), generator=g)
+    results = []
+    for opts in [{}, {"channels_last": True}, {"compile": True}]:
+        task = Conv(make())
+        Trainer(task, TensorLoader(x, y, batch_size=8), None,
+                TrainerConfig(epochs=2, progress=False, tensorboard=False, **opts)).fit()
+        results.append(task.model.state_dict())
+    for other in results[1:]:
+        for k in results[0]:
+            torch.testing.assert_close(other[k].contiguous(), results[0][k], atol=1e-5, rtol=1e-4)
+
+
+class ToyGAN(Task):
+    """A 2-D GAN with two optimizers stepped by hand (Notes: 000 §4 GAN)."""
+
+    automatic_optimization = False
+
+    def __init__(self):
+        torch.manual_seed(0)
+        gen = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2))
+        disc = nn.Sequential(nn.Linear(2, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1))
+        super().__init__(nn.ModuleDict({"generator": gen, "discriminator": disc}))
+
+    def configure_optimizers(self):
+        g = torch.optim.Adam(self.model["generator"].parameters(), 2e-3, betas=(0.5, 0.999))
+        d = torch.optim.Adam(self.model["discriminator"].parameters(), 2e-3, betas=(0.5, 0.999))
+        return [g, d], []
+
+    def training_step(self, model, batch):
+        (real,) = batch
+        opt_g, opt_d = self.trainer.optimizers
+        gen, disc = model["generator"], model["discriminator"]
+        fake = gen(torch.randn_like(real))
+        ones, zeros = torch.ones(len(real), 1), torch.zeros(len(real), 1)
+        d_loss = F.binary_cross_entropy_with_logits(disc(real), ones) + \
+            F.binary_cross_entropy_with_logits(disc(fake.detach()), zeros)
+        self.trainer.backward(d_loss)
+        self.trainer.optimizer_step(opt_d)
+        g_loss = F.binary_cross_entropy_with_logits(disc(fake), ones)
+        self.trainer.backward(g_loss)
+        opt_d.zero_grad(set_to_none=True)
+        self.trainer.optimizer_step(opt_g)
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
+
+
+def test_toy_gan_trains_with_two_optimizers_through_the_trainer(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(2048, 2, generator=g) * 0.5 + torch.tensor([3.0, -2.0])
+    task = ToyGAN()
+    with torch.no_grad():
+        start = (task.model["generator"](torch.randn(4096, 2)).mean(0) - real.mean(0)).norm().item()
+    Trainer(task, TensorLoader(real, batch_size=64), None,
+            TrainerConfig(epochs=15, progress=False, tensorboard=False), run_dir=tmp_path).fit()
+    with torch.no_grad():
+        end = (task.model["generator"](torch.randn(4096, 2)).mean(0) - real.mean(0)).norm().item()
+    assert start > 3.0 and end < 0.5, (start, end)
+    rows = (tmp_path / "metrics.csv").read_text()
+    assert "train/d_loss" in rows and "train/g_loss" in rows
+
+
+class BoxCounter(Task):
+    """Regresses the number of boxes and their mean centre from an image; targets vary in size."""
+
+    def configure_optimizers(self):
+        return [torch.optim.Adam(self.model.parameters(), 1e-2)], []
+
+    def training_step(self, model, batch):
+        images, targets = batch
+        out = model(images)
+        goal = torch.stack([torch.cat([torch.tensor([len(t["boxes"])], dtype=torch.float32),
+                                       t["boxes"].mean(0)[:2] if len(t["boxes"]) else torch.zeros(2)])
+                            for t in targets])
+        return {"loss": F.mse_loss(out, goal)}
+
+
+def toy_scenes(n=64, size=16):
+    g = torch.Generator().manual_seed(0)
+    images, targets = torch.zeros(n, 1, size, size), []
+    for i in range(n):
+        k = int(torch.randint(0, 4, (1,), generator=g))
+        xy = torch.randint(0, size - 4, (k, 2), generator=g).float()
+        boxes = torch.cat([xy, xy + 4], 1)
+        for x0, y0, _, _ in boxes.long().tolist():
+            images[i, 0, y0:y0 + 4, x0:x0 + 4] = 1.0
+        targets.append({"boxes": boxes, "labels": torch.zeros(k, dtype=torch.long)})
+    return images, targets
+
+
+def test_detection_batches_with_variable_box_counts_collate_and_train():
+    images, targets = toy_scenes()
+    loader = TensorLoader(images, targets, batch_size=16, seed=0)
+    batch = next(iter(loader))
+    assert batch[0].shape == (16, 1, 16, 16) and isinstance(batch[1], list) and len(batch[1]) == 16
+    assert len({len(t["boxes"]) for t in batch[1]}) > 1
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                          nn.Linear(128, 3))
+    task = BoxCounter(model)
+    first = task.training_step(model, batch)["loss"].item()
+    Trainer(task, loader, None, TrainerConfig(epochs=30, progress=False, tensorboard=False)).fit()
+    last = task.training_step(model, batch)["loss"].item()
+    assert last < 0.2 * first
+
+
+def test_collate_detection_stacks_images_and_keeps_targets():
+    from dlkit.data.loader import collate_detection
+
+    images, targets = toy_scenes(4)
+    x, t = collate_detection(list(zip(images, targets)))
+    assert torch.equal(x, images) and t == targets
+    with pytest.raises(ConfigError, match="share one shape"):
+        collate_detection([(torch.zeros(1, 4, 4), {}), (torch.zeros(1, 5, 5), {})])
+
+
+def test_metrics_csv_has_long_format_rows(tmp_path):
+    train(tmp_path, epochs=2, log_every=2)
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines[0] == "step,epoch,wall_time,name,value"
+    names = {line.split(",")[3] for line in lines[1:]}
+    assert {"train/loss", "val/loss", "lr"} <= names
+    assert all(math.isfinite(float(line.split(",")[4])) for line in lines[1:])
