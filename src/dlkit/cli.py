@@ -58,9 +58,9 @@ def cmd_run(args) -> int:
                          seed=args.seed, out=args.out, resume=args.resume, smoke=args.smoke, data_dir=args.data_dir)
     if summary:
         mark = "reached" if summary["passed"] else "did NOT reach"
-        print(f"{summary['recipe']}: {summary['metric']} = {summary['value']:.4f} ({mark} the expected "
-              f"{'>=' if summary['higher_is_better'] else '<='} {summary['threshold']:g}) in {summary['seconds']:.1f} s "
-              f"of training")
+        op = ">=" if summary["higher_is_better"] else "<="
+        print(f"{summary['recipe']}: {summary['metric']} = {summary['value']:.4f} ({mark} the expected {op} "
+              f"{summary['threshold']:g}) in {summary['seconds']:.1f} s of training")
         run_dir = args.resume or args.out
         if run_dir:
             print(f"run folder: {run_dir} (report.html, figures/, metrics.csv, checkpoints/)")

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
+
 from ..data.loader import to_device
 from ..errors import ConfigError, TrainingDiverged
 from . import checkpoint as ckpt

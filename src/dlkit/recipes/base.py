@@ -52,6 +52,16 @@ class Setup:
 
 
 @dataclass
+class Experiment:
+    """What a recipe with its own loop returns instead of a Setup (the perceptron rule, optimizer paths on
+    2-D functions, races of several trainings): `run(run_dir)` does the work, draws its figures under
+    run_dir/figures and returns the final metrics (names like 'test/accuracy')."""
+
+    run: Callable[[Path], dict[str, float]]
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
 class Recipe:
     """A registered end-to-end experiment with its expected result."""
 
@@ -59,7 +69,7 @@ class Recipe:
     task: str                     # task family, e.g. "classification"
     notes: str                    # notes' sections, e.g. "000 §3.4"
     description: str
-    build: Callable[[Config, DistInfo], Setup]
+    build: Callable[[Config, DistInfo], Setup | Experiment]
     metric: str                   # e.g. "test/accuracy"
     threshold: float
     higher_is_better: bool = True
@@ -194,6 +204,8 @@ def run_recipe(name: str, *, overrides: dict | None = None, epochs: int | None =
             {"recipe": name, "smoke": smoke, "config": cfg, "world_size": dist.world_size}, indent=2, default=str))
     seed_everything(cfg.seed)  # the same seed on every rank: identical initial weights
     setup = recipe.build(cfg, dist)
+    if isinstance(setup, Experiment):
+        return _run_experiment(recipe, cfg, setup, run_dir, smoke, report)
     tcfg = TrainerConfig(**{k: cfg[k] for k in TrainerConfig.keys()})
     trainer = Trainer(setup.task, setup.train, setup.val, tcfg, run_dir=run_dir, dist=dist)
     t0 = time.perf_counter()
@@ -216,6 +228,27 @@ def run_recipe(name: str, *, overrides: dict | None = None, epochs: int | None =
         _write_outputs(run_dir, summary, trainer, setup, report)
     barrier(dist)
     cleanup(dist)
+    return summary
+
+
+def _run_experiment(recipe: Recipe, cfg: Config, exp: Experiment, run_dir: Path, smoke: bool, report: bool) -> dict:
+    (run_dir / "figures").mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    metrics = {k: float(v) for k, v in exp.run(run_dir).items()}
+    seconds = time.perf_counter() - t0
+    value = float(metrics.get(recipe.metric, float("nan")))
+    summary = {
+        "recipe": recipe.name, "task": recipe.task, "notes": recipe.notes, "metric": recipe.metric, "value": value,
+        "threshold": recipe.threshold, "higher_is_better": recipe.higher_is_better, "passed": recipe.passed(value),
+        "seconds": round(seconds, 2), "budget_s": recipe.budget_s, "steps": int(metrics.get("steps", 0)),
+        "epochs": cfg.epochs, "smoke": smoke, "device": cfg.device, "world_size": 1, "torch": torch.__version__,
+        "commit": git_commit(), "stop_reason": "", "metrics": metrics, **exp.extra,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if report:
+        from ..report.html import build_report
+
+        build_report(run_dir)
     return summary
 
 

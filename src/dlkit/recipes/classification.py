@@ -23,7 +23,8 @@ def in_memory_splits(x_train, y_train, x_test, y_test, cfg, dist, val_size: int 
         x_test, y_test = x_test[: cfg.subset], y_test[: cfg.subset]
         val_size = min(val_size, len(x_train) // 5)
     if val_size:
-        x_train, x_val, y_train, y_val = x_train[:-val_size], x_train[-val_size:], y_train[:-val_size], y_train[-val_size:]
+        x_val, y_val = x_train[-val_size:], y_train[-val_size:]
+        x_train, y_train = x_train[:-val_size], y_train[:-val_size]
     else:
         x_val, y_val = x_test, y_test
     eval_bs = max(cfg.batch_size, 1000)
@@ -63,7 +64,8 @@ def _mnist_like(loader, classes, mean, std):
         x_te, y_te = loader("test", data_dir=cfg.data_dir)
         x_tr, x_te = normalise_images(x_tr, mean, std), normalise_images(x_te, mean, std)
         train, val, test = in_memory_splits(x_tr, y_tr, x_te, y_te, cfg, dist, val_size=cfg.val_size)
-        model = create_model(cfg.model, **({"hidden": cfg.hidden, "dropout": cfg.dropout} if cfg.model == "mlp" else {}))
+        kw = {"hidden": cfg.hidden, "dropout": cfg.dropout} if cfg.model == "mlp" else {}
+        model = create_model(cfg.model, **kw)
         task = ClassificationTask(model, cfg, class_names=classes, label_smoothing=cfg.label_smoothing)
         return Setup(task, train, val, test, extra={"parameters": sum(p.numel() for p in model.parameters())})
     return build

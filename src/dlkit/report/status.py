@@ -36,7 +36,8 @@ def write_status(out: Path, results: Path) -> Path:
         if rec_path.is_file():
             rec = json.loads(rec_path.read_text())
             n_pass += bool(rec["passed"])
-            cells = [f"{rec['value']:.4f}", "yes" if rec["passed"] else "**no**", f"{rec['seconds']:.0f}", rec["commit"]]
+            ok = "yes" if rec["passed"] else "**no**"
+            cells = [f"{rec['value']:.4f}", ok, f"{rec['seconds']:.0f}", rec["commit"]]
         else:
             cells = ["-", "not run", "-", "-"]
         lines.append(f"| `{n}` | {r.task} | {r.notes} | {r.expected} | {r.budget_s:g} s | " + " | ".join(cells) + " |")

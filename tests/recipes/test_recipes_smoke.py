@@ -1,0 +1,24 @@
+"""Every registered recipe runs in smoke mode and writes a complete run folder."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from dlkit import list_recipes
+from dlkit.recipes.base import get_recipe, run_recipe
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_recipe_smoke_mode_runs(name, tmp_path):
+    recipe = get_recipe(name)
+    root = os.environ.get("DLKIT_DATA")
+    missing = [d for d in recipe.datasets if not root or not (Path(root) / d).is_dir()]
+    if missing:
+        pytest.skip(f"needs data sets {missing} under DLKIT_DATA")
+    summary = run_recipe(name, smoke=True, out=tmp_path)
+    assert summary["smoke"] and summary["steps"] > 0
+    assert json.loads((tmp_path / "summary.json").read_text())["metric"] == recipe.metric
+    assert summary["value"] == summary["value"], "the expected metric was not computed"
+    assert (tmp_path / "report.html").stat().st_size > 1000

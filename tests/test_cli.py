@@ -1,0 +1,95 @@
+"""The `dlkit` command line: listing, one-line errors with exit code 2, summary, status, report, verify."""
+
+import json
+
+import pytest
+
+from dlkit.cli import main
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_list_models_and_recipes(capsys):
+    code, out, _ = run(capsys, "list", "models")
+    assert code == 0 and "lenet5" in out.split() and "mlp" in out.split()
+    code, out, _ = run(capsys, "list", "recipes", "mnist")
+    assert code == 0 and "lenet5-mnist" in out and "test/accuracy >= 0.99" in out and "mlp-digits" not in out
+
+
+def test_unknown_recipe_suggests_nearest_names(capsys):
+    code, _, err = run(capsys, "run", "lenet-mnist")
+    assert code == 2 and "unknown recipe 'lenet-mnist'" in err and "lenet5-mnist" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_unknown_model_suggests_nearest_names(capsys):
+    code, _, err = run(capsys, "summary", "lenet")
+    assert code == 2 and "Did you mean: lenet5" in err
+
+
+def test_invalid_set_key_lists_valid_keys(capsys):
+    code, _, err = run(capsys, "run", "mlp-digits", "--smoke", "--set", "learning_rate=0.1")
+    assert code == 2 and "'learning_rate' is not an option" in err and "lr" in err and "batch_size" in err
+
+
+def test_set_value_of_wrong_type_is_refused(capsys):
+    code, _, err = run(capsys, "run", "mlp-digits", "--smoke", "--set", "batch_size=abc")
+    assert code == 2 and "expected an integer" in err
+
+
+def test_debug_shows_the_traceback():
+    from dlkit.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError):
+        main(["--debug", "run", "nope"])
+
+
+def test_missing_data_set_says_which_files_to_put_where(capsys, tmp_path):
+    code, _, err = run(capsys, "run", "lenet5-mnist", "--smoke", "--data-dir", str(tmp_path / "empty"),
+                       "--out", str(tmp_path / "run"))
+    assert code == 2 and "train-images-idx3-ubyte" in err and str(tmp_path / "empty") in err and "http" in err
+
+
+def test_summary_prints_notes_formula_totals(capsys):
+    from dlkit import create_model
+
+    code, out, _ = run(capsys, "summary", "lenet5")
+    assert code == 0
+    total = sum(p.numel() for p in create_model("lenet5").parameters())
+    assert total == 61_706 and "61,706" in out
+    code, out, _ = run(capsys, "summary", "mlp", "--input-shape", "784")
+    assert code == 0 and "100,480" in out  # 784*128 + 128... first layer 784*256+256 = 200,960
+    assert "200,960" in out
+
+
+def test_run_smoke_writes_the_run_folder_and_report_rebuilds(capsys, tmp_path):
+    out_dir = tmp_path / "run"
+    code, out, _ = run(capsys, "run", "mlp-digits", "--smoke", "--out", str(out_dir))
+    assert code == 0 and "test/accuracy" in out
+    for name in ["config.json", "metrics.csv", "summary.json", "report.html", "model.safetensors",
+                 "figures/loss.png", "figures/confusion_matrix.png", "figures/predictions.png"]:
+        assert (out_dir / name).is_file(), name
+    assert list((out_dir / "checkpoints").glob("step_*.safetensors"))
+    (out_dir / "report.html").unlink()
+    assert run(capsys, "report", str(out_dir))[0] == 0 and (out_dir / "report.html").is_file()
+
+
+def test_verify_writes_record_and_fails_below_threshold(capsys, tmp_path, monkeypatch):
+    from dlkit.recipes.base import get_recipe
+
+    recipe = get_recipe("mlp-digits")
+    monkeypatch.setattr(recipe, "threshold", 1.01)
+    monkeypatch.setattr(recipe, "defaults", {**recipe.defaults, "epochs": 1, "progress": False, "tensorboard": False})
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "verify", "mlp-digits")
+    rec = json.loads((tmp_path / "results/verify/mlp-digits.json").read_text())
+    assert code == 1 and "FAIL mlp-digits" in out
+    assert rec["passed"] is False and rec["threshold"] == 1.01 and 0.5 < rec["value"] <= 1.0
+    assert {"metric", "seconds", "device", "torch", "commit"} <= rec.keys()
+    code, _, _ = run(capsys, "status", "--out", "docs/STATUS.md")
+    page = (tmp_path / "docs/STATUS.md").read_text()
+    assert code == 0 and "| `mlp-digits` |" in page and "**no**" in page and "| `lenet5` | 61,706 |" in page
