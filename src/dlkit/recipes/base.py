@@ -223,12 +223,28 @@ def run_recipe(name: str, *, overrides: dict | None = None, epochs: int | None =
             "passed": recipe.passed(value), "seconds": round(seconds, 2), "budget_s": recipe.budget_s,
             "steps": trainer.step, "epochs": cfg.epochs, "smoke": smoke, "device": str(trainer.device),
             "world_size": dist.world_size, "torch": torch.__version__, "commit": git_commit(),
-            "stop_reason": trainer.stop_reason, "metrics": metrics, **setup.extra,
+            "stop_reason": trainer.stop_reason, "metrics": metrics,
+            "seconds_to_threshold": seconds_to_threshold(run_dir / "metrics.csv", recipe), **setup.extra,
         }
         _write_outputs(run_dir, summary, trainer, setup, report)
     barrier(dist)
     cleanup(dist)
     return summary
+
+
+def seconds_to_threshold(metrics_csv: Path, recipe: Recipe) -> float | None:
+    """Wall time of training at which the validation counterpart of the recipe's metric first reached the
+    threshold (e.g. val/accuracy for test/accuracy), read from metrics.csv; None if it never did."""
+    import csv
+
+    name = "val/" + recipe.metric.split("/", 1)[-1]
+    if not metrics_csv.is_file():
+        return None
+    with open(metrics_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["name"] == name and recipe.passed(float(row["value"])):
+                return float(row["wall_time"])
+    return None
 
 
 def _run_experiment(recipe: Recipe, cfg: Config, exp: Experiment, run_dir: Path, smoke: bool, report: bool) -> dict:
@@ -290,6 +306,7 @@ def verify_recipe(name: str, results_dir: str | Path = "results/verify", device:
         "recipe": name, "metric": recipe.metric, "value": summary["value"], "threshold": recipe.threshold,
         "higher_is_better": recipe.higher_is_better, "passed": summary["passed"],
         "seconds": round(time.perf_counter() - t0, 2), "train_seconds": summary["seconds"],
+        "seconds_to_threshold": summary.get("seconds_to_threshold"),
         "budget_s": recipe.budget_s, "device": summary["device"], "torch": torch.__version__,
         "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "run_dir": str(out),
     }
