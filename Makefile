@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-DLKIT_DATA ?= $(abspath ../shared/datasets)
+DLKIT_DATA ?= $(if $(wildcard ../shared/datasets),$(abspath ../shared/datasets),)
 export DLKIT_DATA
 PYTEST_WORKERS ?= 2
 

@@ -26,6 +26,7 @@ class LeNet5(nn.Module):
             raise ConfigError(f"LeNet5 pool must be 'max' or 'avg'; got {pool!r}")
         pool_layer = nn.MaxPool2d if pool == "max" else nn.AvgPool2d
         self.in_chans = in_chans
+        self.default_input_shape = (in_chans, 28, 28) if pad_input else (in_chans, 32, 32)
         self.features = nn.Sequential(
             nn.Conv2d(in_chans, 6, 5, padding=2 if pad_input else 0), get_activation(activation), pool_layer(2),
             nn.Conv2d(6, 16, 5), get_activation(activation), pool_layer(2),

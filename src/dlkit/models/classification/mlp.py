@@ -41,6 +41,7 @@ class MLP(nn.Module):
             raise ConfigError(f"MLP widths must be positive; got in_features={in_features}, hidden={list(hidden)}, "
                               f"num_classes={num_classes}")
         self.in_features, self.widths = in_features, [in_features, *hidden, num_classes]
+        self.default_input_shape = (in_features,)
         layers: list[nn.Module] = [nn.Flatten()]
         for s_in, s_out in zip(self.widths[:-2], self.widths[1:-1]):
             layers.append(nn.Linear(s_in, s_out))

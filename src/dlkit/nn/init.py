@@ -1,0 +1,185 @@
+"""Weight initialisations, in place on a tensor like `torch.nn.init` (Notes: 003 §2.2.4).
+
+The notes' list: zeros (fails: hidden units stay identical), big numbers (saturation / explosion),
+N(0, 0.01) (a VARIANCE of 0.01, i.e. std 0.1; fine for small nets), N(0, 1/n_in) (LeCun: keeps the
+activation variance at 1), Xavier/Glorot N(0, 2/(n_in + n_out)) (the notes call it TensorFlow's default;
+Keras' default is actually the uniform variant, same variance), He N(0, 2/n_in) for ReLU.
+
+Fans follow torch: for a weight of shape [out, in, *kernel], fan_in = in * prod(kernel) and
+fan_out = out * prod(kernel). Every function takes an optional `generator` and returns the tensor.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError, unknown
+
+
+def calculate_fan_in_and_fan_out(tensor: Tensor) -> tuple[int, int]:
+    """(fan_in, fan_out) of a weight [out, in, *kernel]: in * k and out * k, k = prod(kernel)."""
+    if tensor.dim() < 2:
+        raise ConfigError(
+            f"fan in/out needs a weight with at least 2 dims [out, in, ...]; got shape "
+            f"{tuple(tensor.shape)}. Initialise biases with zeros_ or normal_ instead."
+        )
+    receptive = math.prod(tensor.shape[2:])
+    return tensor.shape[1] * receptive, tensor.shape[0] * receptive
+
+
+def _fan(tensor: Tensor, mode: str) -> int:
+    fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
+    if mode == "fan_in":
+        return fan_in
+    if mode == "fan_out":
+        return fan_out
+    raise ConfigError(f"mode must be 'fan_in' or 'fan_out'; got {mode!r}")
+
+
+def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
+    """Recommended gain: 1 for linear/sigmoid, 5/3 tanh, sqrt 2 relu, sqrt(2 / (1 + a^2)) leaky relu."""
+    linear = (
+        "linear",
+        "identity",
+        "conv1d",
+        "conv2d",
+        "conv3d",
+        "conv_transpose1d",
+        "conv_transpose2d",
+        "conv_transpose3d",
+        "sigmoid",
+    )
+    if nonlinearity in linear:
+        return 1.0
+    if nonlinearity == "tanh":
+        return 5.0 / 3
+    if nonlinearity == "relu":
+        return math.sqrt(2.0)
+    if nonlinearity == "leaky_relu":
+        slope = 0.01 if param is None else float(param)
+        return math.sqrt(2.0 / (1 + slope**2))
+    if nonlinearity == "selu":
+        return 3.0 / 4
+    raise unknown(
+        "nonlinearity",
+        nonlinearity,
+        [*linear, "tanh", "relu", "leaky_relu", "selu"],
+        "dlkit.nn.init.calculate_gain.__doc__",
+    )
+
+
+def zeros_(tensor: Tensor) -> Tensor:
+    """Fill with zeros. Notes: 003 §2.2.4 ("it does not work": hidden units stay identical)."""
+    with torch.no_grad():
+        return tensor.zero_()
+
+
+def normal_(
+    tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator: torch.Generator | None = None
+) -> Tensor:
+    """Fill with N(mean, std^2). With a large std this is the notes' "big numbers" init (003 §2.2.4)."""
+    if std < 0:
+        raise ConfigError(f"normal_ std must be >= 0; got {std}")
+    with torch.no_grad():
+        return tensor.normal_(mean, std, generator=generator)
+
+
+def uniform_(
+    tensor: Tensor, a: float = 0.0, b: float = 1.0, generator: torch.Generator | None = None
+) -> Tensor:
+    """Fill with U(a, b)."""
+    if b < a:
+        raise ConfigError(f"uniform_ needs a <= b; got a={a}, b={b}")
+    with torch.no_grad():
+        return tensor.uniform_(a, b, generator=generator)
+
+
+def small_normal_(tensor: Tensor, variance: float = 0.01, generator: torch.Generator | None = None) -> Tensor:
+    """Fill with N(0, variance); the notes' N(0, 0.01) means variance 0.01, std 0.1. Notes: 003 §2.2.4."""
+    if variance < 0:
+        raise ConfigError(f"small_normal_ variance must be >= 0; got {variance}")
+    return normal_(tensor, 0.0, math.sqrt(variance), generator)
+
+
+def lecun_normal_(tensor: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """LeCun init N(0, 1/n_in): keeps the pre-activation variance equal to the input's. Notes: 003 §2.2.4."""
+    return normal_(tensor, 0.0, math.sqrt(1.0 / _fan(tensor, "fan_in")), generator)
+
+
+def xavier_normal_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+    """Xavier/Glorot normal N(0, gain^2 * 2 / (n_in + n_out)). Notes: 003 §2.2.4."""
+    fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
+    return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), generator)
+
+
+def xavier_uniform_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+    """Xavier/Glorot uniform U(-b, b), b = gain sqrt(6 / (n_in + n_out)): same variance as the normal form."""
+    fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
+    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+    return uniform_(tensor, -bound, bound, generator)
+
+
+def kaiming_normal_(
+    tensor: Tensor,
+    a: float = 0.0,
+    mode: str = "fan_in",
+    nonlinearity: str = "relu",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """He/Kaiming normal N(0, gain^2 / fan). Notes: 003 §2.2.4.
+
+    For ReLU (gain^2 = 2, fan_in) this is the notes' N(0, 2/n_in).
+    """
+    std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode))
+    return normal_(tensor, 0.0, std, generator)
+
+
+def kaiming_uniform_(
+    tensor: Tensor,
+    a: float = 0.0,
+    mode: str = "fan_in",
+    nonlinearity: str = "relu",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """He/Kaiming uniform U(-b, b), b = gain sqrt(3 / fan): same variance as kaiming_normal_."""
+    bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / _fan(tensor, mode))
+    return uniform_(tensor, -bound, bound, generator)
+
+
+glorot_normal_, glorot_uniform_ = xavier_normal_, xavier_uniform_
+he_normal_, he_uniform_ = kaiming_normal_, kaiming_uniform_
+
+_INITS = {
+    "zeros": zeros_,
+    "small_normal": small_normal_,
+    "lecun_normal": lecun_normal_,
+    "lecun": lecun_normal_,
+    "xavier_normal": xavier_normal_,
+    "xavier_uniform": xavier_uniform_,
+    "glorot_normal": xavier_normal_,
+    "glorot_uniform": xavier_uniform_,
+    "xavier": xavier_normal_,
+    "glorot": xavier_normal_,
+    "kaiming_normal": kaiming_normal_,
+    "kaiming_uniform": kaiming_uniform_,
+    "he_normal": kaiming_normal_,
+    "he_uniform": kaiming_uniform_,
+    "he": kaiming_normal_,
+    "kaiming": kaiming_normal_,
+}
+
+
+def list_initializers() -> list[str]:
+    """Names accepted by `get_initializer`."""
+    return sorted(_INITS)
+
+
+def get_initializer(name: str):
+    """The in-place init function called `name` ('xavier_uniform', 'he', 'lecun', 'small_normal', ...)."""
+    key = name.strip().lower().replace("-", "_")
+    if key not in _INITS:
+        raise unknown("initializer", name, _INITS, "dlkit.nn.init.list_initializers()")
+    return _INITS[key]

@@ -1,0 +1,130 @@
+"""Figures of a run: training curves, confusion matrix, image grids, line plots (matplotlib, no display).
+
+Every function writes one PNG and returns its path; parents are created. The Agg backend is selected so
+figures render on machines without a screen.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def read_metrics(metrics_csv: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The long-format metrics.csv as {name: (steps, values)}."""
+    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    with open(metrics_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            series[row["name"]].append((int(row["step"]), float(row["value"])))
+    return {k: (np.array([s for s, _ in v]), np.array([x for _, x in v])) for k, v in series.items()}
+
+
+def plot_curves(metrics_csv: Path, out_dir: Path) -> list[Path]:
+    """One figure per metric (loss, accuracy, ...) with its train/val/test series against the step."""
+    series = read_metrics(metrics_csv)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name in series:
+        split, _, metric = name.rpartition("/")
+        if metric in ("lr", "grad_norm", "seconds") or not split:
+            metric = name.replace("/", "_")
+        groups[metric].append(name)
+    paths = []
+    for metric, names in sorted(groups.items()):
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        for name in sorted(names):
+            steps, values = series[name]
+            style = "-" if len(steps) > 20 else "o-"
+            ax.plot(steps, values, style, label=name, markersize=3)
+        ax.set_xlabel("step")
+        ax.set_ylabel(metric)
+        if metric == "loss" and all((series[n][1] > 0).all() for n in names):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        paths.append(_save(fig, Path(out_dir) / f"curve_{metric}.png"))
+    return paths
+
+
+def plot_lines(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: Path, xlabel: str,
+               ylabel: str, title: str = "", logy: bool = False) -> Path:
+    """Several named (x, y) curves on one axis."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (x, y) in curves.items():
+        ax.plot(x, y, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: Path) -> Path:
+    """Row-normalised confusion matrix (rows true, columns predicted) with counts in the cells."""
+    cm = np.asarray(cm)
+    k = len(class_names)
+    rates = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    size = max(4.0, 0.45 * k + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(k), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    return _save(fig, path)
+
+
+def _to_hwc(img) -> np.ndarray:
+    a = np.asarray(img, dtype=np.float32)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+        a = a.transpose(1, 2, 0)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    lo, hi = float(a.min()), float(a.max())
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
+
+def plot_image_grid(images, path: Path, titles: Sequence[str] | None = None, correct: Sequence[bool] | None = None,
+                    ncols: int = 8) -> Path:
+    """A grid of images ([N, C, H, W], [N, H, W] or a list), each scaled to [0, 1]; wrong ones titled red."""
+    images = [np.asarray(im.detach().cpu() if hasattr(im, "detach") else im) for im in images]
+    n = len(images)
+    ncols = min(ncols, n) or 1
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.4 * ncols, 1.55 * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        a = _to_hwc(images[i])
+        ax.imshow(a, cmap="gray" if a.ndim == 2 else None)
+        if titles is not None:
+            color = "black" if correct is None or correct[i] else "red"
+            ax.set_title(titles[i], fontsize=7, color=color)
+    return _save(fig, path)

@@ -1,0 +1,151 @@
+"""`dlkit summary`: per-layer output shape, parameters and multiply-adds by the notes' formulas
+(Notes: 000 §3.3-3.4, 003 §3 parameter cheat sheet, 004 CNN).
+
+Dense layer: S_in*S_out + S_out parameters and S_in*S_out multiply-adds per output position.
+Convolution: Kw*Kh*Din*Dout + Dout parameters and Kw*Kh*Din*Dout*Ow*Oh multiply-adds (Din divided by the
+groups for grouped and depth-wise convolutions). Transposed convolution: the same parameters and
+Kw*Kh*Din*Dout*Iw*Ih multiply-adds (each input pixel scatters a kernel). Other layers' parameters are counted
+from the tensors; their operations (norms, activations, attention's matrix products) are not in the MAC total.
+The totals count each parameter tensor once (tied weights are shared), so they agree with
+`sum(p.numel() for p in model.parameters())`; a test checks that the formula counts equal the tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class LayerRow:
+    name: str
+    kind: str
+    output_shape: tuple
+    params: int
+    macs: int
+
+
+@dataclass
+class Summary:
+    rows: list[LayerRow] = field(default_factory=list)
+    total_params: int = 0
+    trainable_params: int = 0
+    total_macs: int = 0
+    input_shape: tuple = ()
+
+    def format_table(self) -> str:
+        w = max([len(r.name) for r in self.rows] + [5])
+        k = max([len(r.kind) for r in self.rows] + [4])
+        head = f"{'layer':<{w}}  {'type':<{k}}  {'output shape':<22} {'params':>14} {'mult-adds':>16}"
+        lines = [head, "-" * len(head)]
+        for r in self.rows:
+            shape = "x".join(map(str, r.output_shape)) if r.output_shape else "-"
+            lines.append(f"{r.name:<{w}}  {r.kind:<{k}}  {shape:<22} {r.params:>14,} {r.macs:>16,}")
+        lines += ["-" * len(head),
+                  f"input {'x'.join(map(str, self.input_shape))}: {self.total_params:,} parameters "
+                  f"({self.trainable_params:,} trainable), {self.total_macs:,} multiply-adds "
+                  f"({self.total_macs / 1e9:.3f} GMACs, about {2 * self.total_macs / 1e9:.3f} GFLOPs)"]
+        return "\n".join(lines)
+
+
+def dense_params(s_in: int, s_out: int, bias: bool = True) -> int:
+    """S_in*S_out + S_out (Notes: 000 §1, 003 §2)."""
+    return s_in * s_out + (s_out if bias else 0)
+
+
+def conv_params(kernel: tuple[int, ...], d_in: int, d_out: int, groups: int = 1, bias: bool = True) -> int:
+    """Kw*Kh*Din*Dout/groups + Dout (Notes: 000 §3.3, 003 §3)."""
+    return math.prod(kernel) * (d_in // groups) * d_out + (d_out if bias else 0)
+
+
+def conv_macs(kernel: tuple[int, ...], d_in: int, d_out: int, out_spatial: tuple[int, ...], groups: int = 1) -> int:
+    """Kw*Kh*Din*Dout*Ow*Oh / groups multiply-adds (Notes: 000 §3.4)."""
+    return math.prod(kernel) * (d_in // groups) * d_out * math.prod(out_spatial)
+
+
+def _first_tensor(out):
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        for o in out:
+            t = _first_tensor(o)
+            if t is not None:
+                return t
+    if isinstance(out, dict):
+        return _first_tensor(list(out.values()))
+    return None
+
+
+def _formula(module: nn.Module, inp, out) -> tuple[int | None, int]:
+    """(parameters by formula or None, multiply-adds) for one call of `module`."""
+    if isinstance(module, nn.Linear):
+        positions = out.numel() // module.out_features
+        return dense_params(module.in_features, module.out_features, module.bias is not None), \
+            module.in_features * module.out_features * positions
+    if isinstance(module, nn.modules.conv._ConvNd):
+        k, g = tuple(module.kernel_size), module.groups
+        p = conv_params(k, module.in_channels, module.out_channels, g, module.bias is not None)
+        batch = out.shape[0]
+        if module.transposed:
+            spatial = tuple(inp[0].shape[2:])
+            return p, batch * conv_macs(k, module.in_channels, module.out_channels, spatial, g)
+        return p, batch * conv_macs(k, module.in_channels, module.out_channels, tuple(out.shape[2:]), g)
+    return None, 0
+
+
+def summarize(model: nn.Module, input_shape: tuple[int, ...] | None = None, inputs=None,
+              device: str | torch.device = "cpu") -> Summary:
+    """Run one forward pass and tabulate every module that owns parameters or has no children."""
+    if inputs is None:
+        if input_shape is None:
+            raise ValueError("summarize needs input_shape (e.g. (1, 3, 224, 224)) or inputs")
+        inputs = torch.zeros(*input_shape, device=device)
+    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    summary = Summary(input_shape=tuple(inputs[0].shape))
+    seen: set[int] = set()
+    hooks = []
+
+    def own_params(m: nn.Module) -> int:
+        n = 0
+        for p in m.parameters(recurse=False):
+            if id(p) not in seen:
+                seen.add(id(p))
+                n += p.numel()
+        return n
+
+    def hook(name):
+        def fn(module, inp, out):
+            t = _first_tensor(out)
+            by_formula, macs = _formula(module, inp, t) if t is not None else (None, 0)
+            counted = own_params(module)
+            if by_formula is not None and counted and by_formula != counted:
+                raise AssertionError(f"{name}: formula gives {by_formula} parameters, tensors hold {counted}")
+            summary.rows.append(LayerRow(name or "(model)", type(module).__name__,
+                                         tuple(t.shape) if t is not None else (), counted, macs))
+        return fn
+
+    for name, m in model.named_modules():
+        if not list(m.children()) or any(True for _ in m.parameters(recurse=False)):
+            hooks.append(m.register_forward_hook(hook(name)))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        model.train(was)
+        for h in hooks:
+            h.remove()
+    # parameters of modules that never ran in forward (e.g. auxiliary heads in eval) still count
+    for name, m in model.named_modules():
+        n = own_params(m)
+        if n:
+            summary.rows.append(LayerRow(name or "(model)", type(m).__name__ + " (not called)", (), n, 0))
+    summary.total_params = sum(r.params for r in summary.rows)
+    summary.trainable_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()
+                                   if p.requires_grad)
+    summary.total_macs = sum(r.macs for r in summary.rows)
+    return summary

@@ -1,0 +1,32 @@
+"""LeNet-5: the published parameter count, shapes and input checks."""
+
+import pytest
+import torch
+
+from dlkit import create_model
+from dlkit.errors import ConfigError
+
+
+def test_lenet5_has_61706_parameters():
+    # C1 156 + C3 2,416 + F5 48,120 + F6 10,164 + output 850 = 61,706 (modern LeNet-5 with full C3)
+    assert sum(p.numel() for p in create_model("lenet5").parameters()) == 61_706
+
+
+def test_lenet5_shapes_and_gradients():
+    model = create_model("lenet5")
+    out = model(torch.randn(3, 1, 28, 28))
+    assert out.shape == (3, 10)
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert create_model("lenet5", pad_input=False)(torch.randn(1, 1, 32, 32)).shape == (1, 10)
+
+
+def test_original_variant_uses_tanh_and_average_pooling():
+    model = create_model("lenet5", activation="tanh", pool="avg")
+    names = {type(m).__name__ for m in model.modules()}
+    assert {"AvgPool2d"} <= names and "MaxPool2d" not in names
+
+
+def test_wrong_input_layout_is_explained():
+    with pytest.raises(ConfigError, match=r"expects images \[N, 1, 28, 28\]"):
+        create_model("lenet5")(torch.randn(2, 28, 28))
