@@ -32,7 +32,8 @@ def _fmt(v) -> str:
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     caption = html.escape(path.stem.replace("_", " "))
-    return f'<figure><img src="data:image/png;base64,{data}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{caption}">'
+            f"<figcaption>{caption}</figcaption></figure>")
 
 
 def build_report(run_dir: Path) -> Path:
@@ -46,8 +47,9 @@ def build_report(run_dir: Path) -> Path:
     if summary:
         passed = summary.get("passed")
         cls, word = ("pass", "reached") if passed else ("fail", "not reached")
-        parts.append(f"<p>{html.escape(str(summary.get('task', '')))} &middot; notes {html.escape(str(summary.get('notes', '')))}"
-                     f"</p><p class='{cls}'>{html.escape(summary.get('metric', ''))} = {_fmt(summary.get('value'))} "
+        task, notes = html.escape(str(summary.get("task", ""))), html.escape(str(summary.get("notes", "")))
+        metric = html.escape(str(summary.get("metric", "")))
+        parts.append(f"<p>{task} &middot; notes {notes}</p><p class='{cls}'>{metric} = {_fmt(summary.get('value'))} "
                      f"(expected {'&ge;' if summary.get('higher_is_better', True) else '&le;'} "
                      f"{_fmt(summary.get('threshold'))}): {word}</p>")
         headline = {k: v for k, v in summary.items() if k not in ("metrics",) and not isinstance(v, (dict, list))}
