@@ -62,8 +62,8 @@ def test_summary_prints_notes_formula_totals(capsys):
     total = sum(p.numel() for p in create_model("lenet5").parameters())
     assert total == 61_706 and "61,706" in out
     code, out, _ = run(capsys, "summary", "mlp", "--input-shape", "784")
-    assert code == 0 and "100,480" in out  # 784*128 + 128... first layer 784*256+256 = 200,960
-    assert "200,960" in out
+    # mlp 784-256-128-10: dense layers 784*256+256 = 200,960, 256*128+128 = 32,896, 128*10+10 = 1,290
+    assert code == 0 and all(n in out for n in ("200,960", "32,896", "1,290", "235,146 parameters"))
 
 
 def test_run_smoke_writes_the_run_folder_and_report_rebuilds(capsys, tmp_path):
@@ -71,7 +71,7 @@ def test_run_smoke_writes_the_run_folder_and_report_rebuilds(capsys, tmp_path):
     code, out, _ = run(capsys, "run", "mlp-digits", "--smoke", "--out", str(out_dir))
     assert code == 0 and "test/accuracy" in out
     for name in ["config.json", "metrics.csv", "summary.json", "report.html", "model.safetensors",
-                 "figures/loss.png", "figures/confusion_matrix.png", "figures/predictions.png"]:
+                 "figures/curve_loss.png", "figures/confusion_matrix.png", "figures/predictions.png"]:
         assert (out_dir / name).is_file(), name
     assert list((out_dir / "checkpoints").glob("step_*.safetensors"))
     (out_dir / "report.html").unlink()

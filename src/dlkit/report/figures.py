@@ -128,3 +128,40 @@ def plot_image_grid(images, path: Path, titles: Sequence[str] | None = None, cor
             color = "black" if correct is None or correct[i] else "red"
             ax.set_title(titles[i], fontsize=7, color=color)
     return _save(fig, path)
+
+
+def plot_decision_regions(predict, x, t, path: Path, title: str = "", resolution: int = 200) -> Path:
+    """Class regions of `predict` (a function of an [M, 2] array returning scores or labels) over the
+    bounding box of 2-D points `x`, with the points coloured by their targets `t`."""
+    x, t = np.asarray(x, dtype=np.float64), np.asarray(t)
+    lo, hi = x.min(0) - 0.5, x.max(0) + 0.5
+    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
+    z = np.asarray(predict(np.c_[gx.ravel(), gy.ravel()]), dtype=np.float64).reshape(gx.shape)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.contourf(gx, gy, z, levels=20, cmap="coolwarm", alpha=0.6)
+    ax.scatter(x[:, 0], x[:, 1], c=t, cmap="coolwarm", edgecolors="k", s=60)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_paths_on_contour(f, paths: Mapping[str, np.ndarray], path: Path, xlim: tuple[float, float],
+                          ylim: tuple[float, float], title: str = "", minimum: tuple[float, float] | None = None,
+                          resolution: int = 300) -> Path:
+    """Trajectories (each [T, 2]) drawn over log-spaced contours of a 2-D function `f` (array [..., 2] -> [...])."""
+    gx, gy = np.meshgrid(np.linspace(*xlim, resolution), np.linspace(*ylim, resolution))
+    z = np.asarray(f(np.stack([gx, gy], -1)), dtype=np.float64)
+    levels = np.logspace(np.log10(max(z.min(), 1e-3)), np.log10(z.max()), 25)
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    ax.contour(gx, gy, z, levels=levels, cmap="Greys", linewidths=0.6)
+    for name, p in paths.items():
+        p = np.asarray(p)
+        ax.plot(p[:, 0], p[:, 1], ".-", label=name, markersize=2.5, linewidth=1)
+    if minimum is not None:
+        ax.plot(*minimum, "k*", markersize=12)
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,270 @@
+"""Residual networks: ResNet, CIFAR ResNets, Wide ResNet, ResNeXt, SE-ResNet (Notes: 002 §2.2-§2.4, §2.6.1, 000 §3.5).
+
+A residual block learns F(x) and outputs F(x) + x, so the identity is easy to represent and gradients reach early
+layers. ResNet (002 §2.2.1) is a VGG-like stem, stages of residual blocks whose first block halves H, W and
+widens the channels (no pooling inside), global average pooling and one dense layer. ResNeXt (002 §2.3) is the
+same network with grouped bottlenecks (cardinality); SE-ResNet (002 §2.4) adds squeeze-and-excitation to each
+block; Wide ResNet (002 §2.6.1) widens it. All are one class, `ResNet`, with the variant as arguments:
+
+- ImageNet models (stem conv 7x7/2 + max-pool 3x3/2, widths 64-128-256-512): torchvision's configurations and
+  exact parameter counts; bottlenecks put the stride on the 3x3 (v1.5, torchvision's choice).
+- CIFAR ResNets (He et al. 2016 §4.2): stem conv 3x3 16, three stages of n basic blocks with 16-32-64 channels,
+  depth 6n + 2, option A (parameter-free zero-padding) shortcuts as in the paper, 32x32 inputs.
+- Wide ResNet WRN-d-k (Zagoruyko & Komodakis 2016): the CIFAR layout with pre-activation basic blocks, widths
+  16k-32k-64k, (d - 4) / 6 blocks per stage, 1x1 projection shortcuts, dropout between the convolutions, a final
+  BN-ReLU before pooling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ...errors import ConfigError
+from ...nn.activations import get_activation
+from ...nn.conv_bn_act import ConvBNAct
+from ...nn.init import kaiming_normal_
+from ...nn.residual import BasicBlock, Bottleneck
+from ...registry import register_model
+
+BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+STEMS = ("imagenet", "cifar")
+
+
+class ResNet(nn.Module):
+    """Residual network: stem -> stages of residual blocks -> global average pooling -> fc. Notes: 002 §2.2.1.
+
+    Stage i has `layers[i]` blocks of width `widths[i]` (times 4 output channels for bottlenecks); the first block
+    of every stage but the first has stride 2. `groups`/`base_width` make bottlenecks ResNeXt (G x d) or wide
+    (base_width 128); `se_reduction` adds SE; `preact` uses pre-activation basic blocks (Wide ResNet); `shortcut`
+    is 'A' (zero-padding) or 'B' (projection). Convolutions get Kaiming normal init (fan_out, ReLU gain), BN
+    gamma 1 and beta 0; `zero_init_residual` zeroes each block's last BN gamma, so every block starts as the
+    identity (torchvision's option).
+    """
+
+    def __init__(self, block: str = "basic", layers: Sequence[int] = (2, 2, 2, 2), num_classes: int = 1000,
+                 in_chans: int = 3, widths: Sequence[int] = (64, 128, 256, 512), stem: str = "imagenet",
+                 stem_width: int = 64, groups: int = 1, base_width: int = 64, se_reduction: int | None = None,
+                 shortcut: str = "B", preact: bool = False, drop_rate: float = 0.0, stride_in_1x1: bool = False,
+                 zero_init_residual: bool = False, activation: str = "relu"):
+        super().__init__()
+        if block not in BLOCKS:
+            raise ConfigError(f"ResNet block must be one of {sorted(BLOCKS)}; got {block!r}")
+        if stem not in STEMS:
+            raise ConfigError(f"ResNet stem must be one of {STEMS}; got {stem!r}")
+        if len(layers) != len(widths) or not layers or min(layers) < 1:
+            raise ConfigError(f"ResNet needs one block count >= 1 per stage width; got layers={tuple(layers)}, "
+                              f"widths={tuple(widths)}")
+        if preact and block != "basic":
+            raise ConfigError("preact=True is implemented for basic blocks (Wide ResNet); use block='basic'")
+        self.in_chans, self.num_classes, self.preact = in_chans, num_classes, preact
+        self.default_input_shape = (in_chans, 224, 224) if stem == "imagenet" else (in_chans, 32, 32)
+
+        if stem == "imagenet":
+            self.stem = nn.Sequential(ConvBNAct(in_chans, stem_width, 7, 2, activation=activation),
+                                      nn.MaxPool2d(3, 2, 1))
+        elif preact:  # the first block normalises and activates its input itself
+            self.stem = nn.Sequential(nn.Conv2d(in_chans, stem_width, 3, 1, 1, bias=False))
+        else:
+            self.stem = nn.Sequential(ConvBNAct(in_chans, stem_width, 3, 1, activation=activation))
+
+        block_cls = BLOCKS[block]
+        kw: dict = dict(se_reduction=se_reduction, shortcut=shortcut, drop_rate=drop_rate, activation=activation)
+        if block == "basic":
+            kw |= dict(preact=preact, groups=groups, base_width=base_width)
+        else:
+            kw |= dict(groups=groups, base_width=base_width, stride_in_1x1=stride_in_1x1)
+        stages, chans = [], stem_width
+        for i, (n, width) in enumerate(zip(layers, widths)):
+            blocks = []
+            for j in range(n):
+                blocks.append(block_cls(chans, width, 2 if (i > 0 and j == 0) else 1, **kw))
+                chans = width * block_cls.expansion
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = chans
+        self.head_norm = (nn.Sequential(nn.BatchNorm2d(chans), get_activation(activation)) if preact
+                          else nn.Identity())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(chans, num_classes)
+        self.reset_parameters(zero_init_residual)
+
+    @torch.no_grad()
+    def reset_parameters(self, zero_init_residual: bool = False) -> None:
+        """Kaiming normal N(0, 2 / fan_out) for convolutions (He et al. 2015), BN (1, 0), optional zero last gamma."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, (BasicBlock, Bottleneck)):
+                    m.zero_init_last()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's feature map [N, num_features, H/32, W/32] (H/4 for the CIFAR stem)."""
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            h, w = self.default_input_shape[1:]
+            raise ConfigError(f"ResNet expects images [N, {self.in_chans}, H, W] (default {h}x{w}); got "
+                              f"{tuple(x.shape)}. Set in_chans to the number of image channels.")
+        return self.head_norm(self.stages(self.stem(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.forward_features(x)), 1))
+
+
+# ----------------------------------------------------------------------------- builders
+
+
+def cifar_resnet(depth: int = 20, **kw) -> ResNet:
+    """CIFAR ResNet-depth (He et al. 2016 §4.2): 3 stages of n = (depth - 2) / 6 basic blocks, 16-32-64 wide."""
+    if depth < 8 or (depth - 2) % 6:
+        raise ConfigError(f"CIFAR ResNet depth must be 6n + 2 (20, 32, 44, 56, 110, ...); got {depth}")
+    n = (depth - 2) // 6
+    args = dict(block="basic", layers=(n, n, n), widths=(16, 32, 64), stem="cifar", stem_width=16, num_classes=10,
+                shortcut="A")
+    return ResNet(**(args | kw))
+
+
+def wide_resnet(depth: int = 28, widen_factor: int = 10, drop_rate: float = 0.0, **kw) -> ResNet:
+    """Wide ResNet WRN-depth-k (Zagoruyko & Komodakis 2016): pre-activation, (depth - 4) / 6 blocks per stage."""
+    if depth < 10 or (depth - 4) % 6:
+        raise ConfigError(f"Wide ResNet depth must be 6n + 4 (10, 16, 22, 28, 40, ...); got {depth}")
+    if widen_factor < 1:
+        raise ConfigError(f"Wide ResNet widen_factor k must be >= 1; got {widen_factor}")
+    n, k = (depth - 4) // 6, widen_factor
+    args = dict(block="basic", layers=(n, n, n), widths=(16 * k, 32 * k, 64 * k), stem="cifar", stem_width=16,
+                num_classes=10, preact=True, shortcut="B", drop_rate=drop_rate)
+    return ResNet(**(args | kw))
+
+
+def _imagenet(block: str, layers: tuple[int, ...], kw: dict, **defaults) -> ResNet:
+    return ResNet(**(dict(block=block, layers=layers) | defaults | kw))
+
+
+# ----------------------------------------------------------------------------- ImageNet (torchvision counts)
+
+
+@register_model
+def resnet18(**kw) -> ResNet:
+    """ResNet-18: basic blocks [2, 2, 2, 2]; 11,689,512 parameters (1000 classes)."""
+    return _imagenet("basic", (2, 2, 2, 2), kw)
+
+
+@register_model
+def resnet34(**kw) -> ResNet:
+    """ResNet-34: basic blocks [3, 4, 6, 3]; 21,797,672 parameters."""
+    return _imagenet("basic", (3, 4, 6, 3), kw)
+
+
+@register_model
+def resnet50(**kw) -> ResNet:
+    """ResNet-50: bottlenecks [3, 4, 6, 3]; 25,557,032 parameters."""
+    return _imagenet("bottleneck", (3, 4, 6, 3), kw)
+
+
+@register_model
+def resnet101(**kw) -> ResNet:
+    """ResNet-101: bottlenecks [3, 4, 23, 3]; 44,549,160 parameters."""
+    return _imagenet("bottleneck", (3, 4, 23, 3), kw)
+
+
+@register_model
+def resnet152(**kw) -> ResNet:
+    """ResNet-152: bottlenecks [3, 8, 36, 3]; 60,192,808 parameters."""
+    return _imagenet("bottleneck", (3, 8, 36, 3), kw)
+
+
+@register_model
+def wide_resnet50_2(**kw) -> ResNet:
+    """Wide ResNet-50-2 (torchvision): ResNet-50 with twice the bottleneck width; 68,883,240 parameters."""
+    return _imagenet("bottleneck", (3, 4, 6, 3), kw, base_width=128)
+
+
+@register_model
+def resnext50_32x4d(**kw) -> ResNet:
+    """ResNeXt-50 32x4d: cardinality 32, branch width 4; 25,028,904 parameters."""
+    return _imagenet("bottleneck", (3, 4, 6, 3), kw, groups=32, base_width=4)
+
+
+@register_model
+def resnext101_32x8d(**kw) -> ResNet:
+    """ResNeXt-101 32x8d: cardinality 32, branch width 8; 88,791,336 parameters."""
+    return _imagenet("bottleneck", (3, 4, 23, 3), kw, groups=32, base_width=8)
+
+
+@register_model
+def se_resnet50(**kw) -> ResNet:
+    """SE-ResNet-50: SE (r = 16, fc with bias) on every bottleneck; 28,088,024 parameters."""
+    return _imagenet("bottleneck", (3, 4, 6, 3), kw, se_reduction=16)
+
+
+# ----------------------------------------------------------------------------- CIFAR (32x32; in_chans=1 for MNIST)
+
+
+@register_model
+def resnet_cifar20(**kw) -> ResNet:
+    """CIFAR ResNet-20, option A shortcuts: 269,722 parameters (0.27M; 272,474 with option B projections)."""
+    return cifar_resnet(20, **kw)
+
+
+@register_model
+def resnet_cifar32(**kw) -> ResNet:
+    """CIFAR ResNet-32, option A: 464,154 parameters (0.46M)."""
+    return cifar_resnet(32, **kw)
+
+
+@register_model
+def resnet_cifar44(**kw) -> ResNet:
+    """CIFAR ResNet-44, option A: 658,586 parameters (0.66M)."""
+    return cifar_resnet(44, **kw)
+
+
+@register_model
+def resnet_cifar56(**kw) -> ResNet:
+    """CIFAR ResNet-56, option A: 853,018 parameters (0.85M)."""
+    return cifar_resnet(56, **kw)
+
+
+@register_model
+def resnet_cifar110(**kw) -> ResNet:
+    """CIFAR ResNet-110, option A: 1,727,962 parameters (1.7M)."""
+    return cifar_resnet(110, **kw)
+
+
+@register_model
+def se_resnet_cifar20(**kw) -> ResNet:
+    """CIFAR ResNet-20 with SE (r = 16, hidden max(1, C // 16)) in every basic block: 272,095 parameters."""
+    return cifar_resnet(20, **(dict(se_reduction=16) | kw))
+
+
+@register_model
+def wrn_28_10(**kw) -> ResNet:
+    """WRN-28-10: 36,479,194 parameters for 10 classes (the paper's 36.5M)."""
+    return wide_resnet(28, 10, **kw)
+
+
+@register_model
+def wrn_16_4(**kw) -> ResNet:
+    """WRN-16-4: 2,748,890 parameters for 10 classes (the paper's 2.7M)."""
+    return wide_resnet(16, 4, **kw)
+
+
+@register_model
+def wrn_16_2(**kw) -> ResNet:
+    """WRN-16-2, a small Wide ResNet for Fashion-MNIST/CIFAR on a CPU: 691,674 parameters."""
+    return wide_resnet(16, 2, **kw)
+
+
+@register_model
+def resnext_tiny_fashion(**kw) -> ResNet:
+    """CIFAR-style ResNeXt (G = 8, d = 4-8-16, 2 bottlenecks per stage) for Fashion-MNIST: 247,610 parameters."""
+    args = dict(block="bottleneck", layers=(2, 2, 2), widths=(16, 32, 64), stem="cifar", stem_width=16,
+                groups=8, base_width=16, num_classes=10, in_chans=1)
+    return ResNet(**(args | kw))

@@ -1,0 +1,181 @@
+"""Residual connections and the ResNet blocks (Notes: 000 §3.5, 002 §2.2, §2.2.1, §2.3, §2.4, §2.6.1).
+
+A residual block outputs F(x; theta) + x: the identity costs no parameters and is learned by F -> 0, and the
+gradient reaches early layers through the sum. The skip is added before the final ReLU (002 §2.2), so the block
+can perturb the identity in both directions. When a block changes the shape (stride 2, more channels) the skip
+is either option A, parameter-free (subsample and append zero channels), or option B, a 1x1 projection with BN
+(He et al. 2016 §3.3).
+
+`BasicBlock` is two 3x3 convolutions (ResNet-18/34, CIFAR ResNets, and with `preact=True` the pre-activation
+block of Wide ResNet, BN-ReLU-conv twice with optional dropout between). `Bottleneck` is 1x1 (compress) ->
+3x3 -> 1x1 (expand x4); with `groups` = cardinality G and `base_width` = d it is the ResNeXt block in its
+grouped-convolution form (002 §2.3; the split-branch forms are in `dlkit.nn.resnext`), with `base_width=128`
+the Wide ResNet-50-2 block. `se_reduction=r` inserts squeeze-and-excitation on the residual branch before the
+addition (SE-ResNet, 002 §2.4, Fig. 2.5).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from .activations import get_activation
+from .conv_bn_act import ConvBNAct
+from .squeeze_excitation import SqueezeExcitation
+
+SHORTCUTS = ("A", "B")
+
+
+class Residual(nn.Module):
+    """A residual connection around any module. Notes: 000 §3.5. y = F(x) + x, or [F(x), x] with merge='concat'.
+
+    The sum needs F(x) and x of the same shape; the concatenation (the notes' alternative) stacks them along
+    the channel axis (dim 1), giving C_F + C_x channels.
+    """
+
+    def __init__(self, fn: nn.Module, merge: str = "add"):
+        super().__init__()
+        if merge not in ("add", "concat"):
+            raise ConfigError(f"Residual merge must be 'add' or 'concat'; got {merge!r}")
+        self.fn, self.merge = fn, merge
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fx = self.fn(x)
+        if self.merge == "concat":
+            return torch.cat([fx, x], dim=1)
+        if fx.shape != x.shape:
+            raise ConfigError(f"Residual 'add' needs F(x) shaped like x {tuple(x.shape)}; got {tuple(fx.shape)}. "
+                              "Use merge='concat' or a block that keeps the shape.")
+        return fx + x
+
+
+class PadShortcut(nn.Module):
+    """Option A shortcut (Notes: 002 §2.2; He et al. 2016 §4.2): x[:, :, ::s, ::s] with zeros appended as channels.
+
+    The zeros go after the input channels, as in the authors' Torch code (fb.resnet.torch).
+    """
+
+    def __init__(self, in_chans: int, out_chans: int, stride: int = 1):
+        super().__init__()
+        if out_chans < in_chans:
+            raise ConfigError(f"option A shortcut can only add channels; got {in_chans} -> {out_chans}. "
+                              "Use shortcut='B' (1x1 projection).")
+        self.extra, self.stride = out_chans - in_chans, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra)) if self.extra else x
+
+
+def make_shortcut(in_chans: int, out_chans: int, stride: int, kind: str = "B", norm: bool = True) -> nn.Module:
+    """The skip path (Notes: 002 §2.2): identity if the shape is kept, else option A (zero-pad) or B (BN(W_1x1 x)).
+
+    `norm=False` drops the projection's BN (pre-activation blocks project the already normalised input).
+    """
+    if kind not in SHORTCUTS:
+        raise ConfigError(f"shortcut must be one of {SHORTCUTS} (A: zero-padding identity, B: 1x1 projection); "
+                          f"got {kind!r}")
+    if in_chans == out_chans and stride == 1:
+        return nn.Identity()
+    if kind == "A":
+        return PadShortcut(in_chans, out_chans, stride)
+    conv = nn.Conv2d(in_chans, out_chans, 1, stride, bias=False)
+    return nn.Sequential(conv, nn.BatchNorm2d(out_chans)) if norm else nn.Sequential(conv)
+
+
+def _se(chans: int, se_reduction: int | None, activation: str) -> nn.Module:
+    if se_reduction is None:
+        return nn.Identity()
+    if se_reduction < 1:
+        raise ConfigError(f"se_reduction must be a ratio >= 1 (16 in SENet); got {se_reduction}")
+    return SqueezeExcitation(chans, max(1, chans // se_reduction), activation=activation)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers with a skip. Notes: 002 §2.2.1. y = relu(BN(W2 relu(BN(W1 x))) + shortcut(x)).
+
+    `preact=True` is the pre-activation form (He et al. 2016b; Wide ResNet, 002 §2.6.1):
+    y = W2 dropout(relu(BN(W1 a))) + shortcut, a = relu(BN(x)); a projection shortcut then reads a (not x) and
+    has no BN. `drop_rate` puts dropout between the two convolutions, as in Wide ResNet.
+    """
+
+    expansion = 1
+
+    def __init__(self, in_chans: int, planes: int, stride: int = 1, groups: int = 1, base_width: int = 64,
+                 se_reduction: int | None = None, shortcut: str = "B", preact: bool = False, drop_rate: float = 0.0,
+                 activation: str = "relu"):
+        super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ConfigError(f"BasicBlock has no groups/base_width (got groups={groups}, base_width={base_width}); "
+                              "use block='bottleneck' for ResNeXt and wide bottlenecks")
+        self.preact = preact
+        if preact:
+            self.bn1 = nn.BatchNorm2d(in_chans)
+            self.act1 = get_activation(activation)
+            self.conv1 = ConvBNAct(in_chans, planes, 3, stride, activation=activation)
+            self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        else:
+            self.conv1 = ConvBNAct(in_chans, planes, 3, stride, activation=activation)
+            self.conv2 = ConvBNAct(planes, planes, 3, 1, activation=None)
+            self.act = get_activation(activation)
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.se = _se(planes, se_reduction, activation)
+        self.shortcut = make_shortcut(in_chans, planes, stride, shortcut, norm=not preact)
+        self.project_activated = preact and isinstance(self.shortcut, nn.Sequential)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x), the residual branch (for post-activation blocks; SE included)."""
+        return self.se(self.conv2(self.drop(self.conv1(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.preact:
+            return self.act(self.residual(x) + self.shortcut(x))
+        a = self.act1(self.bn1(x))
+        skip = self.shortcut(a) if self.project_activated else self.shortcut(x)
+        return self.se(self.conv2(self.drop(self.conv1(a)))) + skip
+
+    def zero_init_last(self) -> None:
+        """Zero the residual branch's last scale (BN gamma; the last conv for preact) so the block starts as y = x."""
+        nn.init.zeros_(self.conv2.weight if self.preact else self.conv2[1].weight)
+
+
+class Bottleneck(nn.Module):
+    """1x1 compress -> 3x3 -> 1x1 expand (x4) with a skip. Notes: 002 §2.2.1, §2.3 (grouped 3x3 = ResNeXt).
+
+    width = floor(planes * base_width / 64) * groups; y = relu(BN(W3 relu(BN(W2 relu(BN(W1 x))))) + shortcut(x)).
+    The notes (ResNet v1) put a stage's stride 2 on the first 1x1 (`stride_in_1x1=True`); the default is
+    torchvision's v1.5, stride on the 3x3: same parameters, better accuracy, more FLOPs (spec erratum 26).
+    """
+
+    expansion = 4
+
+    def __init__(self, in_chans: int, planes: int, stride: int = 1, groups: int = 1, base_width: int = 64,
+                 se_reduction: int | None = None, shortcut: str = "B", stride_in_1x1: bool = False,
+                 drop_rate: float = 0.0, activation: str = "relu"):
+        super().__init__()
+        width = int(planes * base_width / 64) * groups
+        if width < groups:
+            raise ConfigError(f"Bottleneck width floor(planes * base_width / 64) must be >= 1; got planes={planes}, "
+                              f"base_width={base_width}")
+        out_chans = planes * self.expansion
+        s1, s2 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = ConvBNAct(in_chans, width, 1, s1, activation=activation)
+        self.conv2 = ConvBNAct(width, width, 3, s2, groups=groups, activation=activation)
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.conv3 = ConvBNAct(width, out_chans, 1, activation=None)
+        self.se = _se(out_chans, se_reduction, activation)
+        self.shortcut = make_shortcut(in_chans, out_chans, stride, shortcut)
+        self.act = get_activation(activation)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x), the residual branch (SE included)."""
+        return self.se(self.conv3(self.drop(self.conv2(self.conv1(x)))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.residual(x) + self.shortcut(x))
+
+    def zero_init_last(self) -> None:
+        """Zero the last BN's gamma so the block starts as y = relu(shortcut(x)) (Goyal et al. 2017)."""
+        nn.init.zeros_(self.conv3[1].weight)

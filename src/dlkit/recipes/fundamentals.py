@@ -1,0 +1,92 @@
+"""Recipes of the fundamentals: the perceptron on logic gates, an MLP learning XOR, vanishing gradients
+(Notes: 000 §1.1-1.2, §2.2; 003 §1.1-1.2, §2.4)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..models.classification.perceptron import Perceptron, xor_network
+from ..report.figures import plot_decision_regions, plot_lines
+from ..techniques.backprop import layer_gradient_norms
+from .base import Experiment, Recipe, register_recipe
+
+GATE_INPUTS = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+GATE_TARGETS = {"nand": [1, 1, 1, 0], "and": [0, 0, 0, 1], "or": [0, 1, 1, 1], "xor": [0, 1, 1, 0]}
+
+
+def _perceptron_gates(cfg, dist):
+    def run(run_dir: Path) -> dict[str, float]:
+        g = torch.Generator().manual_seed(cfg.seed)
+        metrics, curves = {}, {}
+        for gate, targets in GATE_TARGETS.items():
+            t = torch.tensor(targets, dtype=torch.float32)
+            for rule in cfg.rules:
+                p = Perceptron(2, convention=cfg.convention)
+                history = p.fit(GATE_INPUTS, t, rule=rule, lr=cfg.lr, max_epochs=cfg.max_epochs, generator=g)
+                t_conv = t if cfg.convention == "01" else 2 * t - 1
+                acc = (p(GATE_INPUTS) == t_conv).float().mean().item()
+                metrics[f"{gate}/{rule}/accuracy"] = acc
+                metrics[f"{gate}/{rule}/epochs"] = len(history)
+                curves[f"{gate} ({rule})"] = (np.arange(1, len(history) + 1), history)
+                if gate in ("nand", "xor") and rule == cfg.rules[0]:
+                    plot_decision_regions(lambda a, p=p: p(torch.as_tensor(a, dtype=torch.float32)).numpy(),
+                                          GATE_INPUTS, targets, run_dir / "figures" / f"{gate}_{rule}_regions.png",
+                                          title=f"perceptron on {gate.upper()} ({rule} rule)")
+        xor_net = xor_network()
+        metrics["xor/two_layer_hand_weights/accuracy"] = (
+            xor_net(GATE_INPUTS).squeeze(1) == torch.tensor(GATE_TARGETS["xor"], dtype=torch.float32)
+        ).float().mean().item()
+        plot_lines(curves, run_dir / "figures" / "mistakes_per_epoch.png", "epoch", "misclassified samples",
+                   title="perceptron learning: NAND, AND, OR converge; XOR never does")
+        metrics["test/accuracy"] = min(metrics[f"nand/{r}/accuracy"] for r in cfg.rules)
+        metrics["xor/best_accuracy"] = max(metrics[f"xor/{r}/accuracy"] for r in cfg.rules)
+        metrics["steps"] = sum(v for k, v in metrics.items() if k.endswith("/epochs"))
+        return metrics
+    return Experiment(run)
+
+
+register_recipe(Recipe(
+    name="perceptron-nand", task="fundamentals", notes="000 §1.1, 003 §1.2.1",
+    description="Perceptron and Hebbian rules on NAND (also AND, OR and the impossible XOR); hand-set XOR net",
+    build=_perceptron_gates, metric="test/accuracy", threshold=1.0, budget_s=5,
+    defaults=dict(rules=["perceptron", "hebbian"], convention="01", lr=0.5, max_epochs=100),
+    smoke=dict(max_epochs=20),
+))
+
+
+def _vanishing_gradient(cfg, dist):
+    def run(run_dir: Path) -> dict[str, float]:
+        norms = {}
+        for act, init in zip(cfg.activations, cfg.inits):
+            norms[f"{act} ({init})"] = layer_gradient_norms(act, depth=cfg.depth, width=cfg.width, batch=cfg.batch,
+                                                            init=init, seed=cfg.seed)
+        layers = np.arange(1, cfg.depth + 1)
+        plot_lines({k: (layers, v) for k, v in norms.items()}, run_dir / "figures" / "gradient_norms_per_layer.png",
+                   "layer (1 = next to the input)", "||dL/dW_l||", logy=True,
+                   title=f"vanishing gradients in a {cfg.depth}-layer MLP")
+        (run_dir / "gradient_norms.json").write_text(json.dumps({k: v.tolist() for k, v in norms.items()}))
+        metrics = {}
+        for key, v in norms.items():
+            act = key.split(" ")[0]
+            metrics[f"{act}/first_over_last"] = float(v[0] / v[-1])
+        # the notes' claim: through sigmoid layers the first layer's gradient is orders of magnitude smaller
+        # (relative to the last layer's) than through ReLU layers
+        metrics["test/orders_of_magnitude"] = float(np.log10(metrics["relu/first_over_last"])
+                                                    - np.log10(metrics["sigmoid/first_over_last"]))
+        metrics["steps"] = len(norms)  # one backward pass per network
+        return metrics
+    return Experiment(run)
+
+
+register_recipe(Recipe(
+    name="backprop-vanishing-gradient", task="fundamentals", notes="000 §2.2, 003 §2.4",
+    description="Per-layer gradient norms (by-hand backprop) of a deep sigmoid MLP against a ReLU MLP",
+    build=_vanishing_gradient, metric="test/orders_of_magnitude", threshold=6.0, budget_s=10,
+    defaults=dict(activations=["sigmoid", "relu", "tanh"], inits=["xavier_normal", "kaiming_normal", "xavier_normal"],
+                  depth=20, width=64, batch=128),
+    smoke=dict(depth=8, width=16, batch=16),
+))
