@@ -207,3 +207,12 @@ def test_cheatsheet_output_heads():
     assert A.output_activation_and_loss("regression") == ("linear", "mse")
     with pytest.raises(ConfigError, match="expected one of"):
         A.output_activation_and_loss("ranking")
+
+
+@pytest.mark.parametrize("name,fn,dfn,ref", CASES, ids=[c[0] for c in CASES])
+def test_module_fast_kernel_equals_formula_values_and_gradients(name, fn, dfn, ref):
+    """The modules run torch's fused kernels; they must compute the formula functions exactly (to rounding)."""
+    m = A.get_activation("elu", alpha=2.0) if name == "elu_alpha2" else A.get_activation(name)
+    x = SMOOTH_GRID.clone()
+    torch.testing.assert_close(m(x), fn(x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(_autograd(m, x), _autograd(fn, x), rtol=RTOL.get(name, 1e-12), atol=1e-12)

@@ -2,7 +2,8 @@ import torch
 from torch import nn
 
 from dlkit import create_model
-from dlkit.report.summary import conv_macs, conv_params, dense_params, summarize
+from dlkit.nn.conv_arithmetic import conv_flops, conv_params, dense_params
+from dlkit.report.summary import summarize
 
 
 def _count(model):
@@ -22,9 +23,9 @@ def test_lenet_totals_agree_with_parameters_and_hand_count():
 
 def test_formulas_match_torch_layers():
     conv = nn.Conv2d(8, 12, (3, 5), groups=4)
-    assert conv_params((3, 5), 8, 12, groups=4) == _count(conv)
+    assert conv_params(8, 12, (3, 5), groups=4) == _count(conv)
     assert dense_params(7, 3) == _count(nn.Linear(7, 3)) and dense_params(7, 3, bias=False) == 21
-    assert conv_macs((3, 3), 4, 6, (10, 10)) == 3 * 3 * 4 * 6 * 100
+    assert conv_flops(4, 6, 3, (10, 10)) == 3 * 3 * 4 * 6 * 100
 
 
 class _Tied(nn.Module):

@@ -19,10 +19,11 @@ class ConvBNAct(nn.Sequential):
     output); `norm=False` keeps the convolution's bias and drops BN.
     """
 
-    def __init__(self, in_chans: int, out_chans: int, kernel_size: int = 3, stride: int = 1, groups: int = 1,
-                 dilation: int = 1, activation: str | None = "relu", norm: bool = True, bn_eps: float = 1e-5,
-                 bn_momentum: float = 0.1):
-        padding = (kernel_size - 1) // 2 * dilation
+    def __init__(self, in_chans: int, out_chans: int, kernel_size: int | tuple[int, int] = 3, stride: int = 1,
+                 groups: int = 1, dilation: int = 1, activation: str | None = "relu", norm: bool = True,
+                 bn_eps: float = 1e-5, bn_momentum: float = 0.1):
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        padding = ((kh - 1) // 2 * dilation, (kw - 1) // 2 * dilation)  # 'same' for odd kernels (1x7, 7x1 too)
         layers: list[nn.Module] = [nn.Conv2d(in_chans, out_chans, kernel_size, stride, padding, dilation=dilation,
                                              groups=groups, bias=not norm)]
         if norm:

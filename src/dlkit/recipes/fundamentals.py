@@ -8,8 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..models.classification.perceptron import Perceptron, xor_network
+from ..optim import create_optimizer
+from ..registry import create_model
 from ..report.figures import plot_decision_regions, plot_lines
 from ..techniques.backprop import layer_gradient_norms
 from .base import Experiment, Recipe, register_recipe
@@ -55,6 +58,43 @@ register_recipe(Recipe(
     build=_perceptron_gates, metric="test/accuracy", threshold=1.0, budget_s=5,
     defaults=dict(rules=["perceptron", "hebbian"], convention="01", lr=0.5, max_epochs=100),
     smoke=dict(max_epochs=20),
+))
+
+
+def _mlp_xor(cfg, dist):
+    def run(run_dir: Path) -> dict[str, float]:
+        torch.manual_seed(cfg.seed)
+        x, t = GATE_INPUTS, torch.tensor(GATE_TARGETS["xor"], dtype=torch.float32)
+        model = create_model("mlp", in_features=2, hidden=[cfg.hidden], num_classes=1, activation=cfg.activation)
+        opt = create_optimizer(cfg.optimizer, model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+        losses, solved_at = [], None
+        for step in range(1, cfg.steps + 1):
+            logits = model(x).squeeze(1)
+            loss = F.binary_cross_entropy_with_logits(logits, t)  # sigmoid output + cross-entropy (003 §2.2.1.1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            if solved_at is None and ((logits > 0).float() == t).all():
+                solved_at = step
+        with torch.no_grad():
+            acc = ((model(x).squeeze(1) > 0).float() == t).float().mean().item()
+            regions = lambda a: torch.sigmoid(model(torch.as_tensor(a, dtype=torch.float32))).squeeze(1).numpy()
+            plot_decision_regions(regions, x, t, run_dir / "figures" / "xor_regions.png",
+                                  title=f"2-{cfg.hidden}-1 MLP ({cfg.activation}) on XOR: P(y=1)")
+        plot_lines({"training loss": (np.arange(1, len(losses) + 1), losses)}, run_dir / "figures" / "xor_loss.png",
+                   "step (full batch)", "binary cross-entropy", logy=True)
+        return {"test/accuracy": acc, "final_loss": losses[-1], "steps": cfg.steps,
+                "solved_at_step": float(solved_at or "nan")}
+    return Experiment(run)
+
+
+register_recipe(Recipe(
+    name="mlp-xor", task="fundamentals", notes="000 §1.2, 003 §1.2",
+    description="A 2-4-1 MLP learns XOR by gradient descent, which no single perceptron can represent",
+    build=_mlp_xor, metric="test/accuracy", threshold=1.0, budget_s=5,
+    defaults=dict(hidden=4, activation="tanh", optimizer="sgd", lr=0.5, momentum=0.9, steps=500),
+    smoke=dict(steps=20),
 ))
 
 

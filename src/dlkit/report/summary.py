@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..nn.conv_arithmetic import conv_flops, conv_params, dense_params
+
 
 @dataclass
 class LayerRow:
@@ -51,21 +53,6 @@ class Summary:
         return "\n".join(lines)
 
 
-def dense_params(s_in: int, s_out: int, bias: bool = True) -> int:
-    """S_in*S_out + S_out (Notes: 000 §1, 003 §2)."""
-    return s_in * s_out + (s_out if bias else 0)
-
-
-def conv_params(kernel: tuple[int, ...], d_in: int, d_out: int, groups: int = 1, bias: bool = True) -> int:
-    """Kw*Kh*Din*Dout/groups + Dout (Notes: 000 §3.3, 003 §3)."""
-    return math.prod(kernel) * (d_in // groups) * d_out + (d_out if bias else 0)
-
-
-def conv_macs(kernel: tuple[int, ...], d_in: int, d_out: int, out_spatial: tuple[int, ...], groups: int = 1) -> int:
-    """Kw*Kh*Din*Dout*Ow*Oh / groups multiply-adds (Notes: 000 §3.4)."""
-    return math.prod(kernel) * (d_in // groups) * d_out * math.prod(out_spatial)
-
-
 def _first_tensor(out):
     if isinstance(out, torch.Tensor):
         return out
@@ -87,12 +74,12 @@ def _formula(module: nn.Module, inp, out) -> tuple[int | None, int]:
             module.in_features * module.out_features * positions
     if isinstance(module, nn.modules.conv._ConvNd):
         k, g = tuple(module.kernel_size), module.groups
-        p = conv_params(k, module.in_channels, module.out_channels, g, module.bias is not None)
-        batch = out.shape[0]
-        if module.transposed:
-            spatial = tuple(inp[0].shape[2:])
-            return p, batch * conv_macs(k, module.in_channels, module.out_channels, spatial, g)
-        return p, batch * conv_macs(k, module.in_channels, module.out_channels, tuple(out.shape[2:]), g)
+        p = conv_params(module.in_channels, module.out_channels, k, g, module.bias is not None)
+        if len(k) != 2:  # Conv1d/Conv3d: the same formula over their spatial extent
+            weights = math.prod(k) * (module.in_channels // g) * module.out_channels
+            return p, weights * math.prod((inp[0] if module.transposed else out).shape[2:]) * out.shape[0]
+        spatial = tuple(inp[0].shape[2:]) if module.transposed else tuple(out.shape[2:])
+        return p, out.shape[0] * conv_flops(module.in_channels, module.out_channels, k, spatial, g)
     return None, 0
 
 

@@ -14,17 +14,8 @@ from torch import nn
 
 from ...errors import ConfigError
 from ...nn.activations import get_activation
+from ...nn.conv_arithmetic import dense_flops, dense_params
 from ...registry import register_model
-
-
-def dense_params(s_in: int, s_out: int) -> int:
-    """Parameters of a dense layer: S_in * S_out + S_out (Notes: 000 §1.2.1)."""
-    return s_in * s_out + s_out
-
-
-def dense_flops(s_in: int, s_out: int) -> int:
-    """Multiply-adds of a dense layer on one sample: S_in * S_out (Notes: 000 §1.2.1)."""
-    return s_in * s_out
 
 
 class MLP(nn.Module):

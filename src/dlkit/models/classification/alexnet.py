@@ -1,0 +1,58 @@
+"""AlexNet (Krizhevsky, Sutskever and Hinton, 2012; Notes: 003 §3.3.3, 004 CNN examples).
+
+Five convolutions and three dense layers. Against overfitting it introduced ReLU (which also trains faster than
+tanh), dropout 0.5 in the dense layers, weight decay, normalisation layers (LRN, "not used anymore") and max-pooling.
+
+This is the single-GPU form torchvision builds ("One weird trick", Krizhevsky 2014): convolutions with
+64-192-384-256-256 filters (the 2012 paper: 96-256-384-384-256 split over two GPUs), no LRN, and an adaptive
+6x6 average pool before the classifier so that inputs other than 224x224 work. Parameters (1000 classes):
+conv 2,469,696 + FC 58,631,144 = 61,100,840, torchvision's published count.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...errors import ConfigError
+from ...registry import register_model
+
+
+class AlexNet(nn.Module):
+    """AlexNet: conv11/4(64) pool conv5(192) pool conv3(384) conv3(256) conv3(256) pool -> 6x6 -> FC 4096-4096-K.
+
+    Notes: 003 §3.3.3. ReLU after every layer but the last, max-pool 3x3/2, dropout `dropout` (0.5) before the two
+    hidden dense layers.
+    """
+
+    def __init__(self, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5):
+        super().__init__()
+        if num_classes < 1 or in_chans < 1:
+            raise ConfigError(f"AlexNet needs num_classes >= 1 and in_chans >= 1; got {num_classes}, {in_chans}")
+        self.in_chans = in_chans
+        self.default_input_shape = (in_chans, 224, 224)
+        self.features = nn.Sequential(
+            nn.Conv2d(in_chans, 64, 11, stride=4, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+            nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d(6)
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
+            nn.Linear(4096, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_chans or min(x.shape[-2:]) < 63:
+            raise ConfigError(f"AlexNet expects images [N, {self.in_chans}, H, W] with H, W >= 63 (224 for "
+                              f"ImageNet); got {tuple(x.shape)}")
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+@register_model
+def alexnet(**kw) -> AlexNet:
+    """AlexNet (torchvision form, 64-192-384-256-256): 61,100,840 parameters."""
+    return AlexNet(**kw)

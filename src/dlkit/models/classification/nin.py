@@ -1,0 +1,108 @@
+"""Network in Network (Lin, Chen and Yan, 2013; Notes: 003 §3.3.3).
+
+NiN replaces the linear convolution by an "mlpconv" layer: a small MLP (dense layers and ReLUs) slid over the image
+with the same spatial footprint. It is a k x k convolution followed by 1x1 convolutions, each with ReLU, because a
+1x1 convolution is a dense layer applied at every pixel. The network ends with global average pooling of one map
+per class instead of dense layers.
+
+`nin` is the paper's CIFAR-10 model (its released Caffe definition): three mlpconv layers,
+5x5 192-160-96 -> maxpool 3x3/2 -> dropout 0.5 -> 5x5 192-192-192 -> avgpool 3x3/2 -> dropout 0.5 ->
+3x3 192-192-10 -> global average pool (32 -> 16 -> 8 -> 1, pools with Caffe's ceil rounding). Parameters by hand,
+k^2 d_in d_out + d_out per layer:
+  block 1: 25*3*192+192 = 14,592;   192*160+160 = 30,880;  160*96+96 = 15,456
+  block 2: 25*96*192+192 = 460,992; 192*192+192 = 37,056;  37,056
+  block 3: 9*192*192+192 = 331,968; 37,056;               192*10+10 = 1,930
+  total 966,986.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ...errors import ConfigError
+from ...registry import register_model
+
+
+class MlpConv(nn.Sequential):
+    """mlpconv layer: k x k conv + ReLU, then 1x1 conv + ReLU for each further width. Notes: 003 §3.3.3.
+
+    y = ReLU(W_n ... ReLU(W_2 ReLU(W_1 * x + b_1) + b_2) ...), W_1 a k x k kernel, the others 1x1 (dense per pixel).
+    Padding (k-1)//2 keeps the spatial size of a plain 'same' convolution. `norm=True` inserts batch normalisation
+    before each ReLU (not in the paper, which predates BN); `final_relu=False` leaves the last conv linear.
+    """
+
+    def __init__(self, in_chans: int, widths: Sequence[int], kernel_size: int, final_relu: bool = True,
+                 norm: bool = False):
+        if not widths or any(w < 1 for w in widths):
+            raise ConfigError(f"MlpConv needs at least one positive width; got {list(widths)}")
+        layers: list[nn.Module] = []
+        chans = [in_chans, *widths]
+        for i, (a, b) in enumerate(zip(chans[:-1], chans[1:])):
+            k = kernel_size if i == 0 else 1
+            activated = i < len(widths) - 1 or final_relu
+            layers.append(nn.Conv2d(a, b, k, padding=(k - 1) // 2, bias=not (norm and activated)))
+            if norm and activated:
+                layers.append(nn.BatchNorm2d(b))
+            if activated:
+                layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+        self.in_chans, self.out_chans = in_chans, widths[-1]
+
+
+class NiN(nn.Module):
+    """Network in Network: mlpconv -> maxpool -> dropout -> mlpconv -> avgpool -> dropout -> mlpconv -> GAP.
+
+    Notes: 003 §3.3.3. `blocks` lists (kernel, widths) of the three mlpconv layers; the last width of the last
+    block is `num_classes` (one feature map per class, averaged into the logits). The paper keeps a ReLU on those
+    class maps (`final_relu=True`), so its logits are >= 0; `final_relu=False` drops it, which trains more reliably.
+    `norm=True` adds batch normalisation inside the mlpconv layers (not in the paper; used by `nin_fashion`).
+    """
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3,
+                 blocks: Sequence[tuple[int, Sequence[int]]] = ((5, (192, 160, 96)), (5, (192, 192, 192)),
+                                                                (3, (192, 192))),
+                 dropout: float = 0.5, final_relu: bool = True, norm: bool = False):
+        super().__init__()
+        if len(blocks) != 3:
+            raise ConfigError(f"NiN has three mlpconv blocks; got {len(blocks)}")
+        self.in_chans = in_chans
+        self.default_input_shape = (in_chans, 32, 32)
+        (k1, w1), (k2, w2), (k3, w3) = blocks
+        self.features = nn.Sequential(
+            MlpConv(in_chans, w1, k1, norm=norm), nn.MaxPool2d(3, 2, ceil_mode=True), nn.Dropout(dropout),
+            MlpConv(w1[-1], w2, k2, norm=norm), nn.AvgPool2d(3, 2, ceil_mode=True), nn.Dropout(dropout),
+            MlpConv(w2[-1], [*w3, num_classes], k3, final_relu=final_relu, norm=norm),
+        )
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        for m in self.modules():  # He init: with torch's default (variance 1/(3 fan_in)) nine ReLU convs fade out
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_chans or min(x.shape[-2:]) < 3:
+            raise ConfigError(f"NiN expects images [N, {self.in_chans}, H, W] (e.g. "
+                              f"{list(self.default_input_shape)}); got {tuple(x.shape)}")
+        return torch.flatten(self.gap(self.features(x)), 1)
+
+
+@register_model
+def nin(**kw) -> NiN:
+    """NiN for CIFAR-10 (32x32x3, 10 classes), the paper's model: 966,986 parameters."""
+    return NiN(**kw)
+
+
+@register_model
+def nin_fashion(**kw) -> NiN:
+    """A CPU-sized NiN for 28x28 grey images, 10 classes: 5x5 32-24-24 | 3x3 48-48-48 | 3x3 64-10, with batch
+    normalisation (without it this stack of nine convolutions learns far more slowly) and no ReLU on the class maps.
+    45,994 parameters; about 0.38 GFLOPs per 32 images."""
+    kw = {"num_classes": 10, "in_chans": 1, "blocks": ((5, (32, 24, 24)), (3, (48, 48, 48)), (3, (64,))),
+          "final_relu": False, "norm": True, **kw}
+    model = NiN(**kw)
+    model.default_input_shape = (kw["in_chans"], 28, 28)
+    return model
