@@ -2,14 +2,11 @@
 
 import pytest
 import torch
+from model_checks import n_params
 from torch import nn
 
 from dlkit import create_model
 from dlkit.errors import ConfigError
-
-
-def n_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def test_alexnet_has_torchvision_parameter_count_61100840():

@@ -30,3 +30,12 @@ def test_original_variant_uses_tanh_and_average_pooling():
 def test_wrong_input_layout_is_explained():
     with pytest.raises(ConfigError, match=r"expects images \[N, 1, 28, 28\]"):
         create_model("lenet5")(torch.randn(2, 28, 28))
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_pooling_before_a_monotone_activation_computes_the_textbook_order(activation):
+    model = create_model("lenet5", activation=activation).double()
+    c1, p1, a1, c3, p3, a3 = model.features  # pool first: the fast order
+    x = torch.randn(4, 1, 28, 28, dtype=torch.float64)
+    textbook = p3(a3(c3(p1(a1(c1(x))))))  # conv -> activation -> pool, as the notes draw it
+    torch.testing.assert_close(model.features(x), textbook, rtol=0, atol=0)

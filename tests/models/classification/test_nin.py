@@ -4,46 +4,12 @@ head, gradients and the Fashion-MNIST variant."""
 import pytest
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
+from model_checks import assert_every_parameter_gets_a_gradient, digits_batch, n_params, training_losses
 
 from dlkit import create_model
 from dlkit.errors import ConfigError
 from dlkit.models.classification.nin import MlpConv
 from dlkit.report.summary import summarize
-
-
-def digits_batch(n: int, size: int, chans: int, classes: int):
-    """The first n scikit-learn digits (8x8) of classes 0..classes-1, resized to size x size and standardised."""
-    d = load_digits()
-    keep = d.target < classes
-    x = torch.tensor(d.images[keep][:n], dtype=torch.float32)[:, None]
-    x = F.interpolate(x, size=size, mode="bilinear")
-    x = ((x - x.mean()) / x.std()).repeat(1, chans, 1, 1)
-    return x, torch.tensor(d.target[keep][:n])
-
-
-def training_losses(model, x, y, steps: int, lr: float = 3e-3) -> list[float]:
-    opt = torch.optim.Adam(model.parameters(), lr)
-    model.train()
-    losses = []
-    for _ in range(steps):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
-
-
-def n_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def assert_every_parameter_gets_a_gradient(model, x):
-    model.train()
-    model(x).sum().backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
-    assert not missing, missing
 
 
 def test_nin_cifar10_has_hand_counted_966986_parameters():

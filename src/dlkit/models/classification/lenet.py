@@ -16,6 +16,9 @@ from ...nn.activations import get_activation
 from ...registry import register_model
 
 
+_MONOTONE = ("relu", "leaky_relu", "elu", "relu6", "tanh", "sigmoid", "softplus")
+
+
 class LeNet5(nn.Module):
     """LeNet-5; `activation` tanh with average pooling is the original, relu with max pooling the modern."""
 
@@ -27,10 +30,15 @@ class LeNet5(nn.Module):
         pool_layer = nn.MaxPool2d if pool == "max" else nn.AvgPool2d
         self.in_chans = in_chans
         self.default_input_shape = (in_chans, 28, 28) if pad_input else (in_chans, 32, 32)
-        self.features = nn.Sequential(
-            nn.Conv2d(in_chans, 6, 5, padding=2 if pad_input else 0), get_activation(activation), pool_layer(2),
-            nn.Conv2d(6, 16, 5), get_activation(activation), pool_layer(2),
-        )
+        c1, c3 = nn.Conv2d(in_chans, 6, 5, padding=2 if pad_input else 0), nn.Conv2d(6, 16, 5)
+        if pool == "max" and activation in _MONOTONE:
+            # max pooling commutes with a non-decreasing activation: act(max(x)) = max(act(x)), so pool first and
+            # apply the activation to 4x fewer values (same function, tested)
+            self.features = nn.Sequential(c1, pool_layer(2), get_activation(activation),
+                                          c3, pool_layer(2), get_activation(activation))
+        else:
+            self.features = nn.Sequential(c1, get_activation(activation), pool_layer(2),
+                                          c3, get_activation(activation), pool_layer(2))
         self.classifier = nn.Sequential(
             nn.Flatten(), nn.Linear(16 * 5 * 5, 120), get_activation(activation),
             nn.Linear(120, 84), get_activation(activation), nn.Linear(84, num_classes),

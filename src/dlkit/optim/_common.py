@@ -1,0 +1,64 @@
+"""Plumbing shared by the optimizers: argument checks, device/dtype grouping for `_foreach` ops, step counters."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+
+
+def check(ok: bool, name: str, expected: str, got, fix: str = "") -> None:
+    """Raise ConfigError '<name> must be <expected>; got <got>. <fix>' unless `ok`."""
+    if not ok:
+        raise ConfigError(f"{name} must be {expected}; got {got!r}.{' ' + fix if fix else ''}")
+
+
+def check_hparams(**values: float) -> None:
+    """Check the usual ranges: lr, eps, weight_decay, momentum, lr_decay >= 0; betas/alpha in [0, 1)."""
+    for name, v in values.items():
+        if name in ("beta1", "beta2"):
+            check(0.0 <= v < 1.0, name, "in [0, 1)", v, "Typical values are 0.9 and 0.999.")
+        elif name == "alpha":
+            check(0.0 <= v <= 1.0, name, "in [0, 1]", v, "Typical values are 0.9 or 0.99.")
+        else:
+            check(v >= 0.0, name, ">= 0", v)
+
+
+def group_by_device_dtype(*lists: list) -> dict[tuple, tuple[list, ...]]:
+    """Split parallel lists by the (device, dtype) of the first list's tensors, so each `_foreach` call is uniform."""
+    groups: dict[tuple, tuple[list, ...]] = defaultdict(lambda: tuple([] for _ in lists))
+    for i, p in enumerate(lists[0]):
+        bucket = groups[(p.device, p.dtype)]
+        for out, src in zip(bucket, lists):
+            out.append(src[i])
+    return dict(groups)
+
+
+def new_step() -> Tensor:
+    """A step counter as torch keeps it (a float32 scalar tensor on the CPU), so state dicts are interchangeable."""
+    return torch.tensor(0.0, dtype=torch.float32)
+
+
+def increment(steps: list[Tensor]) -> list[float]:
+    """Add 1 to every step counter and return the new values as Python floats."""
+    if steps and all(s.is_cpu for s in steps):
+        torch._foreach_add_(steps, torch.tensor(1.0), alpha=1.0)
+    else:
+        torch._foreach_add_(steps, 1.0)
+    return [float(s) for s in steps]
+
+
+def restore_defaults(optimizer: torch.optim.Optimizer) -> None:
+    """Fill the hyper-parameters a loaded state dict lacks (e.g. one written by torch.optim) from our defaults."""
+    for group in optimizer.param_groups:
+        for key, value in optimizer.defaults.items():
+            group.setdefault(key, value)
+        if group.get("foreach") is None:
+            group["foreach"] = True
+        for p in group["params"]:
+            state = optimizer.state.get(p)
+            if state and "step" in state and not torch.is_tensor(state["step"]):
+                state["step"] = torch.tensor(float(state["step"]), dtype=torch.float32)
