@@ -15,7 +15,6 @@ from ...errors import ConfigError
 from ...nn.activations import get_activation
 from ...registry import register_model
 
-
 _MONOTONE = ("relu", "leaky_relu", "elu", "relu6", "tanh", "sigmoid", "softplus")
 
 

@@ -6,7 +6,6 @@ import math
 
 from ...optim import create_optimizer, create_scheduler
 
-
 FUSED = ("sgd", "nesterov", "adagrad", "adam", "adamw", "amsgrad")
 
 
