@@ -76,9 +76,9 @@ register_recipe(Recipe(
     description="LeNet-5 (ReLU, max pooling) on MNIST, 60k train / 10k test, in-memory batches",
     build=_mnist_like(load_mnist, MNIST_CLASSES, 0.1307, 0.3081), metric="test/accuracy", threshold=0.99,
     budget_s=60,
-    defaults=dict(model="lenet5", epochs=4, batch_size=128, lr=3e-3, optimizer="adam", weight_decay=0.0,
+    defaults=dict(model="lenet5", epochs=3, batch_size=256, lr=8e-3, optimizer="adam", weight_decay=0.0,
                   schedule="onecycle", label_smoothing=0.0, val_size=0, subset=0, hidden=[], dropout=0.0,
-                  log_every=100),
+                  channels_last=True, log_every=50),
     smoke=dict(epochs=1, subset=512), datasets=("mnist",),
 ))
 
