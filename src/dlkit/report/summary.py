@@ -89,7 +89,8 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...] | None = None, inpu
     if inputs is None:
         if input_shape is None:
             raise ValueError("summarize needs input_shape (e.g. (1, 3, 224, 224)) or inputs")
-        inputs = torch.zeros(*input_shape, device=device)
+        # token models (char RNNs, GPT, BERT) declare `default_input_dtype = torch.long`: zeros are token 0
+        inputs = torch.zeros(*input_shape, device=device, dtype=getattr(model, "default_input_dtype", torch.float32))
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
     summary = Summary(input_shape=tuple(inputs[0].shape))
     seen: set[int] = set()
