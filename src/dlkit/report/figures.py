@@ -165,3 +165,17 @@ def plot_paths_on_contour(f, paths: Mapping[str, np.ndarray], path: Path, xlim: 
         ax.set_title(title)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_attention_maps(weights: Sequence[np.ndarray], sources: Sequence[Sequence[str]],
+                        targets: Sequence[Sequence[str]], path: Path) -> Path:
+    """Alignment heat maps: one [T, S] attention matrix per example, target tokens down, source tokens across."""
+    n = len(weights)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
+    for ax, w, src, tgt in zip(axes[0], weights, sources, targets):
+        ax.imshow(np.asarray(w), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+        ax.set_xticks(range(len(src)), src, fontsize=7)
+        ax.set_yticks(range(len(tgt)), tgt, fontsize=7)
+        ax.set_xlabel("source")
+        ax.set_ylabel("output")
+    return _save(fig, path)
