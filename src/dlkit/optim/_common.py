@@ -62,3 +62,19 @@ def restore_defaults(optimizer: torch.optim.Optimizer) -> None:
             state = optimizer.state.get(p)
             if state and "step" in state and not torch.is_tensor(state["step"]):
                 state["step"] = torch.tensor(float(state["step"]), dtype=torch.float32)
+
+
+def run_closure(closure) -> Tensor | None:
+    """The loss of `closure()` evaluated with gradients enabled (the `step(closure)` protocol), or None."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
+def groups_with_grads(optimizer: torch.optim.Optimizer):
+    """(group, parameters that have a gradient) for every parameter group with at least one such parameter."""
+    for group in optimizer.param_groups:
+        params = [p for p in group["params"] if p.grad is not None]
+        if params:
+            yield group, params

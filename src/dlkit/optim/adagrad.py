@@ -13,7 +13,15 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._common import check_hparams, group_by_device_dtype, increment, new_step, restore_defaults
+from ._common import (
+    check_hparams,
+    group_by_device_dtype,
+    groups_with_grads,
+    increment,
+    new_step,
+    restore_defaults,
+    run_closure,
+)
 
 
 class Adagrad(Optimizer):
@@ -52,14 +60,8 @@ class Adagrad(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One AdaGrad update of every parameter with a gradient; returns the closure's loss (or None)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
+        loss = run_closure(closure)
+        for group, params in groups_with_grads(self):
             states = [self._init_state(p, group) for p in params]
             fn = _fused if group["fused"] else _foreach if group["foreach"] else _loop
             fn(params, [p.grad for p in params], [s["sum"] for s in states], [s["step"] for s in states],

@@ -17,7 +17,16 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._common import check, check_hparams, group_by_device_dtype, increment, new_step, restore_defaults
+from ._common import (
+    check,
+    check_hparams,
+    group_by_device_dtype,
+    groups_with_grads,
+    increment,
+    new_step,
+    restore_defaults,
+    run_closure,
+)
 
 
 class Adam(Optimizer):
@@ -60,14 +69,8 @@ class Adam(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One Adam update of every parameter with a gradient; returns the closure's loss (or None)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
+        loss = run_closure(closure)
+        for group, params in groups_with_grads(self):
             states = [self._init_state(p, group) for p in params]
             fn = _fused if group["fused"] else _foreach if group["foreach"] else _loop
             fn(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],

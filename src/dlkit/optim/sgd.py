@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ..errors import ConfigError
-from ._common import check, check_hparams, group_by_device_dtype, restore_defaults
+from ._common import check, check_hparams, group_by_device_dtype, groups_with_grads, restore_defaults, run_closure
 
 
 class SGD(Optimizer):
@@ -62,14 +62,8 @@ class SGD(Optimizer):
         if lookahead:
             loss = self._gradient_at_lookahead(lookahead, closure)
         else:
-            loss = None
-            if closure is not None:
-                with torch.enable_grad():
-                    loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
+            loss = run_closure(closure)
+        for group, params in groups_with_grads(self):
             grads = [p.grad for p in params]
             notes = group["form"] == "notes"
             key = "velocity" if notes else "momentum_buffer"
