@@ -49,6 +49,7 @@ class TrainerConfig:
     eval_every: int = 1                   # epochs between evaluations
     progress: bool = True
     tensorboard: bool = True
+    threads: int | None = None            # CPU intra-op threads (None: torch's default, one per core)
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -79,6 +80,10 @@ class Trainer:
         self.last_metrics: dict[str, float] = {}
         self.stop_reason = ""
         self._saved_step: int | None = None
+        if self.cfg.threads is not None:
+            if self.cfg.threads < 1:
+                raise ConfigError(f"threads must be >= 1; got {self.cfg.threads}")
+            torch.set_num_threads(self.cfg.threads)  # on a busy machine 1 avoids threads spinning on each other
         task.trainer = self
         model = task.model.to(self.device)
         if self.cfg.channels_last:
