@@ -57,6 +57,27 @@ def test_source_padding_does_not_change_the_output():
     torch.testing.assert_close(model(padded, dec_in), model(src, dec_in))
 
 
+def test_cross_attention_maps_equal_the_formula_and_ignore_padding():
+    # 002 §3.1.4: queries from the decoder stream after masked self-attention, keys from the encoder output
+    model = small().double().eval()
+    src = torch.cat([torch.randint(3, 13, (2, 5)), torch.full((2, 2), PAD)], 1)
+    dec_in = torch.tensor([[SOS, 4, 5], [SOS, 6, 7]])
+    maps = model.cross_attention_maps(src, dec_in)
+    assert len(maps) == 2 and maps[0].shape == (2, 4, 3, 7)
+    torch.testing.assert_close(maps[1].sum(-1), torch.ones(2, 4, 3, dtype=torch.float64))
+    assert torch.all(maps[0][..., 5:] == 0) and torch.all(maps[1][..., 5:] == 0)
+    memory, _ = model.encode(src)
+    layer = model.decoder.layers[0]
+    h = model._embed(model.tgt_emb, dec_in)
+    x = layer.norm1(h + layer.self_attn(h, is_causal=True)[0])
+    attn = layer.cross_attn
+    q = attn.q_proj(x).view(2, 3, 4, 8).transpose(1, 2)
+    k = attn.k_proj(memory).view(2, 7, 4, 8).transpose(1, 2)
+    scores = (q @ k.transpose(-2, -1) / 8**0.5).masked_fill((src == PAD)[:, None, None], float("-inf"))
+    torch.testing.assert_close(maps[0], scores.softmax(-1))
+    assert not layer.cross_attn._forward_hooks  # the recording hooks are removed
+
+
 class _Scripted(Transformer):
     """A stub whose decoder always prefers the next token of a fixed script, then keeps predicting `after`."""
 

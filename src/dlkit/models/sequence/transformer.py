@@ -131,6 +131,28 @@ class Transformer(nn.Module):
                 break
         return ys
 
+    @torch.no_grad()
+    def cross_attention_maps(self, src: Tensor, tgt_in: Tensor) -> list[Tensor]:
+        """Per-decoder-layer cross-attention weights [B, heads, T, S] for decoder input `tgt_in` [B, T].
+
+        Notes: 002 §3.1.4 (queries from the decoder, keys and values from the encoder output). Row t says how
+        much the prediction of token t + 1 looks at each source position; <PAD> source positions get weight 0.
+        Each layer's attention inputs are recorded in one forward pass, then its weights are recomputed.
+        """
+        calls: list[tuple[tuple, dict]] = []
+        hooks = [layer.cross_attn.register_forward_hook(lambda m, a, kw, out: calls.append((a, kw)), with_kwargs=True)
+                 for layer in self.decoder.layers]
+        try:
+            self(src, tgt_in)
+        finally:
+            for h in hooks:
+                h.remove()
+        maps = []
+        for layer, (args, kw) in zip(self.decoder.layers, calls):
+            kw = {**kw, "need_weights": True, "average_attn_weights": False}
+            maps.append(layer.cross_attn(*args, **kw)[1])
+        return maps
+
 
 @register_model
 def transformer_base(**kw) -> Transformer:
