@@ -1,0 +1,189 @@
+"""One recipe per CNN family on Fashion-MNIST: ResNet, VGG, GoogLeNet, ResNeXt, Wide ResNet, SE-ResNet,
+MobileNetV2, EfficientNet, RegNet and NiN (Notes: 002 §2.1-§2.8, 003 §3.3.1, §3.3.3).
+
+The 28x28 grey images are padded once, in memory, to the model's native input size (32x32 for the CIFAR-style
+networks, none for those designed for 28x28) and standardised; 5,000 training images are held out for
+validation and the final number is measured on the 10,000 test images. Training augmentation is the notes'
+geometric kind (003 §3.3.1): a random crop of the padded image (a shift of up to `crop_padding` pixels) and a
+horizontal flip, drawn per sample on whole batches. Every recipe is one call of `cnn_fashion_recipe` with the
+model name and the options its family trains best with on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..data.mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
+from ..data.transforms import Compose, RandomCrop, RandomHorizontalFlip, Transform
+from ..errors import ConfigError
+from ..registry import create_model
+from .base import Recipe, Setup, register_recipe
+from .classification import in_memory_splits, normalise_images
+from .tasks.classification import ClassificationTask
+
+FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
+
+
+def pad_images(images: torch.Tensor, size: int, fill: float = 0.0) -> torch.Tensor:
+    """Pad [N, C, H, W] (or [N, H, W]) images symmetrically with `fill` to size x size (extra pixel at the
+    bottom/right when the margin is odd). Notes: 000 §3.1 (zero padding), 004 CNN (LeNet's 28 -> 32)."""
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    if images.dim() != 4:
+        raise ConfigError(f"pad_images expects images [N, C, H, W] or [N, H, W]; got {tuple(images.shape)}")
+    h, w = images.shape[-2:]
+    if size < max(h, w):
+        raise ConfigError(f"pad_images: size {size} is smaller than the images ({h}x{w}); use a size >= {max(h, w)}")
+    top, left = (size - h) // 2, (size - w) // 2
+    if size == h == w:
+        return images
+    return F.pad(images, (left, size - w - left, top, size - h - top), value=fill)
+
+
+def train_augmentation(size: int, crop_padding: int, flip: bool, fill: float = 0.0) -> Transform | None:
+    """The training augmentation: a random size x size crop of the image padded by `crop_padding` with `fill`
+    (a shift of up to crop_padding pixels), then a horizontal flip with p = 0.5 (Notes: 003 §3.3.1); None when
+    both are off."""
+    parts: list[Transform] = []
+    if crop_padding > 0:
+        parts.append(RandomCrop(size, padding=crop_padding, fill=fill))
+    if flip:
+        parts.append(RandomHorizontalFlip(0.5))
+    return Compose(parts) if parts else None
+
+
+def load_fashion_padded(cfg, size: int, limit: int = 0) -> tuple[torch.Tensor, ...]:
+    """Fashion-MNIST train and test images, standardised and padded to size x size: (x_tr, y_tr, x_te, y_te);
+    `limit` > 0 keeps the first `limit` images of each split.
+
+    Padding happens after standardisation with the background value -mean/std, so a padded pixel equals an
+    original black pixel."""
+    background = -FASHION_MEAN / FASHION_STD
+    out = []
+    for split in ("train", "test"):
+        x, y = load_fashion_mnist(split, data_dir=cfg.data_dir)
+        if limit:
+            x, y = x[:limit], y[:limit]
+        x = normalise_images(x, FASHION_MEAN, FASHION_STD)
+        out += [pad_images(x, size, fill=background), y]
+    return tuple(out)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX-BF16), read from /proc/cpuinfo (Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_bf16(value, device: str) -> bool:
+    """The recipe option bf16 as a bool: true/false as given; "auto" means on where bf16 is native (a CUDA GPU
+    that supports it, a CPU with AVX512-BF16/AMX), where it runs dense convolutions about twice as fast as fp32,
+    and off elsewhere (emulated bf16 is slower than fp32)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "false"):
+        return text == "true"
+    if text != "auto":
+        raise ConfigError(f"bf16 must be true, false or auto; got {value!r}")
+    if str(device).startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return cpu_has_native_bf16()
+
+
+def build_cnn_fashion(cfg, dist) -> Setup:
+    """Data, model and classification task of a CNN recipe on Fashion-MNIST (options in `cnn_fashion_recipe`)."""
+    cfg["bf16"] = resolve_bf16(cfg.bf16, cfg.device)  # read by the Trainer after the build
+    model = create_model(cfg.model, in_chans=1, num_classes=10, **cfg.model_kwargs)
+    native = getattr(model, "default_input_shape", (1, 32, 32))[-1]
+    size = cfg.image_size or max(native, 28)
+    x_tr, y_tr, x_te, y_te = load_fashion_padded(cfg, size, limit=cfg.subset)
+    train, val, test = in_memory_splits(x_tr, y_tr, x_te, y_te, cfg, dist, val_size=cfg.val_size)
+    train.transform = train_augmentation(size, cfg.crop_padding, cfg.flip, fill=-FASHION_MEAN / FASHION_STD)
+    task = ClassificationTask(model, cfg, class_names=FASHION_MNIST_CLASSES, label_smoothing=cfg.label_smoothing)
+    return Setup(task, train, val, test, extra={"parameters": sum(p.numel() for p in model.parameters()),
+                                                "image_size": size, "bf16": cfg.bf16})
+
+
+CNN_DEFAULTS = dict(
+    model_kwargs={}, image_size=0, epochs=5, batch_size=128, optimizer="nesterov", lr=0.1, momentum=0.9,
+    weight_decay=5e-4, schedule="onecycle", label_smoothing=0.0, crop_padding=0, flip=False, val_size=5000,
+    subset=0, log_every=100, channels_last=True, bf16="auto",
+)
+
+
+def cnn_fashion_recipe(name: str, model: str, notes: str, description: str, threshold: float, budget_s: float,
+                       **options) -> Recipe:
+    """Register the Fashion-MNIST recipe `name` training `model` with CNN_DEFAULTS updated by `options`.
+
+    Options: model_kwargs (passed to the model), image_size (0: the model's native size), crop_padding and
+    flip (augmentation), val_size (held-out training images), and every optimizer/trainer option."""
+    unknown_keys = set(options) - set(CNN_DEFAULTS)
+    if unknown_keys:
+        raise ConfigError(f"cnn_fashion_recipe {name}: unknown options {sorted(unknown_keys)}; expected some of "
+                          f"{sorted(CNN_DEFAULTS)}")
+    return register_recipe(Recipe(
+        name=name, task="classification", notes=notes, description=description, build=build_cnn_fashion,
+        metric="test/accuracy", threshold=threshold, budget_s=budget_s,
+        defaults={**CNN_DEFAULTS, "model": model, **options},
+        smoke=dict(epochs=1, subset=128, batch_size=64), datasets=("fashion-mnist",),
+    ))
+
+
+
+# Thresholds sit a little below the test accuracy measured with `dlkit verify` on the 2-core CPU (see the comments).
+cnn_fashion_recipe(
+    "resnet20-fashion", "resnet_cifar20", "002 §2.2, §2.2.1; 000 §3.5",
+    "CIFAR ResNet-20 (0.27M parameters) on Fashion-MNIST padded to 32x32, SGD + Nesterov, one-cycle",
+    threshold=0.92, budget_s=600, epochs=5,
+)
+cnn_fashion_recipe(
+    "se-resnet20-fashion", "se_resnet_cifar20", "002 §2.4, §2.2.1",
+    "ResNet-20 with squeeze-and-excitation (r = 16) in every block on Fashion-MNIST",
+    threshold=0.92, budget_s=600, epochs=5,
+)
+cnn_fashion_recipe(
+    "wrn-16-2-fashion", "wrn_16_2", "002 §2.6.1, §2.2",
+    "Wide ResNet WRN-16-2 (0.69M parameters) on Fashion-MNIST",
+    threshold=0.92, budget_s=600, epochs=4,
+)
+cnn_fashion_recipe(
+    "resnext-tiny-fashion", "resnext_tiny_fashion", "002 §2.3",
+    "A tiny ResNeXt (cardinality 8, grouped 3x3 bottlenecks) on Fashion-MNIST",
+    threshold=0.90, budget_s=600, epochs=2,
+)
+cnn_fashion_recipe(
+    "vgg-tiny-fashion", "vgg_tiny_fashion", "003 §3.3.3, 002 §2",
+    "A CPU-sized VGG (3x3 convolutions 16-32-64-64 with BN, FC 256-256) on 28x28 Fashion-MNIST with flips",
+    threshold=0.92, budget_s=600, epochs=8, flip=True,
+)
+cnn_fashion_recipe(
+    "googlenet-tiny-fashion", "googlenet_tiny_fashion", "002 §2.1, 003 §3.3.3",
+    "A CPU-sized GoogLeNet (three Inception modules, GAP) on 28x28 Fashion-MNIST",
+    threshold=0.90, budget_s=600, epochs=4,
+)
+cnn_fashion_recipe(
+    "nin-fashion", "nin_fashion", "003 §3.3.3",
+    "Network in Network (mlpconv blocks, global average pooling, no dense layer) on 28x28 Fashion-MNIST",
+    threshold=0.89, budget_s=600, epochs=4,
+)
+cnn_fashion_recipe(
+    "mobilenetv2-tiny-fashion", "mobilenet_v2_tiny_fashion", "002 §2.5",
+    "MobileNetV2 x0.35 (inverted residuals, linear bottlenecks) on Fashion-MNIST padded to 32x32",
+    threshold=0.89, budget_s=600, epochs=3, bf16=False,  # depthwise convolutions are slower in bf16 on CPU
+)
+cnn_fashion_recipe(
+    "efficientnet-tiny-fashion", "efficientnet_tiny_fashion", "002 §2.6, §2.7",
+    "A small EfficientNet (MBConv + SE, SiLU, stochastic depth) on Fashion-MNIST padded to 32x32",
+    threshold=0.89, budget_s=600, epochs=3, bf16=False,  # depthwise convolutions are slower in bf16 on CPU
+)
+cnn_fashion_recipe(
+    "regnet-tiny-fashion", "regnet_tiny_fashion", "002 §2.8",
+    "A tiny RegNetY (quantised linear widths, group width 8, SE) on Fashion-MNIST padded to 32x32",
+    threshold=0.91, budget_s=600, epochs=5,
+)

