@@ -140,22 +140,22 @@ def cnn_fashion_recipe(name: str, model: str, notes: str, description: str, thre
 cnn_fashion_recipe(
     "resnet20-fashion", "resnet_cifar20", "002 §2.2, §2.2.1; 000 §3.5",
     "CIFAR ResNet-20 (0.27M parameters) on Fashion-MNIST padded to 32x32, SGD + Nesterov, one-cycle",
-    threshold=0.92, budget_s=600, epochs=5,
+    threshold=0.92, budget_s=600, epochs=3, image_size=28, val_size=0, label_smoothing=0.1,
 )
 cnn_fashion_recipe(
     "se-resnet20-fashion", "se_resnet_cifar20", "002 §2.4, §2.2.1",
     "ResNet-20 with squeeze-and-excitation (r = 16) in every block on Fashion-MNIST",
-    threshold=0.92, budget_s=600, epochs=5,
+    threshold=0.92, budget_s=600, epochs=2, image_size=28,
 )
 cnn_fashion_recipe(
     "wrn-16-2-fashion", "wrn_16_2", "002 §2.6.1, §2.2",
     "Wide ResNet WRN-16-2 (0.69M parameters) on Fashion-MNIST",
-    threshold=0.92, budget_s=600, epochs=4,
+    threshold=0.92, budget_s=600, epochs=1, image_size=28,
 )
 cnn_fashion_recipe(
     "resnext-tiny-fashion", "resnext_tiny_fashion", "002 §2.3",
     "A tiny ResNeXt (cardinality 8, grouped 3x3 bottlenecks) on Fashion-MNIST",
-    threshold=0.90, budget_s=600, epochs=2,
+    threshold=0.90, budget_s=600, epochs=1, image_size=28,
 )
 cnn_fashion_recipe(
     "vgg-tiny-fashion", "vgg_tiny_fashion", "003 §3.3.3, 002 §2",
