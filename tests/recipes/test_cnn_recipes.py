@@ -172,6 +172,6 @@ def test_lite0_features_end_with_the_networks_own_penultimate_features():
 
 def test_transfer_recipes_are_registered_with_their_metrics():
     tr = get_recipe("transfer-mnist-digits")
-    assert tr.metric == "test/finetune_accuracy" and tr.defaults["per_class"] == 100
+    assert tr.metric == "test/finetune_gain" and tr.defaults["per_class"] == 100
     probe = get_recipe("lite0-linear-probe-fashion")
-    assert probe.metric == "test/probe_accuracy" and probe.datasets == ("fashion-mnist",)
+    assert probe.metric == "test/probe_gain" and probe.datasets == ("fashion-mnist",)
