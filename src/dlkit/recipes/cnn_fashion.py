@@ -179,7 +179,7 @@ cnn_fashion_recipe(
 cnn_fashion_recipe(
     "mobilenetv2-tiny-fashion", "mobilenet_v2_tiny_fashion", "002 §2.5",
     "MobileNetV2 x0.35 (inverted residuals, linear bottlenecks) on Fashion-MNIST padded to 32x32",
-    threshold=0.89, budget_s=600, epochs=3, bf16=False,  # depthwise convolutions are slower in bf16 on CPU; measured 0.9119 in 391 s
+    threshold=0.89, budget_s=600, epochs=3, bf16=False,  # measured 0.9119 in 391 s
 )
 cnn_fashion_recipe(
     "efficientnet-tiny-fashion", "efficientnet_tiny_fashion", "002 §2.6, §2.7",
