@@ -1,0 +1,154 @@
+"""Tokens per second of one training step of nanoGPT's CPU character GPT, in variants of dlkit's implementation.
+
+The model and step are those of the `char-gpt-shakespeare` recipe: 4 layers, 4 heads, 128 wide, block 64, batch
+12 (768 tokens a step), no biases, dropout 0; forward, loss, backward, gradient clipping at norm 1 and an AdamW
+step (weight decay 0.1 on the matrices). Variants, each against the recipe's configuration (SDPA attention,
+torch's fused AdamW, eager) in the same run:
+
+- explicit attention: softmax(Q K^T / sqrt(d) + M) V step by step (MultiHeadAttention's `explicit` flag);
+- dlkit's own AdamW with `_foreach` ops instead of torch's fused kernel;
+- a nanoGPT-layout model (one fused QKV projection per block; otherwise the same computation) as a reference;
+- `torch.compile` of the loss (skipped with --quick; its compile time is reported, a failure is caught).
+
+Random token ids stand in for the text (the speed does not depend on them). Implementations are interleaved and
+the median of several repeats is taken; the script prints ms/step, tokens/s and each variant's speed-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlkit.data.char_lm import RandomWindows
+from dlkit.models.sequence.gpt import GPT
+from dlkit.nn.attention import MultiHeadAttention
+from dlkit.optim import create_optimizer
+
+V, BLOCK, BATCH, LAYERS, HEADS, WIDTH = 65, 64, 12, 4, 4, 128
+
+
+class _NanoBlock(nn.Module):
+    """A pre-norm GPT block laid out as nanoGPT's: one Linear gives Q, K and V together."""
+
+    def __init__(self, d: int, h: int):
+        super().__init__()
+        self.h = h
+        self.ln1, self.ln2 = nn.LayerNorm(d, bias=False), nn.LayerNorm(d, bias=False)
+        self.qkv, self.proj = nn.Linear(d, 3 * d, bias=False), nn.Linear(d, d, bias=False)
+        self.fc, self.fc2 = nn.Linear(d, 4 * d, bias=False), nn.Linear(4 * d, d, bias=False)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = (t.view(B, T, self.h, C // self.h).transpose(1, 2) for t in self.qkv(self.ln1(x)).split(C, 2))
+        x = x + self.proj(F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C))
+        return x + self.fc2(F.gelu(self.fc(self.ln2(x))))
+
+
+class _NanoGPT(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(V, WIDTH), nn.Parameter(torch.randn(BLOCK, WIDTH) * 0.02)
+        self.blocks = nn.Sequential(*(_NanoBlock(WIDTH, HEADS) for _ in range(LAYERS)))
+        self.ln = nn.LayerNorm(WIDTH, bias=False)
+
+    def loss(self, x, y):
+        logits = F.linear(self.ln(self.blocks(self.wte(x) + self.wpe[: x.shape[1]])), self.wte.weight)
+        return F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
+
+    def param_groups(self, weight_decay):
+        ps = list(self.parameters())
+        return [{"params": [p for p in ps if p.dim() >= 2], "weight_decay": weight_decay},
+                {"params": [p for p in ps if p.dim() < 2], "weight_decay": 0.0}]
+
+
+def _gpt(explicit: bool = False) -> GPT:
+    torch.manual_seed(0)
+    model = GPT(V, BLOCK, LAYERS, HEADS, WIDTH, dropout=0.0, bias=False)
+    for m in model.modules():
+        if isinstance(m, MultiHeadAttention):
+            m.explicit = explicit
+    return model
+
+
+class Variant:
+    """A model, its optimizer and its loss function; `step()` is one full training step."""
+
+    def __init__(self, model, fused: bool = True, compile: bool = False):
+        self.model = model
+        self.opt = create_optimizer("adamw", model.param_groups(0.1), lr=1e-3, betas=(0.9, 0.99), fused=fused)
+        self.params = list(model.parameters())
+        self.loss_fn = torch.compile(model.loss) if compile else model.loss
+        self.batches = RandomWindows(torch.randint(0, V, (200_000,), generator=torch.Generator().manual_seed(0)),
+                                     BATCH, BLOCK, seed=0)
+
+    def step(self) -> torch.Tensor:
+        x, y = next(self.batches)
+        loss = self.loss_fn(x, y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0, foreach=True)
+        self.opt.step()
+        return loss.detach()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer steps and no torch.compile (< 20 s in all)")
+    ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats (median taken)")
+    ap.add_argument("--steps", type=int, default=None, help="steps timed per repeat")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    repeats, steps = args.repeats or (3 if args.quick else 7), args.steps or (10 if args.quick else 25)
+    print(f"char GPT {LAYERS}x{HEADS}x{WIDTH}, block {BLOCK}, batch {BATCH} ({BATCH * BLOCK} tokens/step), float32, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}; median of {repeats} x {steps} steps; load "
+          f"average {os.getloadavg()[0]:.1f} (times are noisy when other processes share the CPU)")
+    variants = {"dlkit: SDPA + fused AdamW (recipe)": Variant(_gpt()),
+                "explicit attention": Variant(_gpt(explicit=True)),
+                "dlkit AdamW (foreach)": Variant(_gpt(), fused=False),
+                "nanoGPT layout (fused QKV)": Variant(_NanoGPT())}
+    base = "dlkit: SDPA + fused AdamW (recipe)"
+    first = {k: float(v.step()) for k, v in list(variants.items())[:3]}  # same init and batch: equal first losses
+    assert max(abs(v - first[base]) for v in first.values()) < 1e-4, first
+    if not (args.quick or args.no_compile):
+        try:
+            t = time.perf_counter()
+            compiled = Variant(_gpt(), compile=True)
+            compiled.step()
+            compiled.step()
+            print(f"torch.compile: first two steps (compilation) took {time.perf_counter() - t:.1f} s")
+            variants["torch.compile (inductor)"] = compiled
+        except Exception as e:  # noqa: BLE001 -- any backend failure is reported, not fatal
+            print(f"torch.compile unavailable: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+    for v in variants.values():  # warm-up
+        for _ in range(3):
+            v.step()
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(repeats):
+        for name, v in variants.items():
+            t = time.perf_counter()
+            for _ in range(steps):
+                v.step()
+            times[name].append((time.perf_counter() - t) / steps)
+    ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    print(f"{'variant':<38} {'ms/step':>8} {'tokens/s':>9} {'it/s':>6} {'2000 it (s)':>11} {'speed-up vs recipe':>19}")
+    for name, t in ms.items():
+        print(f"{name:<38} {t:>8.1f} {BATCH * BLOCK / t * 1e3:>9.0f} {1e3 / t:>6.1f} {2 * t:>11.0f} "
+              f"{ms[base] / t:>19.2f}")
+    print(f"ratios: SDPA / explicit attention speed {ms['explicit attention'] / ms[base]:.2f}x; fused / foreach AdamW "
+          f"{ms['dlkit AdamW (foreach)'] / ms[base]:.2f}x; recipe / nanoGPT layout "
+          f"{ms['nanoGPT layout (fused QKV)'] / ms[base]:.2f}x"
+          + (f"; compile / eager {ms[base] / ms['torch.compile (inductor)']:.2f}x"
+             if "torch.compile (inductor)" in ms else ""))
+
+
+if __name__ == "__main__":
+    main()
