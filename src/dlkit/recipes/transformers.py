@@ -9,10 +9,12 @@ VISUAL TRANSFORMERS).
 - `transformer-copy` teaches `transformer_tiny` to reverse (or copy) strings of letters with teacher forcing
   and scores greedy decoding to <EOS> on held-out strings (exact match); the cross-attention of the decoder
   shows the alignment (for reversal, an anti-diagonal).
-- `bert-mlm-shakespeare` pre-trains `bert_tiny` on the words of Tiny Shakespeare's spoken lines with masked LM
-  (15%, 80/10/10) plus next-sentence prediction, scores masked-word accuracy on the last 10% of the lines
-  (never trained on) against the unigram baseline, then fine-tunes the encoder with a new output layer on a
-  generated task (real line or words shuffled) and compares it with the same classifier trained from scratch.
+- `bert-mlm-shakespeare` pre-trains a 64-wide `bert_tiny` on the characters of Tiny Shakespeare's spoken lines
+  (lower-cased) with masked LM (15%, 80/10/10) plus next-sentence prediction, scores masked-character accuracy
+  on the last 10% of the lines (never trained on) against the unigram baseline, then fine-tunes the encoder with
+  a new output layer on a generated task (a real line, or its words shuffled) and compares it with the same
+  classifier trained from scratch. Characters, not words: in a CPU budget of minutes the character model gets
+  past the initial plateau and learns the context, the word model (`level=word`) hardly does.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ..data.sequence_tasks import copy_task, reversal_task
 from ..data.text import PAD, UNK, Vocab, load_tiny_shakespeare, word_tokenize
 from ..data.transforms import RandomCrop
 from ..errors import ConfigError
+from ..metrics.sequence import exact_match
 from ..models.classification.vit import mean_attention_distance, position_embedding_similarity
 from ..models.sequence.bert import IGNORE_INDEX, BertForSequenceClassification, mask_tokens
 from ..optim import create_optimizer, create_scheduler
@@ -114,7 +117,7 @@ register_recipe(Recipe(
     defaults=dict(epochs=8, batch_size=64, lr=2e-3, optimizer="adamw", weight_decay=0.05,
                   schedule="warmup_cosine", label_smoothing=0.0, dropout=0.0, crop_padding=0,
                   model_kwargs={"depth": 4}, val_size=5000, subset=0, log_every=100, threads=1),
-    # measured on the 2-core CPU (one thread): test 0.9799 after 243 s (val 0.927, 0.955, 0.968 after epochs
+    # measured on the 2-core CPU (one thread): test 0.9799 after 227-243 s (val 0.927, 0.955, 0.968 after epochs
     # 1-3); 6 epochs give 0.9780 in 195 s, 5 epochs at batch 128 only 0.9702. Two threads are not faster.
     smoke=dict(epochs=1, subset=256), datasets=("mnist",),
 ))
@@ -123,13 +126,6 @@ register_recipe(Recipe(
 # ----------------------------------------------------------------------------- Transformer on reversal / copy
 
 SEQUENCE_TASKS = {"reversal": reversal_task, "copy": copy_task}
-
-
-def exact_match(guesses: list[str], truths: list[str]) -> float:
-    """Fraction of generated strings equal to their targets (whole sequence right, <EOS> at the right place)."""
-    if len(guesses) != len(truths):
-        raise ConfigError(f"exact_match needs one guess per target; got {len(guesses)} and {len(truths)}")
-    return sum(g == t for g, t in zip(guesses, truths)) / max(len(truths), 1)
 
 
 def _transformer_copy(cfg, dist):
@@ -200,8 +196,8 @@ register_recipe(Recipe(
                 "decoding to <EOS> on held-out strings (task=copy copies them)",
     build=_transformer_copy, metric="test/exact_match", threshold=0.99, budget_s=180,
     defaults=dict(task="reversal", n_train=10_000, n_test=1_000, num_symbols=8, min_len=3, max_len=8,
-                  model_kwargs={}, lr=1e-3, weight_decay=0.01, warmup_fraction=0.05, batch_size=64, epochs=4,
-                  threads=1),
+                  model_kwargs={}, lr=1e-3, weight_decay=0.01, warmup_fraction=0.05, batch_size=64, epochs=10,
+                  threads=1),  # measured: exact match 1.000 (0 of 1,000 wrong) after 50 s; 4 epochs: 0.991 in 21 s
     smoke=dict(n_train=256, n_test=32, epochs=1),
 ))
 
@@ -210,6 +206,7 @@ register_recipe(Recipe(
 
 CLS, SEP, MASK = "[CLS]", "[SEP]", "[MASK]"
 BERT_SPECIALS = (PAD, UNK, CLS, SEP, MASK)  # <PAD> first: id 0 is BertModel's padding id
+TOKENIZERS = {"char": list, "word": word_tokenize}
 
 
 def pretraining_losses(model, input_ids, token_type_ids, labels, is_next):
@@ -227,24 +224,56 @@ def pretraining_losses(model, input_ids, token_type_ids, labels, is_next):
     return mlm, nsp, (logits.argmax(-1) == target).float().mean()
 
 
+class _MLMData:
+    """Token streams of the training and held-out lines, the vocabulary and the pair/mask sampler."""
+
+    def __init__(self, cfg, train_lines, test_lines):
+        if cfg.level not in TOKENIZERS:
+            raise ConfigError(f"level must be one of {sorted(TOKENIZERS)}; got {cfg.level!r}")
+        self.cfg, self.tokenize = cfg, TOKENIZERS[cfg.level]
+        train = [t for line in train_lines for t in self.tokenize(line + "\n")]  # "\n" ends a line (dropped by
+        test = [t for line in test_lines for t in self.tokenize(line + "\n")]    # word_tokenize)
+        self.vocab = Vocab.build([train], max_size=cfg.vocab_size or None, specials=BERT_SPECIALS)
+        v = self.vocab
+        self.cls_id, self.sep_id, self.mask_id, self.pad_id = v[CLS], v[SEP], v[MASK], v.pad_id
+        self.special_ids = [v[s] for s in BERT_SPECIALS]  # <UNK> is never a target either
+        self.train_ids, self.test_ids = v.encode(train), v.encode(test)
+        self.most_frequent = len(BERT_SPECIALS)  # Vocab puts the most frequent training token first
+
+    def batch(self, ids, generator):
+        """A masked next-sentence-prediction batch: (corrupted ids, segment ids, MLM labels, is_next)."""
+        c = self.cfg
+        x, types, is_next = sentence_pairs(ids, c.batch_size, c.segment_len, c.segment_len, self.cls_id,
+                                           self.sep_id, generator)
+        corrupted, labels = mask_tokens(x, len(self.vocab), self.mask_id, self.special_ids, 0.15, generator)
+        return corrupted, types, labels, is_next
+
+    def encode_sentences(self, token_lists) -> torch.Tensor:
+        """[CLS] line [SEP] <PAD>... for fine-tuning; a line is its words joined by spaces, then tokenised."""
+        return encode_single_sentences([self.vocab.encode(self.tokenize(" ".join(t))) for t in token_lists],
+                                       self.cfg.ft_max_len, self.cls_id, self.sep_id, self.pad_id)
+
+
 @torch.no_grad()
-def _masked_eval(model, ids, cfg, cls_id, sep_id, mask_id, special_ids, vocab_size, most_frequent):
+def _heldout_eval(model, data: _MLMData, cfg) -> dict[str, float]:
+    """Masked-token accuracy, the unigram baseline (always guess the most frequent training token) and NSP
+    accuracy on `eval_batches` fixed batches of the held-out text."""
     g = torch.Generator().manual_seed(cfg.seed + 1)  # the same held-out batches every time
     model.eval()
     hits = base = total = nsp_hits = pairs = 0
     for _ in range(cfg.eval_batches):
-        x, types, is_next = sentence_pairs(ids, cfg.batch_size, cfg.segment_len, cfg.segment_len, cls_id, sep_id, g)
-        corrupted, labels = mask_tokens(x, vocab_size, mask_id, special_ids, 0.15, g)
-        h, pooled = model.bert(corrupted, types)
+        x, types, labels, is_next = data.batch(data.test_ids, g)
+        h, pooled = model.bert(x, types)
         chosen = labels != IGNORE_INDEX
         target = labels[chosen]
         hits += int((model.mlm(h[chosen]).argmax(-1) == target).sum())
-        base += int((target == most_frequent).sum())
+        base += int((target == data.most_frequent).sum())
         total += len(target)
         nsp_hits += int((model.nsp(pooled).argmax(-1) == is_next).sum())
         pairs += len(is_next)
     model.train()
-    return hits / max(total, 1), base / max(total, 1), nsp_hits / max(pairs, 1)
+    return {"masked_accuracy": hits / max(total, 1), "unigram_baseline": base / max(total, 1),
+            "nsp_accuracy": nsp_hits / max(pairs, 1)}
 
 
 def _fine_tune(clf, x_tr, y_tr, x_te, y_te, cfg, seed: int) -> tuple[float, list[tuple[int, float]]]:
@@ -275,21 +304,14 @@ def _fine_tune(clf, x_tr, y_tr, x_te, y_te, cfg, seed: int) -> tuple[float, list
 
 def _bert_shakespeare(cfg, dist):
     def run(run_dir: Path) -> dict[str, float]:
-        lines = speech_lines(load_tiny_shakespeare(cfg.data_dir))
+        lines = [line.lower() for line in speech_lines(load_tiny_shakespeare(cfg.data_dir))]
         cut = int(len(lines) * (1 - cfg.heldout_fraction))
         train_lines, test_lines = lines[:cut], lines[cut:]
         if cfg.subset:
             train_lines, test_lines = train_lines[: cfg.subset], test_lines[: cfg.subset]
-        train_words = [w for line in train_lines for w in word_tokenize(line)]
-        test_words = [w for line in test_lines for w in word_tokenize(line)]
-        vocab = Vocab.build([train_words], max_size=cfg.vocab_size, specials=BERT_SPECIALS)
-        cls_id, sep_id, mask_id, pad_id = vocab[CLS], vocab[SEP], vocab[MASK], vocab.pad_id
-        special_ids = [vocab[s] for s in BERT_SPECIALS]  # <UNK> is never a target either
-        train_ids, test_ids = vocab.encode(train_words), vocab.encode(test_words)
-        most_frequent = len(BERT_SPECIALS)  # Vocab orders regular tokens by frequency in the training text
-        seq_len = 2 * cfg.segment_len + 3
-        bert_kw = dict(vocab_size=len(vocab), max_position=max(seq_len, cfg.ft_max_len), dropout=cfg.dropout,
-                       **cfg.model_kwargs)
+        data = _MLMData(cfg, train_lines, test_lines)
+        bert_kw = dict(vocab_size=len(data.vocab), max_position=max(2 * cfg.segment_len + 3, cfg.ft_max_len),
+                       dropout=cfg.dropout, **cfg.model_kwargs)
         torch.manual_seed(cfg.seed)
         model = create_model("bert_tiny", **bert_kw)
 
@@ -301,10 +323,7 @@ def _bert_shakespeare(cfg, dist):
         t0 = time.perf_counter()
         model.train()
         for step in range(1, cfg.steps + 1):
-            x, types, is_next = sentence_pairs(train_ids, cfg.batch_size, cfg.segment_len, cfg.segment_len, cls_id,
-                                               sep_id, g)
-            corrupted, labels = mask_tokens(x, len(vocab), mask_id, special_ids, 0.15, g)
-            mlm, nsp, _ = pretraining_losses(model, corrupted, types, labels, is_next)
+            mlm, nsp, _ = pretraining_losses(model, *data.batch(data.train_ids, g))
             opt.zero_grad(set_to_none=True)
             (mlm + nsp).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -315,34 +334,31 @@ def _bert_shakespeare(cfg, dist):
                     hist[name][0].append(step)
                     hist[name][1].append(v.item())
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                acc, base, nsp_acc = _masked_eval(model, test_ids, cfg, cls_id, sep_id, mask_id, special_ids,
-                                                  len(vocab), most_frequent)
-                for name, v in (("held-out masked accuracy", acc), ("unigram baseline", base)):
+                ev = _heldout_eval(model, data, cfg)
+                for name, key in (("held-out masked accuracy", "masked_accuracy"), ("unigram baseline",
+                                                                                     "unigram_baseline")):
                     evals[name][0].append(step)
-                    evals[name][1].append(v)
+                    evals[name][1].append(ev[key])
         pretrain_seconds = time.perf_counter() - t0
         figs = run_dir / "figures"
         plot_lines(hist, figs / "pretraining_loss.png", "step", "cross-entropy", logy=True,
-                   title="BERT pre-training on Tiny Shakespeare (words)")
-        plot_lines(evals, figs / "masked_accuracy.png", "step", "accuracy on masked words",
-                   title="held-out masked-word accuracy")
-        _write_fill_ins(run_dir / "samples_mlm.txt", model, vocab, test_lines[:12], cls_id, sep_id, mask_id, cfg)
+                   title=f"BERT pre-training on Tiny Shakespeare ({cfg.level}s)")
+        plot_lines(evals, figs / "masked_accuracy.png", "step", f"accuracy on masked {cfg.level}s",
+                   title="held-out masked-token accuracy")
+        _write_fill_ins(run_dir / "samples_mlm.txt", model, data, test_lines[:12])
 
         # fine-tuning: a new output layer on the pre-trained encoder against the same classifier from scratch
         t1 = time.perf_counter()
-        ft_tr = word_order_examples(train_lines, cfg.ft_train, min_words=cfg.ft_min_words, seed=cfg.seed)
-        ft_te = word_order_examples(test_lines, cfg.ft_test, min_words=cfg.ft_min_words, seed=cfg.seed + 1)
-
-        def enc(ex):
-            return encode_single_sentences([vocab.encode(t) for t in ex.tokens], cfg.ft_max_len, cls_id, sep_id,
-                                           pad_id)
-
-        x_tr, x_te = enc(ft_tr), enc(ft_te)
+        ft_tr = word_order_examples(train_lines, cfg.ft_train, min_words=cfg.ft_min_words, seed=cfg.seed,
+                                    tokenize=str.split, keep_punctuation=False)
+        ft_te = word_order_examples(test_lines, cfg.ft_test, min_words=cfg.ft_min_words, seed=cfg.seed + 1,
+                                    tokenize=str.split, keep_punctuation=False)
+        x_tr, x_te = data.encode_sentences(ft_tr.tokens), data.encode_sentences(ft_te.tokens)
         torch.manual_seed(cfg.seed + 2)
-        tuned = BertForSequenceClassification.from_pretrained_body(copy.deepcopy(model.bert), 2, cfg.dropout)
+        tuned = BertForSequenceClassification.from_pretrained_body(copy.deepcopy(model.bert), 2, cfg.ft_dropout)
         torch.manual_seed(cfg.seed + 2)
         scratch = BertForSequenceClassification.from_pretrained_body(create_model("bert_tiny", **bert_kw).bert, 2,
-                                                                     cfg.dropout)  # the same body, freshly drawn
+                                                                     cfg.ft_dropout)  # the same body, freshly drawn
         acc_tuned, h_tuned = _fine_tune(tuned, x_tr, ft_tr.labels, x_te, ft_te.labels, cfg, cfg.seed + 3)
         acc_scratch, h_scratch = _fine_tune(scratch, x_tr, ft_tr.labels, x_te, ft_te.labels, cfg, cfg.seed + 3)
         finetune_seconds = time.perf_counter() - t1
@@ -350,51 +366,60 @@ def _bert_shakespeare(cfg, dist):
                     "from scratch": ([s for s, _ in h_scratch], [v for _, v in h_scratch])},
                    figs / "fine_tuning_loss.png", "step", "training cross-entropy",
                    title=f"real vs shuffled lines: test acc {acc_tuned:.3f} (pre-trained), {acc_scratch:.3f} (scratch)")
-        return {"test/masked_accuracy": evals["held-out masked accuracy"][1][-1],
-                "test/masked_accuracy_unigram_baseline": evals["unigram baseline"][1][-1],
-                "test/nsp_accuracy": nsp_acc, "test/finetune_accuracy_pretrained": acc_tuned,
-                "test/finetune_accuracy_scratch": acc_scratch, "steps": cfg.steps,
-                "pretrain_seconds": pretrain_seconds, "finetune_seconds": finetune_seconds,
-                "vocab_size": len(vocab), "train_words": len(train_ids), "heldout_words": len(test_ids),
-                "unk_rate_heldout": float((test_ids == vocab.unk_id).float().mean())}
-    return Experiment(_with_threads(cfg, run), extra={"tokens": "words (word_tokenize, lower case)"})
+        samples = [f"{'real' if y else 'shuffled'}: {' '.join(t)}" for t, y in zip(ft_te.tokens[:10],
+                                                                                   ft_te.labels.tolist())]
+        (run_dir / "samples_fine_tuning.txt").write_text("\n".join(samples) + "\n")
+        return {"test/masked_accuracy": ev["masked_accuracy"],
+                "test/masked_accuracy_unigram_baseline": ev["unigram_baseline"],
+                "test/nsp_accuracy": ev["nsp_accuracy"],
+                "test/finetune_accuracy_pretrained": acc_tuned, "test/finetune_accuracy_scratch": acc_scratch,
+                "steps": cfg.steps, "pretrain_seconds": pretrain_seconds, "finetune_seconds": finetune_seconds,
+                "vocab_size": len(data.vocab), "train_tokens": len(data.train_ids),
+                "heldout_tokens": len(data.test_ids), "ft_train_lines": cfg.ft_train, "ft_test_lines": cfg.ft_test}
+    return Experiment(_with_threads(cfg, run), extra={"level": cfg.level})
 
 
 @torch.no_grad()
-def _write_fill_ins(path: Path, model, vocab, lines, cls_id, sep_id, mask_id, cfg) -> None:
-    """A few held-out lines with every fourth word masked and the model's guesses, for the report."""
+def _write_fill_ins(path: Path, model, data: _MLMData, lines) -> None:
+    """Held-out lines with every fifth token masked, and the model's guesses ([guess|truth] where wrong)."""
     model.eval()
     out = []
+    sep = "" if data.cfg.level == "char" else " "
     for line in lines:
-        words = word_tokenize(line)[: 2 * cfg.segment_len]
-        if len(words) < 2:
+        ids = data.vocab.encode(data.tokenize(line))[: data.cfg.ft_max_len - 2]
+        if len(ids) < 2:
             continue
-        ids = encode_single_sentences([vocab.encode(words)], len(words) + 2, cls_id, sep_id)
-        masked = torch.zeros_like(ids, dtype=torch.bool)
-        masked[0, 1: len(words) + 1: 4] = True
-        h, _ = model.bert(ids.masked_fill(masked, mask_id))
-        guesses = vocab.decode(model.mlm(h[masked]).argmax(-1))
-        shown, k = [], 0
-        for i, w in enumerate(words):
-            if masked[0, i + 1]:
-                shown.append(f"[{guesses[k]}|{w}]")
-                k += 1
-            else:
-                shown.append(w)
-        out.append(" ".join(shown))
-    path.write_text("[guess|truth] for every fourth word of held-out lines\n\n" + "\n".join(out) + "\n")
+        x = encode_single_sentences([ids], len(ids) + 2, data.cls_id, data.sep_id, data.pad_id)
+        masked = torch.zeros_like(x, dtype=torch.bool)
+        masked[0, 1: len(ids) + 1: 5] = True
+        h, _ = model.bert(x.masked_fill(masked, data.mask_id))
+        guesses = iter(model.mlm(h[masked]).argmax(-1).tolist())
+        shown = []
+        for i, t in enumerate(ids.tolist()):
+            truth = data.vocab.itos[t]
+            guess = data.vocab.itos[next(guesses)] if masked[0, i + 1] else truth
+            shown.append(truth if guess == truth else f"[{guess}|{truth}]")
+        out.append(sep.join(shown))
+    path.write_text("every fifth token of held-out lines masked; [guess|truth] where the guess is wrong\n\n"
+                    + "\n".join(out) + "\n")
     model.train()
 
 
 register_recipe(Recipe(
     name="bert-mlm-shakespeare", task="sequence", notes="004 BERT (Training / Fine-tuning BERT), 000 §5.3",
-    description="BERT-tiny pre-trained by masked LM + NSP on Tiny Shakespeare words (last 10% of lines held out), "
-                "then fine-tuned to tell real lines from word-shuffled ones, against the same model from scratch",
-    build=_bert_shakespeare, metric="test/masked_accuracy", threshold=0.2, budget_s=300,
-    defaults=dict(heldout_fraction=0.1, vocab_size=4000, segment_len=30, batch_size=64, steps=1500, lr=1e-3,
-                  weight_decay=0.01, warmup_fraction=0.05, dropout=0.1, model_kwargs={}, eval_every=250,
-                  eval_batches=20, ft_train=2000, ft_test=1000, ft_min_words=6, ft_max_len=24, ft_batch_size=32,
-                  ft_epochs=4, ft_lr=3e-4, subset=0, threads=1),
+    description="BERT-tiny (2 layers, 64 wide) pre-trained by masked LM + NSP on the characters of Tiny "
+                "Shakespeare's spoken lines (last 10% held out), then fine-tuned to tell real lines from "
+                "word-shuffled ones, against the same classifier trained from scratch",
+    build=_bert_shakespeare, metric="test/masked_accuracy", threshold=0.44, budget_s=360,
+    defaults=dict(level="char", heldout_fraction=0.1, vocab_size=0, segment_len=30, batch_size=64, steps=2500,
+                  lr=2e-3, weight_decay=0.01, warmup_fraction=0.05, dropout=0.0, model_kwargs={"hidden": 64},
+                  eval_every=250, eval_batches=20, ft_train=2000, ft_test=1000, ft_min_words=6, ft_max_len=63,
+                  ft_batch_size=32, ft_epochs=8, ft_lr=1e-3, ft_dropout=0.1, subset=0, threads=1),
+    # measured on the 2-core CPU (one thread): masked-character accuracy 0.474 against the unigram baseline
+    # 0.167 (always a space), NSP 0.62; fine-tuning 0.733 with the pre-trained encoder, 0.557 from scratch
+    # (0.50 at ft_lr 3e-4); 194 s pre-training + 36 s fine-tuning. The accuracy sits on a plateau near 0.24
+    # for the first ~750 steps, then climbs. Words (level=word, vocab_size=4000) stay near 0.17 against 0.10
+    # in the same time, and neither encoder learns the word-order task from them (about 0.5-0.55).
     smoke=dict(steps=4, eval_every=2, eval_batches=1, batch_size=8, ft_train=32, ft_test=16, ft_epochs=1,
                subset=2000), datasets=("tinyshakespeare",),
 ))
