@@ -5,6 +5,7 @@ import json
 import pytest
 
 from dlkit.cli import main
+from dlkit.errors import ConfigError
 
 
 def run(capsys, *args):
@@ -93,3 +94,11 @@ def test_verify_writes_record_and_fails_below_threshold(capsys, tmp_path, monkey
     code, _, _ = run(capsys, "status", "--out", "docs/STATUS.md")
     page = (tmp_path / "docs/STATUS.md").read_text()
     assert code == 0 and "| `mlp-digits` |" in page and "**no**" in page and "| `lenet5` | 61,706 |" in page
+
+
+def test_float_options_accept_exponents_without_a_dot():
+    from dlkit.recipes.base import parse_value
+
+    assert parse_value("lr", "3e-3", 0.1) == 0.003 and parse_value("lr", "1.5e2", 0.1) == 150.0
+    with pytest.raises(ConfigError, match="expected a number"):
+        parse_value("lr", "fast", 0.1)

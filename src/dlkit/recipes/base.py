@@ -130,6 +130,11 @@ def parse_value(key: str, text: Any, default: Any) -> Any:
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"--set {key}: expected an integer; got {text!r}")
     elif isinstance(default, float):
+        if isinstance(value, str):  # YAML 1.1 reads 3e-3 (no dot) as a string; Python's float does not
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise ConfigError(f"--set {key}: expected a number; got {text!r}")
         value = float(value)
