@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlkit.data.char_lm import RandomWindows
+from dlkit.engine.machine import describe_machine
 from dlkit.models.sequence.gpt import GPT
 from dlkit.nn.attention import MultiHeadAttention
 from dlkit.optim import create_optimizer
@@ -109,7 +110,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     repeats, steps = args.repeats or (3 if args.quick else 7), args.steps or (10 if args.quick else 25)
     print(f"char GPT {LAYERS}x{HEADS}x{WIDTH}, block {BLOCK}, batch {BATCH} ({BATCH * BLOCK} tokens/step), float32, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}; median of {repeats} x {steps} steps; load "
+          f"{describe_machine()}, torch {torch.__version__}; median of {repeats} x {steps} steps; load "
           f"average {os.getloadavg()[0]:.1f} (times are noisy when other processes share the CPU)")
     variants = {"dlkit: SDPA + fused AdamW (recipe)": Variant(_gpt()),
                 "explicit attention": Variant(_gpt(explicit=True)),

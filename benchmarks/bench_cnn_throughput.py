@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import platform
 import statistics
 import time
 
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from dlkit import create_model
+from dlkit.engine.machine import describe_machine
 
 MODELS = ("resnet50", "mobilenet_v2")
 
@@ -99,7 +99,9 @@ def table(results: dict[str, dict[str, float]], configs: list[Config]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="3 timed steps per configuration (default 7)")
+    ap.add_argument("--quick", action="store_true", help="2 warm-up + 3 timed steps per configuration (default 3 + 7)")
+    ap.add_argument("--warmup", type=int, help="warm-up steps per configuration (overrides --quick)")
+    ap.add_argument("--steps", type=int, help="timed steps per configuration (overrides --quick)")
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=224)
@@ -107,10 +109,13 @@ def main() -> None:
     ap.add_argument("--out", help="also write the table (markdown) to this file")
     args = ap.parse_args()
     warmup, steps = (2, 3) if args.quick else (3, 7)
+    warmup = warmup if args.warmup is None else args.warmup
+    steps = steps if args.steps is None else args.steps
+    if warmup < 1 or steps < 1:
+        ap.error(f"--warmup and --steps must be >= 1 (got {warmup} and {steps}); compilation happens in warm-up")
     compiled = (False,) if args.no_compile else (False, True)
     configs = [Config(cl, bf, co) for co, bf, cl in itertools.product(compiled, (False, True), (False, True))]
-    cpu = platform.processor() or platform.machine()
-    header = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}"
+    header = (f"torch {torch.__version__}, {describe_machine()}"
               f"; batch {args.batch}, {args.size}x{args.size}, warm-up {warmup} + {steps} timed steps, "
               f"{time.strftime('%Y-%m-%d %H:%M')}")
     print(header, flush=True)

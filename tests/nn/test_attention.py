@@ -173,6 +173,21 @@ def test_multi_head_attention_equals_torch(case):
         torch.testing.assert_close(g, rg)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_qkv_self_attention_equals_three_projections_with_gradients(bias):
+    # self-attention (key and value are the query) takes one x [W_Q; W_K; W_V]^T product; passing an equal copy
+    # as key/value takes the three-projection path: outputs and every parameter gradient must agree
+    m = MultiHeadAttention(16, 4, bias=bias).double()
+    x = torch.randn(B, L, 16, dtype=torch.float64)
+    fused, _ = m(x, is_causal=True)
+    g_fused = torch.autograd.grad(fused.square().sum(), list(m.parameters()))
+    three, _ = m(x, x.clone(), x.clone(), is_causal=True)
+    g_three = torch.autograd.grad(three.square().sum(), list(m.parameters()))
+    torch.testing.assert_close(fused, three)
+    for a, b in zip(g_fused, g_three):
+        torch.testing.assert_close(a, b)
+
+
 def test_is_causal_equals_a_causal_attn_mask():
     ours, _ = _pair()
     x = torch.randn(B, L, 16, dtype=torch.float64)

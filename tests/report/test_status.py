@@ -24,3 +24,23 @@ def test_a_matching_record_counts_and_a_record_against_an_old_threshold_is_stale
     assert "stale (recorded test/accuracy against 0.5" in by_name["mlp-xor"]
     assert "stale (recorded test/loss" in by_name["perceptron-nand"]
     assert "not run" in by_name["lenet5-mnist"]
+
+
+def test_the_machine_of_a_record_is_shown_and_old_records_say_not_recorded(tmp_path):
+    _record(tmp_path, "mlp-digits", machine="AMD EPYC, 2 cores, torch CPU capability AVX2, 2 threads")
+    _record(tmp_path, "mlp-xor")
+    rows, _, _ = recipe_table(tmp_path)
+    by_name = {row.split("|")[1].strip(" `"): row for row in rows[2:]}
+    assert by_name["mlp-digits"].endswith("| AMD EPYC, 2 cores, torch CPU capability AVX2, 2 threads |")
+    assert by_name["mlp-xor"].endswith("| not recorded |")
+
+
+def test_describe_machine_names_the_cpu_cores_and_simd_level():
+    import torch
+
+    from dlkit.engine.machine import cpu_model, describe_machine
+
+    text = describe_machine()
+    assert text.startswith(cpu_model())
+    assert f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}" in text
+    assert f"{torch.get_num_threads()} threads" in text

@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from ..engine.distributed import DistInfo, barrier, cleanup, init_distributed
+from ..engine.machine import describe_machine
 from ..engine.seeding import seed_everything
 from ..engine.trainer import Trainer, TrainerConfig
 from ..errors import ConfigError, unknown
@@ -313,7 +314,8 @@ def verify_recipe(name: str, results_dir: str | Path = "results/verify", device:
         "seconds": round(time.perf_counter() - t0, 2), "train_seconds": summary["seconds"],
         "seconds_to_threshold": summary.get("seconds_to_threshold"),
         "budget_s": recipe.budget_s, "device": summary["device"], "torch": torch.__version__,
-        "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "run_dir": str(out),
+        "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": describe_machine(),
+        "run_dir": str(out),
     }
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)

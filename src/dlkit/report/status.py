@@ -24,8 +24,8 @@ def recipe_table(results: Path) -> tuple[list[str], int, int]:
     threshold than the registered one is marked stale and not counted), the number verified and the total."""
     from ..recipes.base import get_recipe, list_recipes
 
-    lines = ["| recipe | task | notes | expected | budget | verified value | passed | seconds | commit |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| recipe | task | notes | expected | budget | verified value | passed | seconds | commit | machine |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     names = list_recipes()
     n_pass = 0
     for n in names:
@@ -38,9 +38,10 @@ def recipe_table(results: Path) -> tuple[list[str], int, int]:
             ok = "yes" if rec["passed"] else "**no**"
             if stale:  # the recipe's expected result changed after this record: it proves nothing about it now
                 ok = f"stale (recorded {rec.get('metric')} against {rec.get('threshold')}; rerun `dlkit verify {n}`)"
-            cells = [f"{rec['value']:.4f}", ok, f"{rec['seconds']:.0f}", rec["commit"]]
+            cells = [f"{rec['value']:.4f}", ok, f"{rec['seconds']:.0f}", rec["commit"],
+                     rec.get("machine", "not recorded")]
         else:
-            cells = ["-", "not run", "-", "-"]
+            cells = ["-", "not run", "-", "-", "-"]
         lines.append(f"| `{n}` | {r.task} | {r.notes} | {r.expected} | {r.budget_s:g} s | " + " | ".join(cells) + " |")
     return lines, n_pass, len(names)
 

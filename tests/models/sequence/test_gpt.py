@@ -124,7 +124,11 @@ def test_param_groups_cover_every_parameter_once():
     groups = model.param_groups(0.1)
     ids = [id(p) for g in groups for p in g["params"]]
     assert sorted(ids) == sorted(id(p) for p in model.parameters())
-    assert all(p.dim() >= 2 for p in groups[0]["params"]) and model.pos_emb.weight in groups[1]["params"]
+    # nanoGPT's configure_optimizers: every parameter with dim >= 2 decays (both embedding tables included)
+    assert all(p.dim() >= 2 for p in groups[0]["params"]) and all(p.dim() < 2 for p in groups[1]["params"])
+    assert any(p is model.pos_emb.weight for p in groups[0]["params"])
+    assert any(p is model.tok_emb.weight for p in groups[0]["params"])
+    assert groups[0]["weight_decay"] == 0.1 and groups[1]["weight_decay"] == 0.0
 
 
 def test_bad_inputs_are_explained():

@@ -98,10 +98,11 @@ class GPT(nn.Module):
         return idx
 
     def param_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW groups as nanoGPT: decay matrices (dim >= 2), not biases, LayerNorm gains or the positions table."""
+        """AdamW groups as nanoGPT's `configure_optimizers`: decay every matrix (dim >= 2: the Linear weights and
+        both embedding tables), not biases or LayerNorm gains."""
         decay, no_decay = [], []
-        for name, p in self.named_parameters():
-            (decay if p.dim() >= 2 and not name.startswith("pos_emb") else no_decay).append(p)
+        for p in self.parameters():
+            (decay if p.dim() >= 2 else no_decay).append(p)
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

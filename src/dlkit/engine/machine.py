@@ -1,0 +1,35 @@
+"""A one-line description of the machine a result was measured on (CPU model, cores, SIMD level, GPU).
+
+Speeds and the wall time of a recipe depend on it far more than on the code (the 2-core machines of this
+project have been Xeons with AVX-512/AMX and EPYCs with AVX2 only, a 2-3x difference), so verify records and
+benchmark headers carry it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` reports."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def describe_machine() -> str:
+    """E.g. 'AMD EPYC, 2 cores, torch CPU capability AVX2, 2 threads' (+ the GPU's name when CUDA is visible)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    text = (f"{cpu_model()}, {cores} cores, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+            f"{torch.get_num_threads()} threads")
+    if torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name()}"
+    return text
