@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ..data.char_lm import CharCorpus, RandomWindows, char_corpus, split_loss
 from ..data.text import load_tiny_shakespeare
+from ..engine.gradient_step import gradient_step
 from ..engine.logger import MetricLogger, echo
 from ..errors import ConfigError, TrainingDiverged
 from ..models.sequence.char_rnn import CharRNN
@@ -64,14 +65,7 @@ def train_char_lm(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
     model.train()
     for step in range(1, cfg.iters + 1):
         x, y = next(batches)
-        loss = loss_fn(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip_norm:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm, foreach=True)
-        opt.step()
-        sched.step()
-        pending.append(loss.detach())
+        pending.append(gradient_step(loss_fn(x, y), opt, cfg.grad_clip_norm or None, sched))
         if step % cfg.log_every == 0 or step == cfg.iters:
             value = torch.stack(pending).mean().item()  # the only host read of the loss
             pending.clear()

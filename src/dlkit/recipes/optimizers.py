@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from ..data.digits import load_digits_split
 from ..data.mnist import load_fashion_mnist
+from ..engine.gradient_step import gradient_step
 from ..errors import ConfigError
 from ..optim import create_optimizer
 from ..registry import create_model
@@ -96,11 +97,7 @@ def _optimizer_race(cfg, dist):
             losses, t0 = [], time.perf_counter()
             for _ in range(cfg.epochs):
                 for idx in torch.randperm(len(x_tr), generator=g).split(cfg.batch_size):
-                    loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    losses.append(loss.item())
+                    losses.append(gradient_step(F.cross_entropy(model(x_tr[idx]), y_tr[idx]), opt).item())
                     steps += 1
             label = name
             with torch.no_grad():

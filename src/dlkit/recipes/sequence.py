@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from ..data.sequence_tasks import date_task
 from ..data.text import Vocab, load_tiny_shakespeare, word_tokenize
+from ..engine.gradient_step import gradient_step
 from ..models.sequence.seq2seq import Seq2Seq
 from ..models.sequence.word2vec import Word2Vec, noise_distribution, skipgram_pairs, subsample
 from ..optim import create_optimizer
@@ -31,11 +32,7 @@ def _seq2seq_dates(cfg, dist):
         losses, steps, t0 = [], 0, time.perf_counter()
         for epoch in range(cfg.epochs):
             for src, tgt in task.batches("train", cfg.batch_size, seed=cfg.seed, epoch=epoch):
-                loss = model.loss(src.ids, tgt, src.lengths)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
+                loss = gradient_step(model.loss(src.ids, tgt, src.lengths), opt, clip_norm=1.0)
                 steps += 1
                 if steps % 20 == 0:
                     losses.append((steps, loss.item()))
@@ -98,10 +95,7 @@ def _word2vec(cfg, dist):
             perm = torch.randperm(len(pairs), generator=g)
             for s in range(0, len(perm), cfg.batch_size):
                 idx = perm[s: s + cfg.batch_size]
-                loss = model.loss(pairs[idx, 0], pairs[idx, 1], generator=g)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                loss = gradient_step(model.loss(pairs[idx, 0], pairs[idx, 1], generator=g), opt)
                 steps += 1
                 if steps % 50 == 0:
                     history.append((steps, loss.item()))

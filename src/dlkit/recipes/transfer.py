@@ -21,6 +21,7 @@ from torch import nn
 
 from ..data.mnist import load_fashion_mnist, load_mnist
 from ..data.transforms import Resize
+from ..engine.gradient_step import gradient_step
 from ..errors import ConfigError
 from ..optim import create_optimizer, create_scheduler
 from ..registry import create_model
@@ -81,11 +82,7 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params,
     model.train()
     for _ in range(epochs):
         for idx in torch.randperm(len(x), generator=g).split(batch_size):
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            gradient_step(F.cross_entropy(model(x[idx]), y[idx]), opt, scheduler=sched)
             steps += 1
         if on_epoch is not None:
             history.append(on_epoch(model))

@@ -32,6 +32,7 @@ from ..data.sentence_tasks import encode_single_sentences, sentence_pairs, speec
 from ..data.sequence_tasks import copy_task, reversal_task
 from ..data.text import PAD, UNK, Vocab, load_tiny_shakespeare, word_tokenize
 from ..data.transforms import RandomCrop
+from ..engine.gradient_step import gradient_step
 from ..errors import ConfigError
 from ..metrics.sequence import exact_match
 from ..models.classification.vit import mean_attention_distance, position_embedding_similarity
@@ -145,12 +146,7 @@ def _transformer_copy(cfg, dist):
         losses, steps, t0 = [], 0, time.perf_counter()
         for epoch in range(cfg.epochs):
             for src, tgt in task.batches("train", cfg.batch_size, seed=cfg.seed, epoch=epoch):
-                loss = model.loss(src.ids, tgt)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                sched.step()
+                loss = gradient_step(model.loss(src.ids, tgt), opt, clip_norm=1.0, scheduler=sched)
                 steps += 1
                 if steps % 10 == 0:
                     losses.append((steps, loss.item()))
@@ -287,12 +283,7 @@ def _fine_tune(clf, x_tr, y_tr, x_te, y_te, cfg, seed: int) -> tuple[float, list
         perm = torch.randperm(len(y_tr), generator=g)
         for s in range(0, len(perm), cfg.ft_batch_size):
             idx = perm[s: s + cfg.ft_batch_size]
-            loss = F.cross_entropy(clf(x_tr[idx]), y_tr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(clf.parameters(), 1.0)
-            opt.step()
-            sched.step()
+            loss = gradient_step(F.cross_entropy(clf(x_tr[idx]), y_tr[idx]), opt, clip_norm=1.0, scheduler=sched)
             step += 1
             if step % 5 == 0:
                 history.append((step, loss.item()))
@@ -324,11 +315,7 @@ def _bert_shakespeare(cfg, dist):
         model.train()
         for step in range(1, cfg.steps + 1):
             mlm, nsp, _ = pretraining_losses(model, *data.batch(data.train_ids, g))
-            opt.zero_grad(set_to_none=True)
-            (mlm + nsp).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
+            gradient_step(mlm + nsp, opt, clip_norm=1.0, scheduler=sched)
             if step % 10 == 0 or step == cfg.steps:
                 for name, v in (("MLM loss", mlm), ("NSP loss", nsp)):
                     hist[name][0].append(step)
