@@ -7,6 +7,7 @@ model are interleaved round by round so that a change of machine load hits all o
 
     python benchmarks/bench_cnn_throughput.py --quick            # 3 timed steps per configuration
     python benchmarks/bench_cnn_throughput.py --out benchmarks/RESULTS_cnn.md
+    python benchmarks/bench_cnn_throughput.py --models resnet_cifar20 --size 32 --batch 128   # recipe-sized
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ class Runner:
         self.cfg = cfg
         model = create_model(model_name)
         x = torch.randn(batch, 3, size, size)
-        self.y = torch.randint(0, 1000, (batch,))
+        with torch.no_grad():
+            classes = model.eval()(x[:2]).shape[1]
+        self.y = torch.randint(0, classes, (batch,))
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
