@@ -7,7 +7,10 @@ torch's fused AdamW, eager) in the same run:
 
 - explicit attention: softmax(Q K^T / sqrt(d) + M) V step by step (MultiHeadAttention's `explicit` flag);
 - dlkit's own AdamW with `_foreach` ops instead of torch's fused kernel;
-- a nanoGPT-layout model (one fused QKV projection per block; otherwise the same computation) as a reference;
+- a nanoGPT-layout model (one fused QKV projection per block; otherwise the same computation);
+- the reference: that model driven as nanoGPT's train.py drives it on a CPU (a batch gathered from a fresh
+  np.memmap of the uint16 token file at every step, torch's AdamW with its default foreach kernels since fused
+  is CUDA-only there, and the loss read with .item() at every step for logging);
 - `torch.compile` of the loss (skipped with --quick; its compile time is reported, a failure is caught).
 
 Random token ids stand in for the text (the speed does not depend on them). Implementations are interleaved and
@@ -19,8 +22,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -68,6 +73,10 @@ class _NanoGPT(nn.Module):
                 {"params": [p for p in ps if p.dim() < 2], "weight_decay": 0.0}]
 
 
+def _ids() -> torch.Tensor:
+    return torch.randint(0, V, (200_000,), generator=torch.Generator().manual_seed(0))
+
+
 def _gpt(explicit: bool = False) -> GPT:
     torch.manual_seed(0)
     model = GPT(V, BLOCK, LAYERS, HEADS, WIDTH, dropout=0.0, bias=False)
@@ -75,6 +84,34 @@ def _gpt(explicit: bool = False) -> GPT:
         if isinstance(m, MultiHeadAttention):
             m.explicit = explicit
     return model
+
+
+class _NanoLoopVariant:
+    """The reference step: the nanoGPT-layout model with the per-step host work of nanoGPT's train.py loop."""
+
+    def __init__(self, ids: torch.Tensor, path: str):
+        torch.manual_seed(0)
+        self.model = _NanoGPT()
+        ids.numpy().astype(np.uint16).tofile(path)
+        self.path, self.params = path, list(self.model.parameters())
+        self.opt = torch.optim.AdamW(self.model.param_groups(0.1), lr=1e-3, betas=(0.9, 0.99))
+
+    def get_batch(self):
+        data = np.memmap(self.path, dtype=np.uint16, mode="r")  # re-opened each call, as train.py does
+        ix = torch.randint(len(data) - BLOCK, (BATCH,))
+        x = torch.stack([torch.from_numpy(data[i:i + BLOCK].astype(np.int64)) for i in ix])
+        y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + BLOCK].astype(np.int64)) for i in ix])
+        return x, y
+
+    def step(self) -> torch.Tensor:
+        x, y = self.get_batch()
+        loss = self.model.loss(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        loss.item()  # train.py logs the loss of every iteration (log_interval=1 in the CPU command)
+        return loss.detach()
 
 
 class Variant:
@@ -85,8 +122,7 @@ class Variant:
         self.opt = create_optimizer("adamw", model.param_groups(0.1), lr=1e-3, betas=(0.9, 0.99), fused=fused)
         self.params = list(model.parameters())
         self.loss_fn = torch.compile(model.loss) if compile else model.loss
-        self.batches = RandomWindows(torch.randint(0, V, (200_000,), generator=torch.Generator().manual_seed(0)),
-                                     BATCH, BLOCK, seed=0)
+        self.batches = RandomWindows(_ids(), BATCH, BLOCK, seed=0)
 
     def step(self) -> torch.Tensor:
         x, y = next(self.batches)
@@ -112,10 +148,13 @@ def main() -> None:
     print(f"char GPT {LAYERS}x{HEADS}x{WIDTH}, block {BLOCK}, batch {BATCH} ({BATCH * BLOCK} tokens/step), float32, "
           f"{describe_machine()}, torch {torch.__version__}; median of {repeats} x {steps} steps; load "
           f"average {os.getloadavg()[0]:.1f} (times are noisy when other processes share the CPU)")
+    tmp_dir = tempfile.TemporaryDirectory()  # the reference's token file; removed at exit
+    tmp = tmp_dir.name
     variants = {"dlkit: SDPA + fused AdamW (recipe)": Variant(_gpt()),
                 "explicit attention": Variant(_gpt(explicit=True)),
                 "dlkit AdamW (foreach)": Variant(_gpt(), fused=False),
-                "nanoGPT layout (fused QKV)": Variant(_NanoGPT())}
+                "nanoGPT layout (fused QKV)": Variant(_NanoGPT()),
+                "reference: nanoGPT train.py loop": _NanoLoopVariant(_ids(), os.path.join(tmp, "train.bin"))}
     base = "dlkit: SDPA + fused AdamW (recipe)"
     first = {k: float(v.step()) for k, v in list(variants.items())[:3]}  # same init and batch: equal first losses
     assert max(abs(v - first[base]) for v in first.values()) < 1e-4, first
@@ -146,7 +185,9 @@ def main() -> None:
               f"{ms[base] / t:>19.2f}")
     print(f"ratios: SDPA / explicit attention speed {ms['explicit attention'] / ms[base]:.2f}x; fused / foreach AdamW "
           f"{ms['dlkit AdamW (foreach)'] / ms[base]:.2f}x; recipe / nanoGPT layout "
-          f"{ms['nanoGPT layout (fused QKV)'] / ms[base]:.2f}x"
+          f"{ms['nanoGPT layout (fused QKV)'] / ms[base]:.2f}x; recipe / reference loop "
+          f"{ms['reference: nanoGPT train.py loop'] / ms[base]:.2f}x (2000 steps: recipe {2 * ms[base]:.0f} s, "
+          f"reference {2 * ms['reference: nanoGPT train.py loop']:.0f} s)"
           + (f"; compile / eager {ms[base] / ms['torch.compile (inductor)']:.2f}x"
              if "torch.compile (inductor)" in ms else ""))
 
