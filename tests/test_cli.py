@@ -42,6 +42,15 @@ def test_set_value_of_wrong_type_is_refused(capsys):
     assert code == 2 and "expected an integer" in err
 
 
+def test_one_set_takes_several_items_and_a_bad_item_is_explained(capsys, tmp_path):
+    code, _, _ = run(capsys, "run", "mlp-digits", "--smoke", "--set", "epochs=1", "batch_size=16",
+                     "--out", str(tmp_path / "r"))
+    config = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
+    assert code == 0 and config["epochs"] == 1 and config["batch_size"] == 16
+    code, _, err = run(capsys, "run", "mlp-digits", "--smoke", "--set", "epochs=1", "oops")
+    assert code == 2 and "key=value" in err and "'oops'" in err
+
+
 def test_debug_shows_the_traceback():
     from dlkit.errors import UnknownNameError
 

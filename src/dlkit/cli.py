@@ -18,7 +18,8 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--set expects key=value (e.g. --set lr=0.01); got {item!r}")
+            raise ConfigError(f"--set expects key=value items (e.g. --set lr=0.01 epochs=3); got {item!r}. Put the "
+                              "recipe name before --set.")
         out[key.strip()] = value
     return out
 
@@ -144,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int)
     s.add_argument("--device", choices=["cpu", "cuda"])
     s.add_argument("--seed", type=int)
-    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override an option (repeatable)")
+    s.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
+                   help="override options: --set lr=0.01 epochs=3 (or --set repeated)")
     s.add_argument("--out", help="run folder (default runs/RECIPE/TIMESTAMP)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last good checkpoint")
     s.add_argument("--smoke", action="store_true", help="a few steps on a tiny subset")
