@@ -119,7 +119,8 @@ register_recipe(Recipe(
                   schedule="warmup_cosine", label_smoothing=0.0, dropout=0.0, crop_padding=0,
                   model_kwargs={"depth": 4}, val_size=5000, subset=0, log_every=100, threads=1),
     # measured on the 2-core CPU (one thread): test 0.9799 after 227-243 s (val 0.927, 0.955, 0.968 after epochs
-    # 1-3), 0.9795 in 311 s with the fused QKV product on the slower AVX2 EPYC; 6 epochs give 0.9780 in 195 s, 5 epochs at batch 128 only 0.9702. Two threads are not faster.
+    # 1-3), 0.9795 in 311 s with the fused QKV product on the slower AVX2 EPYC; 6 epochs give 0.9780 in 195 s,
+    # 5 epochs at batch 128 only 0.9702. Two threads are not faster.
     smoke=dict(epochs=1, subset=256), datasets=("mnist",),
 ))
 
@@ -406,7 +407,8 @@ register_recipe(Recipe(
     # 0.167 (always a space), NSP 0.62; fine-tuning 0.733 with the pre-trained encoder, 0.557 from scratch
     # (0.50 at ft_lr 3e-4); 194 s pre-training + 36 s fine-tuning. With the fused QKV product (other rounding):
     # 0.452, fine-tuning 0.727 against 0.557, 267 s + 51 s on the AVX2 EPYC. The accuracy sits on a plateau near
-    # 0.24 for the first ~750 steps, then climbs; when it leaves the plateau moves the final value by ~0.02. Words (level=word, vocab_size=4000) stay near 0.17 against 0.10
+    # 0.24 for the first ~750 steps, then climbs; when it leaves the plateau moves the final value by ~0.02.
+    # Words (level=word, vocab_size=4000) stay near 0.17 against 0.10
     # in the same time, and neither encoder learns the word-order task from them (about 0.5-0.55).
     smoke=dict(steps=4, eval_every=2, eval_batches=1, batch_size=8, ft_train=32, ft_test=16, ft_epochs=1,
                subset=2000), datasets=("tinyshakespeare",),
