@@ -15,7 +15,6 @@ from dlkit.recipes.cnn_fashion import (
     FASHION_STD,
     load_fashion_padded,
     pad_images,
-    resolve_bf16,
     train_augmentation,
 )
 from dlkit.recipes.transfer import (
@@ -71,14 +70,6 @@ def test_train_augmentation_is_a_shift_within_the_padding_then_maybe_a_flip():
 
 def test_train_augmentation_is_none_when_switched_off():
     assert train_augmentation(32, crop_padding=0, flip=False) is None
-
-
-def test_resolve_bf16_reads_booleans_and_auto():
-    assert resolve_bf16(True, "cpu") is True and resolve_bf16("false", "cpu") is False
-    if not torch.cuda.is_available():
-        assert resolve_bf16("auto", "cuda") is False
-    with pytest.raises(ConfigError, match="auto"):
-        resolve_bf16("maybe", "cpu")
 
 
 @pytest.mark.parametrize("name", CNN_RECIPES)

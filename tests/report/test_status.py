@@ -33,14 +33,3 @@ def test_the_machine_of_a_record_is_shown_and_old_records_say_not_recorded(tmp_p
     by_name = {row.split("|")[1].strip(" `"): row for row in rows[2:]}
     assert by_name["mlp-digits"].endswith("| AMD EPYC, 2 cores, torch CPU capability AVX2, 2 threads |")
     assert by_name["mlp-xor"].endswith("| not recorded |")
-
-
-def test_describe_machine_names_the_cpu_cores_and_simd_level():
-    import torch
-
-    from dlkit.engine.machine import cpu_model, describe_machine
-
-    text = describe_machine()
-    assert text.startswith(cpu_model())
-    assert f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}" in text
-    assert f"{torch.get_num_threads()} threads" in text

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ..data.mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from ..data.transforms import Compose, RandomCrop, RandomHorizontalFlip, Transform
+from ..engine.machine import resolve_bf16
 from ..errors import ConfigError
 from ..registry import create_model
 from .base import Recipe, Setup, register_recipe
@@ -71,32 +72,6 @@ def load_fashion_padded(cfg, size: int, limit: int = 0) -> tuple[torch.Tensor, .
         x = normalise_images(x, FASHION_MEAN, FASHION_STD)
         out += [pad_images(x, size, fill=background), y]
     return tuple(out)
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX-BF16), read from /proc/cpuinfo (Linux)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_bf16(value, device: str) -> bool:
-    """The recipe option bf16 as a bool: true/false as given; "auto" means on where bf16 is native (a CUDA GPU
-    that supports it, a CPU with AVX512-BF16/AMX), where it runs dense convolutions about twice as fast as fp32,
-    and off elsewhere (emulated bf16 is slower than fp32)."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "false"):
-        return text == "true"
-    if text != "auto":
-        raise ConfigError(f"bf16 must be true, false or auto; got {value!r}")
-    if str(device).startswith("cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return cpu_has_native_bf16()
 
 
 def build_cnn_fashion(cfg, dist) -> Setup:

@@ -9,6 +9,12 @@ training length). Generated text goes to samples.txt, the loss curves to figures
 4 heads, 128 wide, block 64, batch 12, dropout 0, no biases, 2000 iterations; AdamW lr 1e-3, betas (0.9, 0.99),
 weight decay 0.1 on the matrices, linear warm-up over 100 iterations then cosine decay to 1e-4 at 2000, gradient
 clipping at norm 1.
+
+nanoGPT's full baby GPT (6 layers, 6 heads, 384 wide, block 256, dropout 0.2) on a GPU, in bf16 with
+torch.compile, is the same recipe with options:
+
+    dlkit run char-gpt-shakespeare --device cuda --set n_layer=6 n_head=6 n_embd=384 block_size=256 \
+        batch_size=64 dropout=0.2 iters=5000 lr_decay_iters=5000 bf16=true compile=true
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from ..data.char_lm import CharCorpus, RandomWindows, char_corpus, split_loss
 from ..data.text import load_tiny_shakespeare
 from ..engine.gradient_step import gradient_step
 from ..engine.logger import MetricLogger, echo
+from ..engine.machine import resolve_bf16
 from ..errors import ConfigError, TrainingDiverged
 from ..models.sequence.char_rnn import CharRNN
 from ..models.sequence.gpt import GPT
@@ -54,6 +61,8 @@ def train_char_lm(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
                   sched, corpus: CharCorpus, cfg: Config, run_dir: Path, block_size: int) -> dict[str, float]:
     """The loop shared by both recipes: `cfg.iters` steps on random windows, whole-split validation every
     `cfg.eval_every` steps and at the end. The loss is read on the host only every `cfg.log_every` steps.
+    `cfg.bf16` (true, false or auto) runs the forward pass and loss under bf16 autocast; weights, gradients and
+    the optimizer stay fp32, and the validation passes run in fp32.
 
     Returns val/loss, train/loss (mean of the last logging interval), steps, train_seconds (the training steps
     alone, without the validation passes), eval_seconds and iterations_per_second = steps / train_seconds.
@@ -64,10 +73,14 @@ def train_char_lm(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
     train_curve, val_curve, pending = [], [], []
     train_s = eval_s = 0.0
     t0 = time.perf_counter()
+    device_type = corpus.train.device.type
+    autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=resolve_bf16(cfg.bf16, device_type))
     model.train()
     for step in range(1, cfg.iters + 1):
         x, y = next(batches)
-        pending.append(gradient_step(loss_fn(x, y), opt, cfg.grad_clip_norm or None, sched))
+        with autocast:  # the forward pass and loss in bf16 where asked (weights, gradients, optimizer: fp32)
+            loss = loss_fn(x, y)
+        pending.append(gradient_step(loss, opt, cfg.grad_clip_norm or None, sched))
         if step % cfg.log_every == 0 or step == cfg.iters:
             value = torch.stack(pending).mean().item()  # the only host read of the loss
             pending.clear()
