@@ -51,6 +51,14 @@ def test_one_set_takes_several_items_and_a_bad_item_is_explained(capsys, tmp_pat
     assert code == 2 and "key=value" in err and "'oops'" in err
 
 
+def test_an_option_a_recipe_with_its_own_loop_never_reads_is_reported(capsys, tmp_path):
+    code, _, err = run(capsys, "run", "mlp-xor", "--smoke", "--set", "lr=0.4", "channels_last=true", "ema_decay=0.5",
+                       "--out", str(tmp_path / "r"))
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert code == 0 and summary["ignored_options"] == ["channels_last", "ema_decay"]  # lr is used: not listed
+    assert "does not use the option(s) channels_last, ema_decay" in err
+
+
 def test_debug_shows_the_traceback():
     from dlkit.errors import UnknownNameError
 

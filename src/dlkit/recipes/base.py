@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,9 +33,24 @@ GLOBAL_KEYS = ("seed", "data_dir")
 
 
 class Config(dict):
-    """A recipe's merged options with attribute access (`cfg.lr`)."""
+    """A recipe's merged options with attribute access (`cfg.lr`). The keys read are recorded in `read`, so a
+    run can tell the user which of their options the recipe never looked at."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
 
     def __getattr__(self, key: str) -> Any:
+        if key == "read":  # before __init__ ran (unpickling)
+            raise AttributeError(key)
         try:
             return self[key]
         except KeyError:
@@ -194,7 +210,7 @@ def run_recipe(name: str, *, overrides: dict | None = None, epochs: int | None =
         for key, text in overrides.items():
             if key not in cfg:
                 raise ConfigError(f"'{key}' is not an option of recipe '{name}'. Valid keys: {', '.join(sorted(cfg))}")
-            cfg[key] = parse_value(key, text, cfg[key])
+            cfg[key] = parse_value(key, text, dict.__getitem__(cfg, key))
         smoke = json.loads(saved.read_text()).get("smoke", False)
     else:
         cfg = make_config(recipe, overrides, smoke)
@@ -211,7 +227,7 @@ def run_recipe(name: str, *, overrides: dict | None = None, epochs: int | None =
     seed_everything(cfg.seed)  # the same seed on every rank: identical initial weights
     setup = recipe.build(cfg, dist)
     if isinstance(setup, Experiment):
-        return _run_experiment(recipe, cfg, setup, run_dir, smoke, report)
+        return _run_experiment(recipe, cfg, setup, run_dir, smoke, report, set(overrides))
     tcfg = TrainerConfig(**{k: cfg[k] for k in TrainerConfig.keys()})
     trainer = Trainer(setup.task, setup.train, setup.val, tcfg, run_dir=run_dir, dist=dist)
     t0 = time.perf_counter()
@@ -253,18 +269,23 @@ def seconds_to_threshold(metrics_csv: Path, recipe: Recipe) -> float | None:
     return None
 
 
-def _run_experiment(recipe: Recipe, cfg: Config, exp: Experiment, run_dir: Path, smoke: bool, report: bool) -> dict:
+def _run_experiment(recipe: Recipe, cfg: Config, exp: Experiment, run_dir: Path, smoke: bool, report: bool,
+                    overridden: set[str] = frozenset()) -> dict:
     (run_dir / "figures").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     metrics = {k: float(v) for k, v in exp.run(run_dir).items()}
     seconds = time.perf_counter() - t0
+    ignored = sorted(overridden - cfg.read)  # options the user set that this recipe's own loop never read
+    if ignored:
+        print(f"note: recipe '{recipe.name}' does not use the option(s) {', '.join(ignored)}: setting them had no "
+              "effect (they are Trainer options its own training loop does not have)", file=sys.stderr)
     value = float(metrics.get(recipe.metric, float("nan")))
     summary = {
         "recipe": recipe.name, "task": recipe.task, "notes": recipe.notes, "metric": recipe.metric, "value": value,
         "threshold": recipe.threshold, "higher_is_better": recipe.higher_is_better, "passed": recipe.passed(value),
         "seconds": round(seconds, 2), "budget_s": recipe.budget_s, "steps": int(metrics.get("steps", 0)),
         "epochs": cfg.epochs, "smoke": smoke, "device": cfg.device, "world_size": 1, "torch": torch.__version__,
-        "commit": git_commit(), "stop_reason": "", "metrics": metrics, **exp.extra,
+        "commit": git_commit(), "stop_reason": "", "metrics": metrics, "ignored_options": ignored, **exp.extra,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if report:
