@@ -181,6 +181,17 @@ def _copy_ffn_norms(ours: nn.Module, theirs: nn.Module, n_norms: int) -> None:
         getattr(ours, f"norm{i}").load_state_dict(getattr(theirs, f"norm{i}").state_dict())
 
 
+def _build_stack(stack: nn.Module, layer_cls, kind: str, num_layers: int, d_model: int, num_heads: int,
+                 final_norm: bool | None, layer_kw: dict) -> None:
+    """Give `stack` its `layers` (num_layers copies of layer_cls) and its final `norm` (None when off)."""
+    if num_layers < 1:
+        raise ConfigError(f"{kind} stack needs num_layers >= 1; got {num_layers}")
+    stack.layers = nn.ModuleList(layer_cls(d_model, num_heads, **layer_kw) for _ in range(num_layers))
+    final_norm = layer_kw.get("norm_first", False) if final_norm is None else final_norm
+    stack.norm = layer_norm(d_model, layer_kw.get("layer_norm_eps", 1e-5), layer_kw.get("bias", True),
+                            layer_kw.get("explicit_layer_norm", False)) if final_norm else None
+
+
 class TransformerEncoder(nn.Module):
     """Encoder stack: L encoder layers, shape-preserving, plus a final LN when `final_norm`. Notes: 002 §3.1.3.
 
@@ -190,12 +201,7 @@ class TransformerEncoder(nn.Module):
 
     def __init__(self, num_layers: int, d_model: int, num_heads: int, final_norm: bool | None = None, **layer_kw):
         super().__init__()
-        if num_layers < 1:
-            raise ConfigError(f"an encoder stack needs num_layers >= 1; got {num_layers}")
-        self.layers = nn.ModuleList(TransformerEncoderLayer(d_model, num_heads, **layer_kw) for _ in range(num_layers))
-        final_norm = layer_kw.get("norm_first", False) if final_norm is None else final_norm
-        self.norm = layer_norm(d_model, layer_kw.get("layer_norm_eps", 1e-5), layer_kw.get("bias", True),
-                               layer_kw.get("explicit_layer_norm", False)) if final_norm else None
+        _build_stack(self, TransformerEncoderLayer, "an encoder", num_layers, d_model, num_heads, final_norm, layer_kw)
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, attn_mask: Tensor | None = None,
                 is_causal: bool = False) -> Tensor:
@@ -212,12 +218,7 @@ class TransformerDecoder(nn.Module):
 
     def __init__(self, num_layers: int, d_model: int, num_heads: int, final_norm: bool | None = None, **layer_kw):
         super().__init__()
-        if num_layers < 1:
-            raise ConfigError(f"a decoder stack needs num_layers >= 1; got {num_layers}")
-        self.layers = nn.ModuleList(TransformerDecoderLayer(d_model, num_heads, **layer_kw) for _ in range(num_layers))
-        final_norm = layer_kw.get("norm_first", False) if final_norm is None else final_norm
-        self.norm = layer_norm(d_model, layer_kw.get("layer_norm_eps", 1e-5), layer_kw.get("bias", True),
-                               layer_kw.get("explicit_layer_norm", False)) if final_norm else None
+        _build_stack(self, TransformerDecoderLayer, "a decoder", num_layers, d_model, num_heads, final_norm, layer_kw)
 
     def forward(self, x: Tensor, memory: Tensor, tgt_key_padding_mask: Tensor | None = None,
                 memory_key_padding_mask: Tensor | None = None, tgt_mask: Tensor | None = None,
