@@ -92,7 +92,7 @@ def _mlp_xor(cfg, dist):
 register_recipe(Recipe(
     name="mlp-xor", task="fundamentals", notes="000 §1.2, 003 §1.2",
     description="A 2-4-1 MLP learns XOR by gradient descent, which no single perceptron can represent",
-    build=_mlp_xor, metric="test/accuracy", threshold=1.0, budget_s=5,
+    build=_mlp_xor, metric="test/accuracy", threshold=1.0, budget_s=15,
     defaults=dict(hidden=4, activation="tanh", optimizer="sgd", lr=0.5, momentum=0.9, steps=500),
     smoke=dict(steps=20),
 ))

@@ -398,7 +398,7 @@ register_recipe(Recipe(
     description="BERT-tiny (2 layers, 64 wide) pre-trained by masked LM + NSP on the characters of Tiny "
                 "Shakespeare's spoken lines (last 10% held out), then fine-tuned to tell real lines from "
                 "word-shuffled ones, against the same classifier trained from scratch",
-    build=_bert_shakespeare, metric="test/masked_accuracy", threshold=0.44, budget_s=360,
+    build=_bert_shakespeare, metric="test/masked_accuracy", threshold=0.43, budget_s=420,
     defaults=dict(level="char", heldout_fraction=0.1, vocab_size=0, segment_len=30, batch_size=64, steps=2500,
                   lr=2e-3, weight_decay=0.01, warmup_fraction=0.05, dropout=0.0, model_kwargs={"hidden": 64},
                   eval_every=250, eval_batches=20, ft_train=2000, ft_test=1000, ft_min_words=6, ft_max_len=63,
@@ -407,7 +407,8 @@ register_recipe(Recipe(
     # 0.167 (always a space), NSP 0.62; fine-tuning 0.733 with the pre-trained encoder, 0.557 from scratch
     # (0.50 at ft_lr 3e-4); 194 s pre-training + 36 s fine-tuning. With the fused QKV product (other rounding):
     # 0.452, fine-tuning 0.727 against 0.557, 267 s + 51 s on the AVX2 EPYC. The accuracy sits on a plateau near
-    # 0.24 for the first ~750 steps, then climbs; when it leaves the plateau moves the final value by ~0.02.
+    # 0.24 for the first ~750 steps, then climbs; when it leaves the plateau moves the final value by ~0.02,
+    # hence the threshold 0.43 below both measured values.
     # Words (level=word, vocab_size=4000) stay near 0.17 against 0.10
     # in the same time, and neither encoder learns the word-order task from them (about 0.5-0.55).
     smoke=dict(steps=4, eval_every=2, eval_batches=1, batch_size=8, ft_train=32, ft_test=16, ft_epochs=1,
