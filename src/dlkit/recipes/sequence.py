@@ -21,6 +21,20 @@ from ..techniques.bptt import gradient_norm_vs_distance
 from .base import Experiment, Recipe, register_recipe
 
 
+def train_on_sequence_task(task, batch_loss, opt, cfg, scheduler=None, record_every: int = 10
+                           ) -> tuple[list[tuple[int, float]], int, float]:
+    """`cfg.epochs` epochs over `task.batches("train", cfg.batch_size)`, one `gradient_step` (clip at norm 1) on
+    `batch_loss(src, tgt)` per batch. Returns (the loss every `record_every` steps, steps, seconds)."""
+    losses, steps, t0 = [], 0, time.perf_counter()
+    for epoch in range(cfg.epochs):
+        for src, tgt in task.batches("train", cfg.batch_size, seed=cfg.seed, epoch=epoch):
+            loss = gradient_step(batch_loss(src, tgt), opt, clip_norm=1.0, scheduler=scheduler)
+            steps += 1
+            if steps % record_every == 0:
+                losses.append((steps, loss.item()))
+    return losses, steps, time.perf_counter() - t0
+
+
 def _seq2seq_dates(cfg, dist):
     def run(run_dir: Path) -> dict[str, float]:
         task = date_task(n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed)
@@ -29,14 +43,8 @@ def _seq2seq_dates(cfg, dist):
                         hidden_size=cfg.hidden_size, bidirectional=cfg.bidirectional, attention=cfg.attention,
                         pad_id=task.tgt_vocab.pad_id, sos_id=task.tgt_vocab.sos_id, eos_id=task.tgt_vocab.eos_id)
         opt = create_optimizer("adam", model.parameters(), lr=cfg.lr, fused=True)
-        losses, steps, t0 = [], 0, time.perf_counter()
-        for epoch in range(cfg.epochs):
-            for src, tgt in task.batches("train", cfg.batch_size, seed=cfg.seed, epoch=epoch):
-                loss = gradient_step(model.loss(src.ids, tgt, src.lengths), opt, clip_norm=1.0)
-                steps += 1
-                if steps % 20 == 0:
-                    losses.append((steps, loss.item()))
-        train_seconds = time.perf_counter() - t0
+        losses, steps, train_seconds = train_on_sequence_task(
+            task, lambda src, tgt: model.loss(src.ids, tgt, src.lengths), opt, cfg, record_every=20)
         model.eval()
         src, tgt = task.tensors("test")
         tokens, _, attn = model.greedy_decode(src.ids, src.lengths, max_len=tgt.shape[1] + 2)

@@ -42,6 +42,7 @@ from ..registry import create_model
 from ..report.figures import plot_attention_maps, plot_image_grid, plot_lines
 from .base import Experiment, Recipe, Setup, register_recipe
 from .classification import in_memory_splits, normalise_images
+from .sequence import train_on_sequence_task
 from .tasks.classification import ClassificationTask
 
 
@@ -144,14 +145,8 @@ def _transformer_copy(cfg, dist):
                              **cfg.model_kwargs)
         total = cfg.epochs * math.ceil(cfg.n_train / cfg.batch_size)
         opt, sched = _adamw_warmup_cosine(model.parameters(), cfg, total)
-        losses, steps, t0 = [], 0, time.perf_counter()
-        for epoch in range(cfg.epochs):
-            for src, tgt in task.batches("train", cfg.batch_size, seed=cfg.seed, epoch=epoch):
-                loss = gradient_step(model.loss(src.ids, tgt), opt, clip_norm=1.0, scheduler=sched)
-                steps += 1
-                if steps % 10 == 0:
-                    losses.append((steps, loss.item()))
-        train_seconds = time.perf_counter() - t0
+        losses, steps, train_seconds = train_on_sequence_task(
+            task, lambda src, tgt: model.loss(src.ids, tgt), opt, cfg, scheduler=sched, record_every=10)
         model.eval()
         src, tgt = task.tensors("test")
         width = tgt.shape[1]  # greedy_decode returns at most max_len + 1 = width ids
