@@ -51,12 +51,37 @@ def test_one_set_takes_several_items_and_a_bad_item_is_explained(capsys, tmp_pat
     assert code == 2 and "key=value" in err and "'oops'" in err
 
 
-def test_an_option_a_recipe_with_its_own_loop_never_reads_is_reported(capsys, tmp_path):
-    code, _, err = run(capsys, "run", "mlp-xor", "--smoke", "--set", "lr=0.4", "channels_last=true", "ema_decay=0.5",
+def test_a_trainer_option_a_recipe_with_its_own_loop_lacks_is_refused_before_it_runs(capsys, tmp_path):
+    code, _, err = run(capsys, "run", "mlp-xor", "--smoke", "--set", "lr=0.4", "channels_last=true",
                        "--out", str(tmp_path / "r"))
-    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert code == 0 and summary["ignored_options"] == ["channels_last", "ema_decay"]  # lr is used: not listed
-    assert "does not use the option(s) channels_last, ema_decay" in err
+    assert code == 2 and "'channels_last' is a Trainer option" in err and "runs its own training loop" in err
+    assert "Valid keys:" in err and "lr" in err and not (tmp_path / "r").exists()  # nothing written, nothing run
+    code, _, err = run(capsys, "run", "mlp-xor", "--smoke", "--device", "cuda", "--out", str(tmp_path / "r"))
+    assert code == 2 and "runs on the CPU only" in err and "--device cpu" in err and not (tmp_path / "r").exists()
+    code, _, err = run(capsys, "run", "mlp-xor", "--smoke", "--epochs", "3", "--out", str(tmp_path / "r"))
+    assert code == 2 and "'epochs' is a Trainer option" in err
+
+
+def test_a_recipe_with_its_own_loop_runs_under_the_threads_option_and_restores_it(capsys, tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    code, _, _ = run(capsys, "run", "mlp-xor", "--smoke", "--set", "threads=1", "--out", str(tmp_path / "r"))
+    assert code == 0 and torch.get_num_threads() == before
+    code, _, err = run(capsys, "run", "mlp-xor", "--smoke", "--set", "threads=0", "--out", str(tmp_path / "s"))
+    assert code == 2 and "threads must be >= 1; got 0" in err
+
+
+def test_an_option_an_own_loop_recipe_accepts_but_never_reads_is_reported(capsys, tmp_path):
+    from dlkit.recipes.base import Config, Experiment, Recipe, _run_experiment
+
+    recipe = Recipe(name="t", task="t", notes="", description="", build=None, metric="m", threshold=0.0,
+                    trainer_options=("bf16",))
+    cfg = Config(recipe.options(), lr=0.1)
+    exp = Experiment(lambda run_dir: {"m": cfg.lr})  # reads lr, never bf16
+    summary = _run_experiment(recipe, cfg, exp, tmp_path, smoke=True, report=False, overridden={"lr", "bf16"})
+    assert summary["ignored_options"] == ["bf16"] and summary["value"] == 0.1
+    assert "did not read the option(s) bf16" in capsys.readouterr().err
 
 
 def test_debug_shows_the_traceback():

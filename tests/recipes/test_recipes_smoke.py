@@ -7,17 +7,23 @@ from pathlib import Path
 import pytest
 
 from dlkit import list_recipes
+from dlkit.recipes import base
 from dlkit.recipes.base import get_recipe, run_recipe
 
 
 @pytest.mark.parametrize("name", list_recipes())
-def test_recipe_smoke_mode_runs(name, tmp_path):
+def test_recipe_smoke_mode_runs(name, tmp_path, monkeypatch):
     recipe = get_recipe(name)
     root = os.environ.get("DLKIT_DATA")
     missing = [d for d in recipe.datasets if not root or not (Path(root) / d).is_dir()]
     if missing:
         pytest.skip(f"needs data sets {missing} under DLKIT_DATA")
+    configs = []
+    make_config = base.make_config
+    monkeypatch.setattr(base, "make_config", lambda *a, **kw: configs.append(make_config(*a, **kw)) or configs[-1])
     summary = run_recipe(name, smoke=True, out=tmp_path)
+    if recipe.own_loop:  # every option it accepts is read (so the options it refuses are all it lacks)
+        assert set(configs[0]) - configs[0].read - {"data_dir"} == set(), "options offered but never read"
     assert summary["smoke"] and summary["steps"] > 0
     assert json.loads((tmp_path / "summary.json").read_text())["metric"] == recipe.metric
     assert summary["value"] == summary["value"], "the expected metric was not computed"

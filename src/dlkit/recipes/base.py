@@ -30,6 +30,7 @@ from ..errors import ConfigError, unknown
 from ..registry import import_all
 
 GLOBAL_KEYS = ("seed", "data_dir")
+OWN_LOOP_KEYS = ("device", "threads")  # Trainer options every recipe with its own loop has (`_run_experiment`)
 
 
 class Config(dict):
@@ -94,6 +95,21 @@ class Recipe:
     defaults: dict = field(default_factory=dict)
     smoke: dict = field(default_factory=dict)
     datasets: tuple[str, ...] = ()  # folders it reads under the data root (none: embedded data)
+    # A recipe whose builder returns an Experiment runs its own loop: these are the Trainer options that loop
+    # honours (threads always; device only if listed, else it runs on the CPU). None: it trains through the
+    # Trainer, and every Trainer option applies.
+    trainer_options: tuple[str, ...] | None = None
+
+    @property
+    def own_loop(self) -> bool:
+        return self.trainer_options is not None
+
+    def options(self) -> dict[str, Any]:
+        """Every option of the recipe with its default: Trainer options that apply, global keys, its own."""
+        trainer = vars(TrainerConfig())
+        if self.own_loop:
+            trainer = {k: v for k, v in trainer.items() if k in set(self.trainer_options) | set(OWN_LOOP_KEYS)}
+        return {**trainer, "seed": 0, "data_dir": None, **self.defaults}
 
     def passed(self, value: float) -> bool:
         if value != value:  # NaN
@@ -112,7 +128,10 @@ def register_recipe(recipe: Recipe) -> Recipe:
     """Add a recipe to the registry (names are unique)."""
     if recipe.name in _RECIPES:
         raise ValueError(f"recipe '{recipe.name}' is registered twice")
-    bad = set(recipe.smoke) - set(recipe.defaults) - set(TrainerConfig.keys()) - set(GLOBAL_KEYS)
+    bad = set(recipe.trainer_options or ()) - set(TrainerConfig.keys())
+    if bad:
+        raise ValueError(f"recipe '{recipe.name}': trainer_options {sorted(bad)} are not Trainer options")
+    bad = set(recipe.smoke) - set(recipe.options())
     if bad:
         raise ValueError(f"recipe '{recipe.name}': smoke keys {sorted(bad)} are not options of the recipe")
     _RECIPES[recipe.name] = recipe
@@ -165,19 +184,29 @@ def parse_value(key: str, text: Any, default: Any) -> Any:
 
 def make_config(recipe: Recipe, overrides: dict | None = None, smoke: bool = False) -> Config:
     """The recipe's defaults, then its smoke overrides, then the user's; unknown keys are an error."""
-    base: dict[str, Any] = {k: v for k, v in vars(TrainerConfig()).items()}
-    base.update(seed=0, data_dir=None)
-    base.update(recipe.defaults)
+    base = recipe.options()
     if smoke:
         base.update(recipe.smoke)
-        base.update(progress=False, tensorboard=False)
+        base.update({k: False for k in ("progress", "tensorboard") if k in base})
     cfg = Config(base)
     for key, text in (overrides or {}).items():
-        if key not in cfg:
-            raise ConfigError(f"'{key}' is not an option of recipe '{recipe.name}'. Valid keys: "
-                              f"{', '.join(sorted(cfg))}")
-        cfg[key] = parse_value(key, text, base[key])
+        set_option(recipe, cfg, key, parse_value(key, text, base.get(key)))
     return cfg
+
+
+def set_option(recipe: Recipe, cfg: Config, key: str, value: Any) -> None:
+    """`cfg[key] = value`, refused before anything runs if the recipe does not have the option."""
+    if key not in cfg:
+        if recipe.own_loop and key in TrainerConfig.keys():
+            why = (f"'{key}' is a Trainer option, and recipe '{recipe.name}' runs its own training loop, which "
+                   "does not have it")
+        else:
+            why = f"'{key}' is not an option of recipe '{recipe.name}'"
+        raise ConfigError(f"{why}. Valid keys: {', '.join(sorted(cfg))}")
+    if key == "device" and recipe.own_loop and "device" not in recipe.trainer_options and value != "cpu":
+        raise ConfigError(f"recipe '{recipe.name}' runs on the CPU only (its own training loop has no device "
+                          f"option); got device {value!r}. Leave --device out or use --device cpu")
+    cfg[key] = value
 
 
 def git_commit() -> str:
@@ -208,15 +237,13 @@ def run_recipe(name: str, *, overrides: dict | None = None, epochs: int | None =
             raise ConfigError(f"--resume {run_dir}: expected a run folder with config.json; none found")
         cfg = Config(json.loads(saved.read_text())["config"])
         for key, text in overrides.items():
-            if key not in cfg:
-                raise ConfigError(f"'{key}' is not an option of recipe '{name}'. Valid keys: {', '.join(sorted(cfg))}")
-            cfg[key] = parse_value(key, text, dict.__getitem__(cfg, key))
+            set_option(recipe, cfg, key, parse_value(key, text, dict.get(cfg, key)))
         smoke = json.loads(saved.read_text()).get("smoke", False)
     else:
         cfg = make_config(recipe, overrides, smoke)
     for key, val in (("epochs", epochs), ("device", device), ("seed", seed), ("data_dir", data_dir)):
         if val is not None:
-            cfg[key] = val
+            set_option(recipe, cfg, key, val)
     dist = init_distributed(cfg.device)
     if resume is None:
         run_dir = Path(out) if out is not None else _default_run_dir(name, smoke)
@@ -226,6 +253,9 @@ def run_recipe(name: str, *, overrides: dict | None = None, epochs: int | None =
             {"recipe": name, "smoke": smoke, "config": cfg, "world_size": dist.world_size}, indent=2, default=str))
     seed_everything(cfg.seed)  # the same seed on every rank: identical initial weights
     setup = recipe.build(cfg, dist)
+    if isinstance(setup, Experiment) != recipe.own_loop:
+        raise TypeError(f"recipe '{name}': its builder returned a {type(setup).__name__}, so trainer_options must "
+                        f"be {'a tuple' if isinstance(setup, Experiment) else 'None'}")
     if isinstance(setup, Experiment):
         return _run_experiment(recipe, cfg, setup, run_dir, smoke, report, set(overrides))
     tcfg = TrainerConfig(**{k: cfg[k] for k in TrainerConfig.keys()})
@@ -272,19 +302,27 @@ def seconds_to_threshold(metrics_csv: Path, recipe: Recipe) -> float | None:
 def _run_experiment(recipe: Recipe, cfg: Config, exp: Experiment, run_dir: Path, smoke: bool, report: bool,
                     overridden: set[str] = frozenset()) -> dict:
     (run_dir / "figures").mkdir(parents=True, exist_ok=True)
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ConfigError(f"threads must be >= 1; got {cfg.threads}")
+    threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
-    metrics = {k: float(v) for k, v in exp.run(run_dir).items()}
+    try:
+        metrics = {k: float(v) for k, v in exp.run(run_dir).items()}
+    finally:
+        torch.set_num_threads(threads)
     seconds = time.perf_counter() - t0
-    ignored = sorted(overridden - cfg.read)  # options the user set that this recipe's own loop never read
+    ignored = sorted(overridden - cfg.read)  # set by the user yet never read: a bug of the recipe
     if ignored:
-        print(f"note: recipe '{recipe.name}' does not use the option(s) {', '.join(ignored)}: setting them had no "
-              "effect (they are Trainer options its own training loop does not have)", file=sys.stderr)
+        print(f"note: recipe '{recipe.name}' did not read the option(s) {', '.join(ignored)}: setting them had no "
+              "effect", file=sys.stderr)
     value = float(metrics.get(recipe.metric, float("nan")))
     summary = {
         "recipe": recipe.name, "task": recipe.task, "notes": recipe.notes, "metric": recipe.metric, "value": value,
         "threshold": recipe.threshold, "higher_is_better": recipe.higher_is_better, "passed": recipe.passed(value),
         "seconds": round(seconds, 2), "budget_s": recipe.budget_s, "steps": int(metrics.get("steps", 0)),
-        "epochs": cfg.epochs, "smoke": smoke, "device": cfg.device, "world_size": 1, "torch": torch.__version__,
+        "epochs": cfg.get("epochs"), "smoke": smoke, "device": cfg.device, "world_size": 1, "torch": torch.__version__,
         "commit": git_commit(), "stop_reason": "", "metrics": metrics, "ignored_options": ignored, **exp.extra,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -327,6 +365,9 @@ def verify_recipe(name: str, results_dir: str | Path = "results/verify", device:
     """Run recipe `name` as registered and record whether it reached its expected result."""
     recipe = get_recipe(name)
     out = Path("runs") / "verify" / name
+    if recipe.own_loop and "device" not in recipe.trainer_options and device not in (None, "cpu"):
+        print(f"note: recipe '{name}' runs on the CPU only; verifying it there", file=sys.stderr)
+        device = None
     t0 = time.perf_counter()
     summary = run_recipe(name, out=out, device=device, data_dir=data_dir)
     record = {

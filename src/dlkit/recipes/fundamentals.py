@@ -56,6 +56,7 @@ register_recipe(Recipe(
     name="perceptron-nand", task="fundamentals", notes="000 §1.1, 003 §1.2.1",
     description="Perceptron and Hebbian rules on NAND (also AND, OR and the impossible XOR); hand-set XOR net",
     build=_perceptron_gates, metric="test/accuracy", threshold=1.0, budget_s=5,
+    trainer_options=(),
     defaults=dict(rules=["perceptron", "hebbian"], convention="01", lr=0.5, max_epochs=100),
     smoke=dict(max_epochs=20),
 ))
@@ -93,6 +94,7 @@ register_recipe(Recipe(
     name="mlp-xor", task="fundamentals", notes="000 §1.2, 003 §1.2",
     description="A 2-4-1 MLP learns XOR by gradient descent, which no single perceptron can represent",
     build=_mlp_xor, metric="test/accuracy", threshold=1.0, budget_s=15,
+    trainer_options=(),
     defaults=dict(hidden=4, activation="tanh", optimizer="sgd", lr=0.5, momentum=0.9, steps=500),
     smoke=dict(steps=20),
 ))
@@ -126,6 +128,7 @@ register_recipe(Recipe(
     name="backprop-vanishing-gradient", task="fundamentals", notes="000 §2.2, 003 §2.4",
     description="Per-layer gradient norms (by-hand backprop) of a deep sigmoid MLP against a ReLU MLP",
     build=_vanishing_gradient, metric="test/orders_of_magnitude", threshold=6.0, budget_s=10,
+    trainer_options=(),
     defaults=dict(activations=["sigmoid", "relu", "tanh"], inits=["xavier_normal", "kaiming_normal", "xavier_normal"],
                   depth=20, width=64, batch=128),
     smoke=dict(depth=8, width=16, batch=16),

@@ -72,6 +72,7 @@ register_recipe(Recipe(
     name="optimizer-paths-2d", task="optimisation", notes="002 §1.1-1.4, 000 §2.3",
     description="SGD, momentum, Nesterov, AdaGrad, RMSProp and Adam on an ill-conditioned quadratic and Rosenbrock",
     build=_optimizer_paths, metric="test/momentum_over_sgd_canyon", threshold=0.1, higher_is_better=False,
+    trainer_options=(),
     budget_s=30, defaults=dict(steps={"canyon": 40, "rosenbrock": 400}, noise=0.0),
     smoke=dict(steps={"canyon": 10, "rosenbrock": 20}),
 ))
@@ -119,6 +120,7 @@ register_recipe(Recipe(
     name="optimizer-race-fashion", task="optimisation", notes="002 §1, 003 §2.2",
     description="The same MLP trained with SGD, momentum, Nesterov, AdaGrad, RMSProp, Adam, AdamW on Fashion-MNIST",
     build=_optimizer_race, metric="test/best_accuracy", threshold=0.85, budget_s=120,
+    trainer_options=(),
     defaults=dict(optimizers=["sgd:0.05", "momentum:0.05", "nesterov:0.05", "adagrad:0.05", "rmsprop:0.001",
                               "adam:0.001", "adamw:0.001", "amsgrad:0.001"],
                   epochs=2, batch_size=128, hidden=[256, 128], subset=0),
@@ -164,6 +166,7 @@ register_recipe(Recipe(
     name="gd-batch-sizes", task="optimisation", notes="002 §1.1, 000 §2.1, 003 §2.2",
     description="Softmax regression on 8x8 digits by full-batch, mini-batch (B=32) and online (B=1) gradient descent",
     build=_gd_batch_sizes, metric="test/accuracy", threshold=0.93, budget_s=60,
+    trainer_options=(),
     defaults=dict(modes=["full:0.5", "32:0.1", "1:0.005"], epochs=30, subset=0),
     smoke=dict(epochs=2, subset=200),
 ))

@@ -71,6 +71,7 @@ register_recipe(Recipe(
     name="seq2seq-attention-dates", task="sequence", notes="003 §9, §9.2; 000 §5.3; 004 Seq2Seq",
     description="GRU encoder-decoder with attention translating written dates to ISO format (generated data)",
     build=_seq2seq_dates, metric="test/exact_match", threshold=0.99, budget_s=300,
+    trainer_options=(),
     defaults=dict(n_train=10_000, n_test=1_000, attention="bahdanau", bidirectional=True, embed_dim=32,
                   hidden_size=128, lr=3e-3, batch_size=64, epochs=3),  # 1.000 after 6 epochs; loss < 1e-3 by epoch 2
     smoke=dict(n_train=256, n_test=32, epochs=1),
@@ -135,6 +136,7 @@ register_recipe(Recipe(
     name="word2vec-shakespeare", task="sequence", notes="003 §9.1, 004 Word2Vec",
     description="Skip-gram with negative sampling on Tiny Shakespeare words; nearest neighbours in the report",
     build=_word2vec, metric="test/related_pairs_in_top5pct", threshold=0.6, budget_s=300,  # measured 0.73
+    trainer_options=(),
     defaults=dict(min_freq=5, dim=64, window=3, negatives=5, subsample_t=1e-4, lr=1e-2, batch_size=1024,
                   epochs=5, subset=0),
     smoke=dict(epochs=1, subset=20_000), datasets=("tinyshakespeare",),
@@ -166,5 +168,6 @@ register_recipe(Recipe(
     name="rnn-gradient-flow", task="sequence", notes="000 §5.2, 003 §8.1, 004 RNN/LSTM",
     description="Gradient norm against time-step distance for tanh RNNs, LSTMs (forget bias 1 and 3) and a GRU",
     build=_rnn_gradient_flow, metric="test/lstm_over_rnn_orders", threshold=3.0, budget_s=30,
+    trainer_options=(),
     defaults=dict(T=50, hidden_size=32), smoke=dict(T=10),
 ))

@@ -192,6 +192,7 @@ register_recipe(Recipe(
     # the claim checked: fine-tuning beats training from scratch on the same 1,000 images (measured 0.9628 against
     # 0.9508, a gain of 0.0119, in 31 s); both accuracies are in the summary
     build=_transfer_mnist, metric="test/finetune_gain", threshold=0.005, budget_s=60,
+    trainer_options=(),
     defaults=dict(model="lenet5", source_digits=[0, 1, 2, 3, 4], target_digits=[5, 6, 7, 8, 9], pretrain_epochs=2,
                   pretrain_lr=3e-3, batch_size=128, per_class=100, epochs=30, few_shot_batch=50, lr=2e-3,
                   backbone_lr_scale=0.1, frozen_layers=["features"], subset=0),
@@ -290,6 +291,7 @@ register_recipe(Recipe(
     # the claim checked: the probe on ImageNet features beats the same probe on raw pixels (measured 0.868 against
     # 0.813, a gain of 0.055, in 70 s); both accuracies are in the summary
     build=_lite0_probe, metric="test/probe_gain", threshold=0.03, budget_s=120,
+    trainer_options=(),
     # stages 3-5 (80 + 112 + 192 channels): mid-level features transfer best to grey clothing; the 1280-d head
     # features, the most ImageNet-specific, are reported as test/head_probe_accuracy
     defaults=dict(train_size=2000, test_size=1000, image_size=112, batch_size=64, stages=[3, 4, 5],

@@ -46,23 +46,6 @@ from .sequence import train_on_sequence_task
 from .tasks.classification import ClassificationTask
 
 
-def _with_threads(cfg, run):
-    """`run` under the `threads` option (CPU intra-op threads; the Trainer does this for Setup recipes), with
-    the previous setting restored afterwards."""
-    if cfg.get("threads") is not None and cfg.threads < 1:
-        raise ConfigError(f"threads must be >= 1; got {cfg.threads}")
-
-    def wrapped(run_dir: Path) -> dict[str, float]:
-        before = torch.get_num_threads()
-        if cfg.get("threads") is not None:
-            torch.set_num_threads(cfg.threads)
-        try:
-            return run(run_dir)
-        finally:
-            torch.set_num_threads(before)
-    return wrapped
-
-
 def _adamw_warmup_cosine(params, cfg, total_steps: int, lr: float | None = None):
     opt = create_optimizer("adamw", params, lr=cfg.lr if lr is None else lr, weight_decay=cfg.weight_decay, fused=True)
     warmup = max(1, round(cfg.warmup_fraction * total_steps))
@@ -179,7 +162,7 @@ def _transformer_copy(cfg, dist):
         return {"test/exact_match": exact_match(guesses, truths), "test/token_accuracy": token_acc,
                 "train_seconds": train_seconds, "steps": steps,
                 "final_train_loss": losses[-1][1] if losses else float("nan")}
-    return Experiment(_with_threads(cfg, run), extra={"task": cfg.task})
+    return Experiment(run, extra={"task": cfg.task})
 
 
 register_recipe(Recipe(
@@ -187,6 +170,7 @@ register_recipe(Recipe(
     description="Encoder-decoder Transformer (2 + 2 layers, d 64) reversing strings of 3-8 letters, greedy "
                 "decoding to <EOS> on held-out strings (task=copy copies them)",
     build=_transformer_copy, metric="test/exact_match", threshold=0.99, budget_s=180,
+    trainer_options=(),
     defaults=dict(task="reversal", n_train=10_000, n_test=1_000, num_symbols=8, min_len=3, max_len=8,
                   model_kwargs={}, lr=1e-3, weight_decay=0.01, warmup_fraction=0.05, batch_size=64, epochs=10,
                   threads=1),  # measured: exact match 1.000 (0 of 1,000 wrong) after 50 s; 4 epochs: 0.991 in 21 s
@@ -359,7 +343,7 @@ def _bert_shakespeare(cfg, dist):
                 "steps": cfg.steps, "pretrain_seconds": pretrain_seconds, "finetune_seconds": finetune_seconds,
                 "vocab_size": len(data.vocab), "train_tokens": len(data.train_ids),
                 "heldout_tokens": len(data.test_ids), "ft_train_lines": cfg.ft_train, "ft_test_lines": cfg.ft_test}
-    return Experiment(_with_threads(cfg, run), extra={"level": cfg.level})
+    return Experiment(run, extra={"level": cfg.level})
 
 
 @torch.no_grad()
@@ -394,6 +378,7 @@ register_recipe(Recipe(
                 "Shakespeare's spoken lines (last 10% held out), then fine-tuned to tell real lines from "
                 "word-shuffled ones, against the same classifier trained from scratch",
     build=_bert_shakespeare, metric="test/masked_accuracy", threshold=0.43, budget_s=420,
+    trainer_options=(),
     defaults=dict(level="char", heldout_fraction=0.1, vocab_size=0, segment_len=30, batch_size=64, steps=2500,
                   lr=2e-3, weight_decay=0.01, warmup_fraction=0.05, dropout=0.0, model_kwargs={"hidden": 64},
                   eval_every=250, eval_batches=20, ft_train=2000, ft_test=1000, ft_min_words=6, ft_max_len=63,
