@@ -81,7 +81,27 @@ def test_an_option_an_own_loop_recipe_accepts_but_never_reads_is_reported(capsys
     exp = Experiment(lambda run_dir: {"m": cfg.lr})  # reads lr, never bf16
     summary = _run_experiment(recipe, cfg, exp, tmp_path, smoke=True, report=False, overridden={"lr", "bf16"})
     assert summary["ignored_options"] == ["bf16"] and summary["value"] == 0.1
-    assert "did not read the option(s) bf16" in capsys.readouterr().err
+    assert "did not read the option(s) bf16" in capsys.readouterr().err and summary["seconds_to_threshold"] is None
+
+
+def test_an_own_loop_recipe_that_logs_its_validation_curve_gets_seconds_to_threshold(tmp_path):
+    from dlkit.engine.logger import MetricLogger
+    from dlkit.recipes.base import Config, Experiment, Recipe, _run_experiment
+
+    recipe = Recipe(name="t", task="t", notes="", description="", build=None, metric="val/loss", threshold=1.0,
+                    higher_is_better=False, trainer_options=())
+
+    def run_loop(run_dir):
+        log = MetricLogger(run_dir, tensorboard=False)
+        for step, loss in enumerate([2.0, 1.5, 0.9, 0.8]):
+            log.log(step, 0, {"val/loss": loss})
+        log.close()
+        return {"val/loss": 0.8}
+
+    summary = _run_experiment(recipe, Config(recipe.options()), Experiment(run_loop), tmp_path, smoke=True,
+                              report=False)
+    rows = [line.split(",") for line in (tmp_path / "metrics.csv").read_text().splitlines()[1:]]
+    assert summary["seconds_to_threshold"] == float(rows[2][2])  # the wall time of the first loss <= 1.0
 
 
 def test_debug_shows_the_traceback():

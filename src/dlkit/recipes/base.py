@@ -286,7 +286,8 @@ def run_recipe(name: str, *, overrides: dict | None = None, epochs: int | None =
 
 def seconds_to_threshold(metrics_csv: Path, recipe: Recipe) -> float | None:
     """Wall time of training at which the validation counterpart of the recipe's metric first reached the
-    threshold (e.g. val/accuracy for test/accuracy), read from metrics.csv; None if it never did."""
+    threshold (e.g. val/accuracy for test/accuracy), read from metrics.csv; None if it never did or the recipe
+    (one with its own loop) logs no such curve."""
     import csv
 
     name = "val/" + recipe.metric.split("/", 1)[-1]
@@ -323,7 +324,8 @@ def _run_experiment(recipe: Recipe, cfg: Config, exp: Experiment, run_dir: Path,
         "threshold": recipe.threshold, "higher_is_better": recipe.higher_is_better, "passed": recipe.passed(value),
         "seconds": round(seconds, 2), "budget_s": recipe.budget_s, "steps": int(metrics.get("steps", 0)),
         "epochs": cfg.get("epochs"), "smoke": smoke, "device": cfg.device, "world_size": 1, "torch": torch.__version__,
-        "commit": git_commit(), "stop_reason": "", "metrics": metrics, "ignored_options": ignored, **exp.extra,
+        "commit": git_commit(), "stop_reason": "", "metrics": metrics, "ignored_options": ignored,
+        "seconds_to_threshold": seconds_to_threshold(run_dir / "metrics.csv", recipe), **exp.extra,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if report:
