@@ -104,6 +104,18 @@ def test_an_own_loop_recipe_that_logs_its_validation_curve_gets_seconds_to_thres
     assert summary["seconds_to_threshold"] == float(rows[2][2])  # the wall time of the first loss <= 1.0
 
 
+def test_show_lists_a_recipes_options_with_defaults_and_smoke_values(capsys):
+    code, out, _ = run(capsys, "show", "char-gpt-shakespeare")
+    assert code == 0 and "training loop: its own" in out and "val/loss <= 1.9" in out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert "2000" in lines["iters"] and "(--smoke: 6)" in lines["iters"] and "'cpu'" in lines["device"]
+    assert "bf16" in lines and "channels_last" not in lines and "ema_decay" not in lines  # not options of its loop
+    code, out, _ = run(capsys, "show", "mlp-digits")
+    assert code == 0 and "training loop: the Trainer" in out and "channels_last" in out
+    code, _, err = run(capsys, "show", "mlp-digit")
+    assert code == 2 and "mlp-digits" in err
+
+
 def test_debug_shows_the_traceback():
     from dlkit.errors import UnknownNameError
 

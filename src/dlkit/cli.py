@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -49,6 +50,25 @@ def cmd_list(args) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .recipes.base import get_recipe
+
+    r = get_recipe(args.recipe)
+    print(f"{r.name}: {r.description}\nnotes: {r.notes}\nexpected: {r.expected} within {r.budget_s:g} s on a 2-core "
+          f"CPU ({_verified(r.name)})\ndata: {', '.join(r.datasets) or 'generated or embedded, no download'}\n"
+          f"training loop: {'its own' if r.own_loop else 'the Trainer'}")
+    options = r.options()
+    own = [k for k in options if k in r.defaults]
+    for title, keys in (("options of the recipe", own), ("Trainer and global options", [k for k in options
+                                                                                         if k not in own])):
+        print(f"{title} (--set KEY=VALUE):")
+        width = max(map(len, keys), default=0)
+        for k in sorted(keys):
+            smoke = f"  (--smoke: {r.smoke[k]!r})" if k in r.smoke else ""
+            print(f"  {k.ljust(width)}  {options[k]!r}{smoke}")
     return 0
 
 
@@ -140,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("pattern", nargs="?", help="a substring or shell pattern, e.g. 'resnet*'")
     s.set_defaults(func=cmd_list)
 
+    s = sub.add_parser("show", help="a recipe's description, expected result and every option with its default")
+    s.add_argument("recipe")
+    s.set_defaults(func=cmd_show)
+
     s = sub.add_parser("run", help="train, evaluate and report a recipe")
     s.add_argument("recipe")
     s.add_argument("--epochs", type=int)
@@ -190,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dlkit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`dlkit show R | head`): not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- the interpreter flushes stdout at exit
+        return 0
 
 
 if __name__ == "__main__":
