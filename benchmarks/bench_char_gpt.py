@@ -13,6 +13,9 @@ torch's fused AdamW, eager) in the same run:
   is CUDA-only there, and the loss read with .item() at every step for logging);
 - `torch.compile` of the loss (skipped with --quick; its compile time is reported, a failure is caught).
 
+It also times the step's matrix products alone (every forward and backward product of one step, as isolated
+`torch.mm` calls): the floor no implementation of this configuration can go below on the machine in float32.
+
 Random token ids stand in for the text (the speed does not depend on them). Implementations are interleaved and
 the median of several repeats is taken; the script prints ms/step, tokens/s and each variant's speed-up.
 """
@@ -134,6 +137,29 @@ class Variant:
         return loss.detach()
 
 
+def matmul_floor(repeats: int = 20) -> tuple[float, float]:
+    """GFLOP of one step's matrix products and the seconds they take alone (median of `repeats`).
+
+    Per layer the forward products are x W for W of QKV (d x 3d), the output projection (d x d) and the two MLP
+    matrices (d x 4d, 4d x d); the tied LM head is x E^T (d x V). Backward adds, for each, grad-input (dY W^T)
+    and grad-weight (X^T dY): three products of the same size. Tokens M = batch x block.
+    """
+    m, d = BATCH * BLOCK, WIDTH
+    shapes = [(d, 3 * d), (d, d), (d, 4 * d), (4 * d, d)] * LAYERS + [(d, V)]
+    ops = []
+    for k, n in shapes:  # forward X(m,k) W(k,n); backward dY(m,n) W^T(n,k) and X^T(k,m) dY(m,n)
+        ops += [(torch.randn(m, k), torch.randn(k, n)), (torch.randn(m, n), torch.randn(n, k)),
+                (torch.randn(k, m), torch.randn(m, n))]
+    gflop = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in ops) / 1e9
+    times = []
+    for _ in range(repeats + 3):
+        t = time.perf_counter()
+        for a, b in ops:
+            torch.mm(a, b)
+        times.append(time.perf_counter() - t)
+    return gflop, statistics.median(times[3:])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps and no torch.compile (< 20 s in all)")
@@ -179,6 +205,7 @@ def main() -> None:
                 v.step()
             times[name].append((time.perf_counter() - t) / steps)
     ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    gflop, floor = matmul_floor()
     print(f"{'variant':<38} {'ms/step':>8} {'tokens/s':>9} {'it/s':>6} {'2000 it (s)':>11} {'speed-up vs recipe':>19}")
     for name, t in ms.items():
         print(f"{name:<38} {t:>8.1f} {BATCH * BLOCK / t * 1e3:>9.0f} {1e3 / t:>6.1f} {2 * t:>11.0f} "
@@ -190,6 +217,9 @@ def main() -> None:
           f"reference {2 * ms['reference: nanoGPT train.py loop']:.0f} s)"
           + (f"; compile / eager {ms[base] / ms['torch.compile (inductor)']:.2f}x"
              if "torch.compile (inductor)" in ms else ""))
+    print(f"matrix products alone: {gflop:.2f} GFLOP a step in {1e3 * floor:.1f} ms ({gflop / floor:.0f} GFLOP/s): a "
+          f"float32 floor of {2000 * floor:.0f} s for 2000 steps on this machine ({100 * 1e3 * floor / ms[base]:.0f} "
+          f"% of the recipe's step)")
 
 
 if __name__ == "__main__":
