@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from dlkit.data.transforms import (
     ColorJitter,
     Compose,
+    JointTransform,
     Normalize,
     RandomCrop,
     RandomHorizontalFlip,
@@ -117,3 +118,24 @@ def test_to_float_scales_uint8_and_bad_layouts_are_rejected():
         RandomHorizontalFlip()(torch.rand(4, 4))
     with pytest.raises(ConfigError, match="ToFloat"):
         ColorJitter(0.5)(torch.zeros(1, 3, 2, 2, dtype=torch.uint8))
+
+
+def test_joint_transform_moves_the_label_map_with_the_image():
+    # The label map is a function of the image (label = pixel value of channel 0), so after any joint flip and
+    # crop it must still be that function; the padded border gets the image fill 0 and the mask fill 11 (void).
+    x = torch.randint(0, 11, (16, 3, 12, 10)).float()
+    y = x[:, 0].to(torch.uint8)
+    joint = JointTransform(Compose([RandomHorizontalFlip(), RandomCrop((12, 10), padding=3, fill=-1.0)]),
+                           Compose([RandomHorizontalFlip(), RandomCrop((12, 10), padding=3, fill=11.0)]))
+    xt, yt = joint(x, y, generator=torch.Generator().manual_seed(0))
+    assert yt.dtype == torch.uint8 and yt.shape == y.shape
+    pad = xt[:, 0] == -1
+    assert pad.any() and (yt[pad] == 11).all() and torch.equal(yt[~pad], xt[:, 0][~pad].to(torch.uint8))
+    assert not torch.equal(xt, x)  # something moved
+    xt2, yt2 = joint(x, y, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(xt, xt2) and torch.equal(yt, yt2)
+
+
+def test_joint_transform_refuses_mismatched_shapes():
+    with pytest.raises(ConfigError, match=r"label maps \[N, H, W\]"):
+        JointTransform(RandomHorizontalFlip(), RandomHorizontalFlip())(torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 5))

@@ -54,6 +54,21 @@ def test_transform_gets_a_reproducible_generator_per_batch():
     assert not torch.equal(batches_a[0][0], batches_a[1][0])
 
 
+def test_joint_transform_gets_images_and_label_maps_with_a_reproducible_generator():
+    def shift(x, y, generator=None):
+        k = int(torch.randint(1, 100, (1,), generator=generator))
+        return x + k, y + k
+
+    x, y = torch.zeros(8, 1, 2, 2), torch.zeros(8, 2, 2, dtype=torch.long)
+    a = list(TensorLoader(x, y, batch_size=4, seed=1, joint_transform=shift))
+    b = list(TensorLoader(x, y, batch_size=4, seed=1, joint_transform=shift).iter_from(1))
+    assert torch.equal(a[1][0], b[0][0]) and torch.equal(a[1][0][:, 0], a[1][1].float())  # the same draw for both
+    with pytest.raises(ConfigError, match="not both"):
+        TensorLoader(x, y, batch_size=4, transform=lambda t, generator=None: t, joint_transform=shift)
+    with pytest.raises(ConfigError, match="two fields"):
+        TensorLoader(x, batch_size=4, joint_transform=shift)
+
+
 def test_variable_size_items_are_batched_as_lists():
     targets = [torch.zeros(i, 4) for i in range(10)]
     loader = TensorLoader(torch.arange(10), targets, batch_size=4, shuffle=False)

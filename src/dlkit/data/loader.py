@@ -40,12 +40,13 @@ class TensorLoader:
 
     `batch_size` is the global batch: with `world_size` ranks each rank gets `batch_size // world_size`
     rows. `transform(x, generator)` is applied to the first field of each batch with a generator seeded
-    from (seed, epoch, batch index), so augmentation is reproducible and resumable.
+    from (seed, epoch, batch index), so augmentation is reproducible and resumable. `joint_transform(x, y,
+    generator)` transforms the first two fields together instead (an image and its label map: JointTransform).
     """
 
     def __init__(self, *fields: torch.Tensor | Sequence, batch_size: int, shuffle: bool = True,
                  drop_last: bool = False, seed: int = 0, transform: Callable | None = None,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, joint_transform: Callable | None = None):
         if not fields:
             raise ConfigError("TensorLoader needs at least one field (e.g. images and labels)")
         sizes = {len(f) for f in fields}
@@ -58,7 +59,12 @@ class TensorLoader:
         self.fields = fields
         self.n = sizes.pop()
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.seed, self.transform = seed, transform
+        if transform is not None and joint_transform is not None:
+            raise ConfigError("pass transform (the first field alone) or joint_transform (the first two "
+                              "together), not both; compose them into one")
+        if joint_transform is not None and len(fields) < 2:
+            raise ConfigError(f"joint_transform needs two fields (images and label maps); got {len(fields)}")
+        self.seed, self.transform, self.joint_transform = seed, transform, joint_transform
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
@@ -85,9 +91,12 @@ class TensorLoader:
                 step = per_rank if len(glob) == self.batch_size else math.ceil(len(glob) / self.world_size)
                 glob = glob[self.rank * step:(self.rank + 1) * step]
             batch = [_take(f, glob) for f in self.fields]
-            if self.transform is not None:
+            if self.transform is not None or self.joint_transform is not None:
                 g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 100_003 + b)
-                batch[0] = self.transform(batch[0], generator=g)
+                if self.joint_transform is not None:
+                    batch[0], batch[1] = self.joint_transform(batch[0], batch[1], generator=g)
+                else:
+                    batch[0] = self.transform(batch[0], generator=g)
             yield tuple(batch)
 
     def __iter__(self) -> Iterator[tuple]:

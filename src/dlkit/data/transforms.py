@@ -66,6 +66,33 @@ class Compose(Transform):
         return x
 
 
+class JointTransform:
+    """An image transform and a label-map transform driven by the same random draws (Notes: 002 §5.1, 003 §4:
+    a flip or crop of a segmentation input must move its mask too).
+
+    `image` and `mask` are transforms with the same random structure (e.g. the same flips and crops, the mask's
+    crop padded with the ignore label); `mask` sees the label map [N, H, W] as one float channel and its result
+    is rounded back to the labels' dtype, so it must not interpolate (flips, crops, nearest resizing).
+    """
+
+    def __init__(self, image: Transform, mask: Transform):
+        self.image, self.mask = image, mask
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None):
+        if x.ndim != 4 or y.shape != (x.shape[0], *x.shape[2:]):
+            raise ConfigError(f"JointTransform expects images [N, C, H, W] and label maps [N, H, W]; got "
+                              f"{tuple(x.shape)} and {tuple(y.shape)}")
+        if generator is None:
+            generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
+        replay = torch.Generator().set_state(generator.get_state())
+        x = self.image(x, generator=generator)
+        y = self.mask(y[:, None].float(), generator=replay)[:, 0].round().to(y.dtype)
+        return x, y
+
+    def __repr__(self) -> str:
+        return f"JointTransform(image={self.image!r}, mask={self.mask!r})"
+
+
 class ToFloat(Transform):
     """uint8 pixels 0..255 to floats in [0, 1]: x / 255 (float input passes unchanged)."""
 
