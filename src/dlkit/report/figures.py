@@ -17,12 +17,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, tight: bool = True) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -178,4 +180,54 @@ def plot_attention_maps(weights: Sequence[np.ndarray], sources: Sequence[Sequenc
         ax.set_yticks(range(len(tgt)), tgt, fontsize=7)
         ax.set_xlabel("source")
         ax.set_ylabel("output")
+    return _save(fig, path)
+
+
+def label_colours(num_classes: int) -> np.ndarray:
+    """A distinct RGB colour per class id ([num_classes, 3] floats in [0, 1], matplotlib's tab20 cycle)."""
+    cmap = plt.get_cmap("tab20")
+    return np.array([cmap(i % 20)[:3] for i in range(num_classes)], dtype=np.float32)
+
+
+def colourise(labels, num_classes: int, ignore_index: int | None = None) -> np.ndarray:
+    """A label map [H, W] as an RGB image [H, W, 3] in `label_colours`; ignored and out-of-range ids black."""
+    labels = np.asarray(labels.detach().cpu() if hasattr(labels, "detach") else labels).astype(np.int64)
+    colours = np.concatenate([label_colours(num_classes), np.zeros((1, 3), np.float32)])
+    ids = np.where((labels < 0) | (labels >= num_classes) | (labels == (-1 if ignore_index is None
+                                                                          else ignore_index)), num_classes, labels)
+    return colours[ids]
+
+
+def plot_segmentations(images, targets, preds, class_names: Sequence[str], path: Path,
+                       ignore_index: int | None = None) -> Path:
+    """Rows of image | ground truth | prediction (black = ignored label), with a legend of the class colours."""
+    k, n = len(class_names), len(images)
+    fig, axes = plt.subplots(n, 3, figsize=(9, 2.6 * n + 0.6), squeeze=False)
+    for i in range(n):
+        panels = (_to_hwc(np.asarray(images[i].detach().cpu())), colourise(targets[i], k, ignore_index),
+                  colourise(preds[i], k, ignore_index))
+        for ax, panel, title in zip(axes[i], panels, ("image", "ground truth", "prediction")):
+            ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None, interpolation="nearest")
+            ax.axis("off")
+            if i == 0:
+                ax.set_title(title, fontsize=9)
+    handles = [Patch(color=c, label=name) for c, name in zip(label_colours(k), class_names)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(k, 6), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.5 / (2.6 * n + 0.6) * (1 + (k > 6)), 1, 1))
+    return _save(fig, path, tight=False)
+
+
+def plot_bars(values: Mapping[str, float], path: Path, xlabel: str, title: str = "") -> Path:
+    """Horizontal bars, one per named value (e.g. the IoU of each class), with the value printed."""
+    names, vals = list(values), [float(v) for v in values.values()]
+    fig, ax = plt.subplots(figsize=(6, 0.32 * len(names) + 1.2))
+    ax.barh(range(len(names)), np.nan_to_num(vals), color="tab:blue")
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    for i, v in enumerate(vals):
+        ax.text((0 if v != v else v) + 0.01, i, "n/a" if v != v else f"{v:.3f}", va="center", fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_xlim(0, max(1.0, max(np.nan_to_num(vals), default=0) * 1.15))
+    if title:
+        ax.set_title(title)
     return _save(fig, path)

@@ -1,0 +1,95 @@
+"""Semantic segmentation: every pixel classified (Notes: 000 §3.11, 002 §5.1, 003 §4).
+
+The loss is the per-pixel cross-entropy averaged over the labelled pixels (the void label is ignored), plus an
+optional soft-Dice term; the metrics are accumulated over the whole data set as the notes' IoU is (one
+confusion matrix of all pixels of all images): pixel accuracy, mean class accuracy, mIoU and per-class IoU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...engine.task import Task
+from ...losses.segmentation import dice_loss
+from ...metrics.segmentation import SegmentationMeter
+from .common import build_optimizers
+
+
+class SegmentationTask(Task):
+    """Per-pixel classifier of `num_classes` classes; label `ignore_index` (e.g. CamVid's void) is never scored.
+
+    `dice_weight` > 0 adds that multiple of the soft-Dice loss to the cross-entropy; `class_weights` weights the
+    cross-entropy per class (rare classes such as poles and signs). `show` un-normalises images for figures.
+    """
+
+    def __init__(self, model: nn.Module, cfg, class_names: Sequence[str], ignore_index: int | None = None,
+                 dice_weight: float = 0.0, class_weights: torch.Tensor | None = None, show=None):
+        super().__init__(model)
+        self.cfg, self.class_names, self.ignore_index = cfg, list(class_names), ignore_index
+        self.dice_weight, self.class_weights, self.show = dice_weight, class_weights, show
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def configure_optimizers(self):
+        return build_optimizers(self.model.parameters(), self.cfg, self.trainer.train_loader)
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over the labelled pixels (+ dice_weight x soft Dice)."""
+        target = target.long()
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device, logits.dtype)
+        ignore = -100 if self.ignore_index is None else self.ignore_index
+        loss = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore)
+        if self.dice_weight:
+            loss = loss + self.dice_weight * dice_loss(logits, target, ignore_index=self.ignore_index)
+        return loss
+
+    def training_step(self, model, batch):
+        x, y = batch
+        logits = model(x)
+        return {"loss": self.loss(logits, y)}
+
+    def _meter(self, model, loader) -> tuple[SegmentationMeter, float]:
+        meter = SegmentationMeter(self.num_classes, ignore_index=self.ignore_index)
+        device = next(model.parameters()).device
+        loss_sum, pixels = 0.0, 0
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            logits = model(x).float()
+            n = int((y != self.ignore_index).sum()) if self.ignore_index is not None else y.numel()
+            loss_sum += self.loss(logits, y).item() * n  # batch mean x its labelled pixels: a per-pixel mean
+            pixels += n
+            meter.update(logits, y)
+        return meter, loss_sum / max(pixels, 1)
+
+    def evaluate(self, model, loader):
+        meter, loss = self._meter(model, loader)
+        m = meter.compute()  # the IoU of each class is drawn by `figures` (iou_per_class.png)
+        return {"loss": loss, "pixel_accuracy": m["pixel_accuracy"], "mean_accuracy": m["mean_accuracy"],
+                "miou": m["miou"]}
+
+    def figures(self, run_dir: Path, model, loader) -> list[Path]:
+        from ...report.figures import plot_bars, plot_confusion_matrix, plot_segmentations
+
+        if loader is None:
+            return []
+        figs = run_dir / "figures"
+        meter, _ = self._meter(model, loader)
+        m = meter.compute()
+        paths = [plot_bars(dict(zip(self.class_names, m["iou_per_class"])), figs / "iou_per_class.png", "IoU",
+                           title=f"mIoU {m['miou']:.3f}, pixel accuracy {m['pixel_accuracy']:.3f}"),
+                 plot_confusion_matrix(meter.confusion.cpu().numpy(), self.class_names, figs / "confusion_matrix.png")]
+        x, y = next(iter(loader))
+        n = min(4, len(x))
+        device = next(model.parameters()).device
+        pred = model(x[:n].to(device)).argmax(1).cpu()
+        images = x[:n].float() if self.show is None else self.show(x[:n].float())
+        paths.append(plot_segmentations(images, y[:n], pred, self.class_names, figs / "segmentations.png",
+                                        ignore_index=self.ignore_index))
+        return paths
