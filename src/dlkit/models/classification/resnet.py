@@ -26,7 +26,7 @@ from ...errors import ConfigError
 from ...nn.activations import get_activation
 from ...nn.conv_bn_act import ConvBNAct
 from ...nn.init import kaiming_normal_
-from ...nn.residual import BasicBlock, Bottleneck
+from ...nn.residual import BasicBlock, Bottleneck, ResNetStages
 from ...registry import register_model
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -41,14 +41,16 @@ class ResNet(nn.Module):
     (base_width 128); `se_reduction` adds SE; `preact` uses pre-activation basic blocks (Wide ResNet); `shortcut`
     is 'A' (zero-padding) or 'B' (projection). Convolutions get Kaiming normal init (fan_out, ReLU gain), BN
     gamma 1 and beta 0; `zero_init_residual` zeroes each block's last BN gamma, so every block starts as the
-    identity (torchvision's option).
+    identity (torchvision's option). `output_stride` (8 or 16; default 32, 4 with the CIFAR stem) replaces the
+    stride of the last stages by dilation (dilated ResNet, Notes: 002 §5.1.5; torchvision's
+    `replace_stride_with_dilation`), with the same parameters; `set_output_stride` switches it in place.
     """
 
     def __init__(self, block: str = "basic", layers: Sequence[int] = (2, 2, 2, 2), num_classes: int = 1000,
                  in_chans: int = 3, widths: Sequence[int] = (64, 128, 256, 512), stem: str = "imagenet",
                  stem_width: int = 64, groups: int = 1, base_width: int = 64, se_reduction: int | None = None,
                  shortcut: str = "B", preact: bool = False, drop_rate: float = 0.0, stride_in_1x1: bool = False,
-                 zero_init_residual: bool = False, activation: str = "relu"):
+                 zero_init_residual: bool = False, activation: str = "relu", output_stride: int | None = None):
         super().__init__()
         if block not in BLOCKS:
             raise ConfigError(f"ResNet block must be one of {sorted(BLOCKS)}; got {block!r}")
@@ -76,15 +78,9 @@ class ResNet(nn.Module):
             kw |= dict(preact=preact, groups=groups, base_width=base_width)
         else:
             kw |= dict(groups=groups, base_width=base_width, stride_in_1x1=stride_in_1x1)
-        stages, chans = [], stem_width
-        for i, (n, width) in enumerate(zip(layers, widths)):
-            blocks = []
-            for j in range(n):
-                blocks.append(block_cls(chans, width, 2 if (i > 0 and j == 0) else 1, **kw))
-                chans = width * block_cls.expansion
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
-        self.num_features = chans
+        self.stages = ResNetStages(block_cls, stem_width, layers, widths, input_stride=4 if stem == "imagenet" else 1,
+                                   output_stride=output_stride, **kw)
+        self.num_features = chans = self.stages.out_chans
         self.head_norm = (nn.Sequential(nn.BatchNorm2d(chans), get_activation(activation)) if preact
                           else nn.Identity())
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -107,8 +103,17 @@ class ResNet(nn.Module):
                 if isinstance(m, (BasicBlock, Bottleneck)):
                     m.zero_init_last()
 
+    @property
+    def output_stride(self) -> int:
+        """Total stride of the feature map (32 for ImageNet ResNets, 4 for CIFAR ones, unless dilated)."""
+        return self.stages.output_stride
+
+    def set_output_stride(self, output_stride: int | None = None) -> None:
+        """Dilate the last stages in place so the features have stride `output_stride` (None: undilated)."""
+        self.stages.set_output_stride(output_stride)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last stage's feature map [N, num_features, H/32, W/32] (H/4 for the CIFAR stem)."""
+        """The last stage's map [N, num_features, H/s, W/s], s = output_stride (32; 4 for the CIFAR stem)."""
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             h, w = self.default_input_shape[1:]
             raise ConfigError(f"ResNet expects images [N, {self.in_chans}, H, W] (default {h}x{w}); got "

@@ -1,0 +1,244 @@
+"""DeepLab v3 and v3+ (Chen et al. 2017, 2018; Notes: 002 §5.1.5, §5.A.2).
+
+A classification ResNet has output stride 32; segmentation needs finer maps. The dilated ResNet (002 §5.1.5)
+keeps the early stages and replaces the stride of the last stages by dilation: output stride 16 dilates the
+last stage (r = 2), 8 the last two (r = 2, 4), each dilated stage's first block keeping the previous rate r / 2.
+The parameters are those of the ResNet (its weights load unchanged: `backbone` has ResNet's `stem` and `stages`).
+
+- DeepLab v3: dilated ResNet -> ASPP (`dlkit.nn.aspp.ASPP`) -> 3x3 conv + BN + ReLU -> 1x1 classifier ->
+  bilinear upsampling to the input size (torchvision's head; the extra 3x3 is its choice). `aux=True` adds
+  torchvision's auxiliary FCN head on the third stage (3x3 conv to C / 4 + BN + ReLU + dropout 0.1 + 1x1), whose
+  scores `forward_maps(x)["aux"]` returns for an auxiliary loss.
+- Curriculum (002 §5.1.5): train at output stride 16 (cheaper, larger batches), then fine-tune at 8 with the same
+  weights; `set_output_stride(8)` dilates the third stage in place and doubles the ASPP rates (6, 12, 18 ->
+  12, 24, 36).
+- DeepLab v3+: the v3 encoder (ASPP, no extra 3x3) and a U-Net-like decoder: ASPP output upsampled x4 to the
+  stride-4 features of the first stage, which a 1x1 conv reduces to 48 channels, concatenated, two 3x3 convs
+  (256, BN + ReLU; depth-wise separable with `separable=True`), 1x1 classifier, upsampled x4.
+
+Parameter count of `deeplabv3_resnet50` (21 classes, ASPP 256 channels, BN = 2 C, convolutions without bias):
+    backbone   ResNet-50 without fc: 25,557,032 - (2048 x 1000 + 1000) = 23,508,032
+    ASPP       1x1 2048->256: 524,288 + 512 = 524,800;  three 3x3 2048->256: 3 x (4,718,592 + 512) = 14,157,312;
+               pooling 1x1: 524,800;  projection 1x1 1280->256: 327,680 + 512 = 328,192      -> 15,535,104
+    head       3x3 256->256: 589,824 + 512 = 590,336;  classifier 256 x 21 + 21 = 5,397
+    total      39,638,869; with the auxiliary head (3x3 1024->256: 2,359,296 + 512, 1x1 256->21: 5,397 =
+               2,365,205) 42,004,074, torchvision's published count for deeplabv3_resnet50.
+`deeplabv3_resnet101`: 44,549,160 - 2,049,000 = 42,500,160 + 15,535,104 + 590,336 + 5,397 = 58,630,997, with aux
+60,996,202 (torchvision's). `deeplabv3plus_resnet50` (output stride 16; derived here, no published count):
+23,508,032 + 15,535,104 + 1x1 256->48: 12,288 + 96 + 3x3 304->256: 700,416 + 512 + 3x3 256->256: 590,336 +
+classifier 5,397 = 40,352,181.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...errors import ConfigError
+from ...nn.aspp import ASPP, atrous_conv
+from ...nn.conv_bn_act import ConvBNAct
+from ...nn.init import kaiming_normal_
+from ...nn.residual import BasicBlock, Bottleneck, ResNetStages
+from ...registry import register_model
+
+BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+RESNET50 = dict(block="bottleneck", layers=(3, 4, 6, 3))
+
+
+class DilatedResNet(nn.Module):
+    """ResNet features at output stride 8, 16 or 32: ImageNet stem + `ResNetStages`, no pooling or fc.
+
+    Notes: 002 §5.1.5. Same parameter names and shapes as `ResNet` minus `fc`, so a classifier's state dict
+    (without `fc.*`) loads. `forward` returns the output of every stage (strides 4, 8, 16, 32 undilated).
+    """
+
+    def __init__(self, block: str = "bottleneck", layers: Sequence[int] = (3, 4, 6, 3),
+                 widths: Sequence[int] = (64, 128, 256, 512), in_chans: int = 3, stem_width: int = 64,
+                 output_stride: int = 8):
+        super().__init__()
+        if block not in BLOCKS:
+            raise ConfigError(f"DilatedResNet block must be one of {sorted(BLOCKS)}; got {block!r}")
+        self.in_chans = in_chans
+        self.stem = nn.Sequential(ConvBNAct(in_chans, stem_width, 7, 2), nn.MaxPool2d(3, 2, 1))
+        self.stages = ResNetStages(BLOCKS[block], stem_width, layers, widths, input_stride=4,
+                                   output_stride=output_stride)
+        self.stage_chans = [stage[-1].expansion * w for stage, w in zip(self.stages, widths)]
+
+    @property
+    def output_stride(self) -> int:
+        return self.stages.output_stride
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        outs, x = [], self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+            outs.append(x)
+        return outs
+
+
+class DeepLabV3(nn.Module):
+    """DeepLab v3: dilated ResNet -> ASPP -> 3x3 conv -> 1x1 classifier -> bilinear x output_stride. 002 §5.1.5.
+
+    `aspp_rates` are the rates at the given `output_stride` (default (6, 12, 18) x 16 / output_stride). Returns
+    scores [N, num_classes, H, W] for any H x W; `forward_maps` returns the intermediate maps and the
+    auxiliary scores.
+    """
+
+    def __init__(self, num_classes: int = 21, in_chans: int = 3, block: str = "bottleneck",
+                 layers: Sequence[int] = (3, 4, 6, 3), widths: Sequence[int] = (64, 128, 256, 512),
+                 stem_width: int = 64, output_stride: int = 8, aspp_rates: Sequence[int] | None = None,
+                 aspp_chans: int = 256, dropout: float = 0.1, aux: bool = False, separable: bool = False):
+        super().__init__()
+        if output_stride not in (8, 16, 32):
+            raise ConfigError(f"DeepLab output_stride must be 8, 16 or 32; got {output_stride!r}")
+        if aspp_rates is None:
+            aspp_rates = tuple(r * 16 // output_stride for r in (6, 12, 18))
+        self.num_classes, self.in_chans = num_classes, in_chans
+        self.default_input_shape = (in_chans, 224, 224)
+        self.backbone = DilatedResNet(block, layers, widths, in_chans, stem_width, output_stride)
+        chans = self.backbone.stage_chans
+        self.aspp = ASPP(chans[-1], aspp_chans, aspp_rates, dropout=dropout, separable=separable)
+        self._build_head(num_classes, aspp_chans, separable)
+        if aux and len(chans) < 2:
+            raise ConfigError(f"the auxiliary head reads the second-to-last stage; the backbone has {len(chans)}")
+        self.aux_head = nn.Sequential(ConvBNAct(chans[-2], chans[-2] // 4, 3), nn.Dropout(0.1),
+                                      nn.Conv2d(chans[-2] // 4, num_classes, 1)) if aux else None
+        self.reset_parameters()
+
+    def _build_head(self, num_classes: int, chans: int, separable: bool) -> None:
+        self.head = nn.Sequential(atrous_conv(chans, chans, 1, separable), nn.Conv2d(chans, num_classes, 1))
+
+    def _classifiers(self) -> list[nn.Conv2d]:
+        return [self.head[-1]] + ([self.aux_head[-1]] if self.aux_head is not None else [])
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Kaiming normal (fan_out) convolutions, BN (1, 0), classifiers N(0, 0.01^2) with zero bias."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        for conv in self._classifiers():
+            nn.init.normal_(conv.weight, 0.0, 0.01)
+
+    @property
+    def output_stride(self) -> int:
+        """Stride of the backbone's last feature map (8 or 16)."""
+        return self.backbone.output_stride
+
+    def set_output_stride(self, output_stride: int) -> None:
+        """Switch the output stride in place (curriculum OS 16 -> 8), rescaling the ASPP rates by old / new."""
+        old = self.output_stride
+        rates = [r * old / output_stride for r in self.aspp.rates]
+        if any(r != int(r) for r in rates):
+            raise ConfigError(f"ASPP rates {self.aspp.rates} at output stride {old} do not scale to integers at "
+                              f"{output_stride}; got {rates}")
+        self.backbone.stages.set_output_stride(output_stride)
+        self.aspp.set_rates([int(r) for r in rates])
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ConfigError(f"{type(self).__name__} expects images [N, {self.in_chans}, H, W]; got "
+                              f"{tuple(x.shape)}. Set in_chans to the number of image channels.")
+
+    def _decode(self, maps: dict[str, Tensor]) -> Tensor:
+        return self.head(maps["aspp"])
+
+    def forward_maps(self, x: Tensor) -> dict[str, Tensor]:
+        """stage1 ... stageN (the backbone's outputs), aspp, scores (at the output stride), out (H x W) and,
+        with aux, aux (the auxiliary head's scores at H x W)."""
+        self._check_input(x)
+        size = x.shape[-2:]
+        feats = self.backbone(x)
+        maps = {f"stage{i}": f for i, f in enumerate(feats, 1)}
+        maps["aspp"] = self.aspp(feats[-1])
+        maps["scores"] = self._decode(maps)
+        maps["out"] = F.interpolate(maps["scores"], size=size, mode="bilinear", align_corners=False)
+        if self.aux_head is not None:
+            maps["aux"] = F.interpolate(self.aux_head(feats[-2]), size=size, mode="bilinear", align_corners=False)
+        return maps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_maps(x)["out"]
+
+
+class DeepLabV3Plus(DeepLabV3):
+    """DeepLab v3+: the v3 encoder (dilated ResNet + ASPP) and a decoder. Notes: 002 §5.1.5.
+
+    Decoder: the ASPP map upsampled (bilinear, x4 at output stride 16) to the first stage's stride-4 features,
+    reduced by a 1x1 conv + BN + ReLU to `low_chans` (48) channels, concatenated, two 3x3 convs of
+    `aspp_chans` with BN + ReLU, a 1x1 classifier; the scores are upsampled x4 to the input size.
+    """
+
+    def __init__(self, num_classes: int = 21, in_chans: int = 3, output_stride: int = 16, low_chans: int = 48,
+                 **kw):
+        self.low_chans = low_chans
+        super().__init__(num_classes, in_chans, output_stride=output_stride, **kw)
+        if self.backbone.stages.stage_strides[0] != 4:
+            raise ConfigError(f"DeepLab v3+ reads stride-4 features from the first stage; it has stride "
+                              f"{self.backbone.stages.stage_strides[0]}")
+
+    def _build_head(self, num_classes: int, chans: int, separable: bool) -> None:
+        self.head = None
+        self.reduce = ConvBNAct(self.backbone.stage_chans[0], self.low_chans, 1)
+        self.decoder = nn.Sequential(atrous_conv(chans + self.low_chans, chans, 1, separable),
+                                     atrous_conv(chans, chans, 1, separable), nn.Conv2d(chans, num_classes, 1))
+
+    def _classifiers(self) -> list[nn.Conv2d]:
+        return [self.decoder[-1]] + ([self.aux_head[-1]] if self.aux_head is not None else [])
+
+    def _decode(self, maps: dict[str, Tensor]) -> Tensor:
+        low = maps["low"] = self.reduce(maps["stage1"])
+        up = maps["aspp_up"] = F.interpolate(maps["aspp"], size=low.shape[-2:], mode="bilinear",
+                                             align_corners=False)
+        return self.decoder(torch.cat([up, low], dim=1))
+
+
+# ----------------------------------------------------------------------------- registered configurations
+
+TINY = dict(block="basic", layers=(1, 1, 1, 1), widths=(16, 32, 64, 128), stem_width=16, aspp_chans=48)
+
+
+def _tiny(cls: type[DeepLabV3], kw: dict, **defaults) -> DeepLabV3:
+    model = cls(**(TINY | defaults | kw))
+    model.default_input_shape = (model.in_chans, 96, 128)
+    return model
+
+
+@register_model
+def deeplabv3_resnet50(**kw) -> DeepLabV3:
+    """DeepLab v3, ResNet-50 at output stride 8, 21 classes: 39,638,869 parameters (42,004,074 with aux=True)."""
+    return DeepLabV3(**(RESNET50 | kw))
+
+
+@register_model
+def deeplabv3_resnet101(**kw) -> DeepLabV3:
+    """DeepLab v3, ResNet-101 at output stride 8, 21 classes: 58,630,997 parameters (60,996,202 with aux=True)."""
+    return DeepLabV3(**(dict(block="bottleneck", layers=(3, 4, 23, 3)) | kw))
+
+
+@register_model
+def deeplabv3plus_resnet50(**kw) -> DeepLabV3Plus:
+    """DeepLab v3+, ResNet-50 at output stride 16, 21 classes: 40,352,181 parameters (derived, not published)."""
+    return DeepLabV3Plus(**(RESNET50 | kw))
+
+
+@register_model
+def deeplabv3_tiny(**kw) -> DeepLabV3:
+    """A CPU-sized DeepLab v3: basic blocks 16-32-64-128, output stride 8, ASPP 48 channels at rates (2, 4, 6)
+    (the full rates scaled to its 12 x 16 maps of 96 x 128 images), 11 classes (CamVid): 521,099 parameters."""
+    return _tiny(DeepLabV3, kw, num_classes=11, output_stride=8, aspp_rates=(2, 4, 6))
+
+
+@register_model
+def deeplabv3plus_tiny(**kw) -> DeepLabV3Plus:
+    """A CPU-sized DeepLab v3+: the tiny backbone at output stride 16, ASPP 48 at rates (1, 2, 3), 16 low-level
+    channels, 11 classes: 549,131 parameters."""
+    return _tiny(DeepLabV3Plus, kw, num_classes=11, output_stride=16, aspp_rates=(1, 2, 3), low_chans=16)
