@@ -57,7 +57,8 @@ def _camvid_splits(cfg, dist):
         parts_y.append(RandomHorizontalFlip(0.5))
     joint = JointTransform(Compose(parts_x), Compose(parts_y)) if parts_x else None
     train = TensorLoader(norm(data["train"][0]), data["train"][1], batch_size=cfg.batch_size, shuffle=True,
-                         seed=cfg.seed, joint_transform=joint, rank=dist.rank, world_size=dist.world_size)
+                         seed=cfg.seed, joint_transform=joint, rank=dist.rank, world_size=dist.world_size,
+                         drop_last=cfg.get("drop_last", False))  # DeepLab's image-pooling BN needs batches >= 2
     val = TensorLoader(norm(data["val"][0]), data["val"][1], batch_size=32, shuffle=False)
     test = TensorLoader(norm(data["test"][0]), data["test"][1], batch_size=32, shuffle=False)
     return train, val, test, data["train"][1], show
@@ -100,6 +101,15 @@ register_recipe(Recipe(
     name="fcn8s-camvid", task="segmentation", notes="000 §3.11.1, 002 §5.1.3, 003 §4",
     description="A small FCN-8s (VGG-style 16-128 with batch norm, sum skips from pool3 and pool4, "
                 "bilinear-initialised learned upsampling) trained from scratch on CamVid at 128x96; test mIoU",
-    build=build_camvid, metric="test/miou", threshold=0.30, budget_s=600,
+    # measured (30 epochs, 89 s of training): test mIoU 0.366; the U-Net's full-resolution skips do better (0.406)
+    build=build_camvid, metric="test/miou", threshold=0.35, budget_s=180,
     defaults={**SEG_DEFAULTS, "model": "fcn8s_tiny"}, smoke={**SEG_SMOKE, "height": 64}, datasets=("camvid",),
+))
+
+register_recipe(Recipe(
+    name="deeplabv3-camvid", task="segmentation", notes="002 §5.1.5, §5.A.2",
+    description="A small DeepLab v3 (dilated residual backbone 16-128 at output stride 8, ASPP with image "
+                "pooling) trained from scratch on CamVid at 128x96; test mIoU",
+    build=build_camvid, metric="test/miou", threshold=0.30, budget_s=600,
+    defaults={**SEG_DEFAULTS, "model": "deeplabv3_tiny", "drop_last": True}, smoke=SEG_SMOKE, datasets=("camvid",),
 ))
