@@ -110,6 +110,8 @@ register_recipe(Recipe(
     name="deeplabv3-camvid", task="segmentation", notes="002 §5.1.5, §5.A.2",
     description="A small DeepLab v3 (dilated residual backbone 16-128 at output stride 8, ASPP with image "
                 "pooling) trained from scratch on CamVid at 128x96; test mIoU",
-    build=build_camvid, metric="test/miou", threshold=0.30, budget_s=600,
+    # measured (30 epochs, 141 s in all): test mIoU 0.338; from scratch at 0.5M parameters the atrous context does
+    # not make up for the missing high-resolution skips (U-Net 0.406, FCN-8s 0.366 on the same data)
+    build=build_camvid, metric="test/miou", threshold=0.32, budget_s=300,
     defaults={**SEG_DEFAULTS, "model": "deeplabv3_tiny", "drop_last": True}, smoke=SEG_SMOKE, datasets=("camvid",),
 ))
