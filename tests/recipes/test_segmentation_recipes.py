@@ -62,3 +62,18 @@ def test_dice_weight_adds_the_soft_dice_term():
     plain = SegmentationTask(nn.Identity(), None, list("abc"), ignore_index=None)
     mixed = SegmentationTask(nn.Identity(), None, list("abc"), ignore_index=None, dice_weight=0.5)
     assert torch.allclose(mixed.loss(logits, y), plain.loss(logits, y) + 0.5 * dice_loss(logits, y))
+
+
+def test_lite0_pyramid_gives_strides_8_16_32_and_keeps_frozen_batch_norms_in_eval_mode():
+    from dlkit import create_model
+    from dlkit.recipes.segmentation import Lite0Pyramid
+
+    backbone = Lite0Pyramid(create_model("efficientnet_lite0"), frozen_bn=True).train()
+    maps = backbone(torch.randn(2, 3, 64, 96))
+    assert {k: tuple(v.shape[1:]) for k, v in maps.items()} == {"pool3": (40, 8, 12), "pool4": (112, 4, 6),
+                                                                  "pool5": (1280, 2, 3)}
+    assert backbone.out_chans == {"pool3": 40, "pool4": 112, "pool5": 1280}
+    bns = [m for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns) and backbone.stem.training  # BN frozen, the rest trains
+    assert not any(m.training for m in Lite0Pyramid(create_model("efficientnet_lite0"), False).eval().modules())
+    assert all(m.training for m in Lite0Pyramid(create_model("efficientnet_lite0"), False).train().modules())

@@ -9,11 +9,14 @@ and a shift of up to `crop_padding` pixels, the padded border labelled void.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from ..data.camvid import CAMVID_CLASSES, CAMVID_VOID, load_camvid
 from ..data.loader import TensorLoader
 from ..data.transforms import Compose, JointTransform, RandomCrop, RandomHorizontalFlip
 from ..errors import ConfigError
+from ..models.classification.pretrained import load_efficientnet_lite0_imagenet
+from ..models.segmentation.fcn import FCN
 from ..registry import create_model
 from .base import Recipe, Setup, register_recipe
 from .tasks.segmentation import SegmentationTask
@@ -34,6 +37,37 @@ def median_frequency_weights(masks: torch.Tensor, num_classes: int, ignore_index
     return w.float()
 
 
+class Lite0Pyramid(nn.Module):
+    """The ImageNet-trained EfficientNet-Lite0 as an FCN backbone: its maps at strides 8 (stage 3, 40 channels),
+    16 (stage 5, 112) and 32 (head, 1280) as "pool3", "pool4", "pool5" (Notes: 002 §5.1.3, 003 §3.3.2).
+
+    `frozen_bn` keeps its batch norms on the ImageNet statistics (eval mode, even while the FCN trains): batches of
+    8 street scenes estimate them worse, and the momentum-0.01 running averages would take thousands of steps to
+    move. Their scale and shift are still fine-tuned.
+    """
+
+    def __init__(self, lite0: nn.Module, frozen_bn: bool = True):
+        super().__init__()
+        self.frozen_bn = frozen_bn
+        self.stem, self.head = lite0.stem, lite0.head
+        self.to8, self.to16, self.to32 = lite0.stages[:3], lite0.stages[3:5], lite0.stages[5:]
+        self.out_chans = {"pool3": lite0.stages[2][-1].out_chans, "pool4": lite0.stages[4][-1].out_chans,
+                          "pool5": lite0.num_features}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        p3 = self.to8(self.stem(x))
+        p4 = self.to16(p3)
+        return {"pool3": p3, "pool4": p4, "pool5": self.head(self.to32(p4))}
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen_bn:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
+
+
 def _camvid_splits(cfg, dist):
     size = (cfg.height, cfg.width)  # the model says which sizes it takes (UNet: multiples of 2^depth)
     data = {s: load_camvid(s, cfg.data_dir, size=size) for s in ("train", "val", "test")}
@@ -41,6 +75,8 @@ def _camvid_splits(cfg, dist):
         data = {s: (x[: cfg.subset], y[: cfg.subset]) for s, (x, y) in data.items()}
     x_tr = data["train"][0].float().div_(255)
     mean, std = x_tr.mean((0, 2, 3)), x_tr.std((0, 2, 3))
+    if cfg.get("normalization", "dataset") == "lite0":  # lite0_normalize as a mean and std: (255 x - 127) / 128
+        mean, std = torch.full((3,), 127 / 255), torch.full((3,), 128 / 255)
 
     def norm(x: torch.Tensor) -> torch.Tensor:
         return (x.float().div_(255) - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
@@ -68,7 +104,11 @@ def build_camvid(cfg, dist) -> Setup:
     """Data, model and segmentation task of a CamVid recipe (options in SEG_DEFAULTS)."""
     train, val, test, train_masks, show = _camvid_splits(cfg, dist)
     k = len(CAMVID_CLASSES)
-    model = create_model(cfg.model, in_chans=3, num_classes=k, **cfg.model_kwargs)
+    if cfg.model == "fcn8s_lite0":  # FCN-8s on the ImageNet-trained EfficientNet-Lite0 (fine-tuned end to end)
+        lite0 = load_efficientnet_lite0_imagenet() if cfg.pretrained else create_model("efficientnet_lite0")
+        model = FCN(k, "8s", backbone=Lite0Pyramid(lite0, frozen_bn=cfg.frozen_bn), fc_width=0, **cfg.model_kwargs)
+    else:
+        model = create_model(cfg.model, in_chans=3, num_classes=k, **cfg.model_kwargs)
     if cfg.class_balance not in ("none", "median_frequency"):
         raise ConfigError(f"class_balance must be 'none' or 'median_frequency'; got {cfg.class_balance!r}")
     weights = median_frequency_weights(train_masks, k, CAMVID_VOID) if cfg.class_balance != "none" else None
@@ -104,6 +144,16 @@ register_recipe(Recipe(
     # measured (30 epochs, 89 s of training): test mIoU 0.366; the U-Net's full-resolution skips do better (0.406)
     build=build_camvid, metric="test/miou", threshold=0.35, budget_s=180,
     defaults={**SEG_DEFAULTS, "model": "fcn8s_tiny"}, smoke={**SEG_SMOKE, "height": 64}, datasets=("camvid",),
+))
+
+register_recipe(Recipe(
+    name="fcn8s-lite0-camvid", task="segmentation", notes="002 §5.1.3, 000 §3.11.1, 003 §3.3.2",
+    description="FCN-8s on the ImageNet-trained EfficientNet-Lite0 (maps at strides 8, 16, 32), fine-tuned end to "
+                "end on CamVid at 128x96; --set pretrained=false trains the same network from scratch",
+    build=build_camvid, metric="test/miou", threshold=0.40, budget_s=600,
+    defaults={**SEG_DEFAULTS, "model": "fcn8s_lite0", "pretrained": True, "frozen_bn": True,
+              "normalization": "lite0", "lr": 1e-3, "epochs": 8},
+    smoke={**SEG_SMOKE, "height": 64}, datasets=("camvid",),
 ))
 
 register_recipe(Recipe(

@@ -197,3 +197,30 @@ def test_fcn8s_tiny_loss_falls_on_one_image_mask_pair():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+class _Pools(nn.Module):
+    """A toy backbone: average pools of a 1x1 projection at strides 8, 16, 32 with 5, 6, 7 channels."""
+
+    out_chans = {"pool3": 5, "pool4": 6, "pool5": 7}
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.ModuleDict({k: nn.Conv2d(3, c, 1) for k, c in self.out_chans.items()})
+
+    def forward(self, x):
+        return {k: F.avg_pool2d(conv(x), 2 ** (i + 3)) for i, (k, conv) in enumerate(self.proj.items())}
+
+
+def test_fcn_on_another_backbone_scores_its_maps_and_leaves_its_weights_alone():
+    backbone = _Pools()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    model = FCN(num_classes=4, variant="8s", backbone=backbone, fc_width=0)
+    assert all(torch.equal(v, before[k]) for k, v in backbone.state_dict().items())
+    maps = model.forward_maps(torch.randn(2, 3, 64, 96))
+    assert maps["out"].shape == (2, 4, 64, 96) and maps["score"].shape == (2, 4, 2, 3)
+    assert model.score.in_channels == 7 and model.score_skip["pool3"].in_channels == 5 and len(model.stages) == 0
+    names = {n.split(".")[0] for n, _ in model.named_parameters()}
+    assert names == {"backbone", "score", "score_skip", "up_skip", "upsample"}  # no VGG stages, no conv6/7
+    with pytest.raises(ConfigError, match="out_chans"):
+        FCN(backbone=nn.Identity())

@@ -57,12 +57,16 @@ class FCN(nn.Module):
     max-pool (pool1 ... pool5 at strides 2 ... 32); conv6 has `fc_kernel` x `fc_kernel` kernels and `fc_width`
     channels, conv7 is 1x1, both with ReLU and dropout. Returns scores [N, num_classes, H, W];
     `forward_maps` returns every intermediate map by name.
+
+    `backbone` replaces the VGG stages by any network returning a dict of maps "pool3", "pool4", "pool5" at
+    strides 8, 16, 32, with their channel counts in its `out_chans` dict (e.g. an ImageNet-trained classifier's
+    stages: the notes' "fine-tuning the backbone matters"); `fc_width=0` scores pool5 directly (no conv6/conv7).
     """
 
     def __init__(self, num_classes: int = 21, variant: str = "8s", merge: str = "sum", in_chans: int = 3,
                  widths: Sequence[Sequence[int]] = VGG16_WIDTHS, fc_width: int = 4096, fc_kernel: int = 7,
                  dropout: float = 0.5, batch_norm: bool = False, learn_final_upsample: bool = False,
-                 pad_input: bool = False):
+                 pad_input: bool = False, backbone: nn.Module | None = None):
         super().__init__()
         if variant not in VARIANTS:
             raise ConfigError(f"FCN variant must be one of {sorted(VARIANTS)}; got {variant!r}")
@@ -77,22 +81,35 @@ class FCN(nn.Module):
         self.num_classes, self.variant, self.merge = num_classes, variant, merge
         self.in_chans, self.pad_input, self.stride = in_chans, pad_input, 32
         self.default_input_shape = (in_chans, 224, 224)
-        stages, chans = [], in_chans
-        for stage in widths:
-            layers: list[nn.Module] = []
-            for w in stage:
-                layers.append(ConvBNAct(chans, w, 3, norm=batch_norm))
-                chans = w
-            stages.append(nn.Sequential(*layers, nn.MaxPool2d(2, 2)))
-        self.stages = nn.ModuleList(stages)
-        self.conv6 = nn.Sequential(nn.Conv2d(chans, fc_width, fc_kernel, padding=fc_kernel // 2),
-                                   nn.ReLU(inplace=True), nn.Dropout(dropout))
-        self.conv7 = nn.Sequential(nn.Conv2d(fc_width, fc_width, 1), nn.ReLU(inplace=True), nn.Dropout(dropout))
+        self.backbone = backbone
+        if backbone is not None:
+            out_chans = getattr(backbone, "out_chans", None)
+            if not isinstance(out_chans, dict) or not {"pool3", "pool4", "pool5"} <= set(out_chans):
+                raise ConfigError(f"an FCN backbone needs an `out_chans` dict with the channels of its maps "
+                                  f"'pool3', 'pool4', 'pool5'; got {out_chans!r}")
+            self.stages, chans = nn.ModuleList(), out_chans["pool5"]
+        else:
+            stages, chans = [], in_chans
+            for stage in widths:
+                layers: list[nn.Module] = []
+                for w in stage:
+                    layers.append(ConvBNAct(chans, w, 3, norm=batch_norm))
+                    chans = w
+                stages.append(nn.Sequential(*layers, nn.MaxPool2d(2, 2)))
+            self.stages = nn.ModuleList(stages)
+            out_chans = {"pool3": widths[2][-1], "pool4": widths[3][-1]}
+        if fc_width:
+            self.conv6 = nn.Sequential(nn.Conv2d(chans, fc_width, fc_kernel, padding=fc_kernel // 2),
+                                       nn.ReLU(inplace=True), nn.Dropout(dropout))
+            self.conv7 = nn.Sequential(nn.Conv2d(fc_width, fc_width, 1), nn.ReLU(inplace=True),
+                                       nn.Dropout(dropout))
+        else:
+            self.conv6, self.conv7 = nn.Identity(), nn.Identity()
         k = num_classes
-        self.score = nn.Conv2d(fc_width, k, 1)
+        self.score = nn.Conv2d(fc_width or chans, k, 1)
         skips = {"32s": [], "16s": ["pool4"], "8s": ["pool4", "pool3"]}[variant]
         self.skips = skips
-        self.score_skip = nn.ModuleDict({s: nn.Conv2d(widths[3 if s == "pool4" else 2][-1], k, 1) for s in skips})
+        self.score_skip = nn.ModuleDict({s: nn.Conv2d(out_chans[s], k, 1) for s in skips})
         # x2 to the skip's stride: learned, a full K x K kernel initialised diagonal (FCN's form)
         self.up_skip = nn.ModuleDict({s: BilinearUpsample(k, 2, depthwise=False) for s in skips})
         self.fuse = nn.ModuleDict({s: nn.Conv2d(2 * k, k, 1) for s in skips} if merge == "concat" else {})
@@ -127,6 +144,8 @@ class FCN(nn.Module):
         Notes: 000 §3.11.1. The convolutions of `features` are copied in order; with VGG's 7x7 adaptive pool the
         classifier's first dense layer reads a flattened C x 7 x 7 map, which is conv6 with a 7x7 kernel.
         """
+        if self.backbone is not None:
+            raise ConfigError("load_classifier fills the VGG backbone; this FCN was built on its own `backbone`")
         src = [m for m in features.modules() if isinstance(m, nn.Conv2d | nn.BatchNorm2d)]
         dst = [m for m in self.stages.modules() if isinstance(m, nn.Conv2d | nn.BatchNorm2d)]
         shapes = lambda ms: [tuple(t.shape) for m in ms for t in m.state_dict().values()]
@@ -158,6 +177,9 @@ class FCN(nn.Module):
                                   f"it to {-(-h // 32) * 32}x{-(-w // 32) * 32} and crop the output back")
             x = F.pad(x, (0, -w % self.stride, 0, -h % self.stride))
         maps: dict[str, Tensor] = {}
+        if self.backbone is not None:
+            maps.update(self.backbone(x))
+            x = maps["pool5"]
         for i, stage in enumerate(self.stages, 1):
             x = maps[f"pool{i}"] = stage(x)
         maps["conv7"] = self.conv7(self.conv6(x))
