@@ -75,6 +75,9 @@ def _camvid_splits(cfg, dist):
         data = {s: (x[: cfg.subset], y[: cfg.subset]) for s, (x, y) in data.items()}
     x_tr = data["train"][0].float().div_(255)
     mean, std = x_tr.mean((0, 2, 3)), x_tr.std((0, 2, 3))
+    if cfg.get("normalization", "dataset") not in ("dataset", "lite0"):
+        raise ConfigError(f"normalization must be 'dataset' (the training set's channel statistics) or 'lite0' (what "
+                          f"the ImageNet weights expect); got {cfg.normalization!r}")
     if cfg.get("normalization", "dataset") == "lite0":  # lite0_normalize as a mean and std: (255 x - 127) / 128
         mean, std = torch.full((3,), 127 / 255), torch.full((3,), 128 / 255)
 
