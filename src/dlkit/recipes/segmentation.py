@@ -153,9 +153,12 @@ register_recipe(Recipe(
     name="fcn8s-lite0-camvid", task="segmentation", notes="002 §5.1.3, 000 §3.11.1, 003 §3.3.2",
     description="FCN-8s on the ImageNet-trained EfficientNet-Lite0 (maps at strides 8, 16, 32), fine-tuned end to "
                 "end on CamVid at 128x96; --set pretrained=false trains the same network from scratch",
-    build=build_camvid, metric="test/miou", threshold=0.40, budget_s=600,
+    # measured (30 epochs, 351 s of training): test mIoU 0.427, pixel accuracy 0.823 (val mIoU 0.526); the same
+    # network from scratch (pretrained=false): 0.310, pixel accuracy 0.748, so ImageNet pretraining adds 0.117
+    # mIoU; 8 epochs give 0.377 in 82 s
+    build=build_camvid, metric="test/miou", threshold=0.41, budget_s=600,
     defaults={**SEG_DEFAULTS, "model": "fcn8s_lite0", "pretrained": True, "frozen_bn": True,
-              "normalization": "lite0", "lr": 1e-3, "epochs": 8},
+              "normalization": "lite0", "lr": 1e-3},
     smoke={**SEG_SMOKE, "height": 64}, datasets=("camvid",),
 ))
 
