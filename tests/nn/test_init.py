@@ -144,3 +144,18 @@ def test_lookup_and_bad_input():
         I.calculate_gain("relu7")
     with pytest.raises(ConfigError, match="variance"):
         I.small_normal_(torch.empty(3, 3), variance=-1)
+
+
+def test_he_init_conv_bn_draws_fan_out_he_normal_and_resets_batch_norm():
+    from dlkit.nn.init import he_init_conv_bn_
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(64, 256, 3), torch.nn.BatchNorm2d(256), torch.nn.Conv2d(256, 8, 1))
+    with torch.no_grad():
+        net[1].weight.fill_(3.0)
+        net[0].bias.fill_(1.0)
+    assert he_init_conv_bn_(net) is net
+    w = net[0].weight  # fan_out = 256 * 9: std sqrt(2 / 2304)
+    assert abs(w.std().item() / math.sqrt(2 / 2304) - 1) < 0.02 and abs(w.mean().item()) < 2e-3
+    assert torch.equal(net[0].bias, torch.zeros(256)) and torch.equal(net[1].weight, torch.ones(256))
+    assert torch.equal(net[1].bias, torch.zeros(256))

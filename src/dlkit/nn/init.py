@@ -137,6 +137,21 @@ def kaiming_normal_(
     return normal_(tensor, 0.0, std, generator)
 
 
+@torch.no_grad()
+def he_init_conv_bn_(module: torch.nn.Module) -> torch.nn.Module:
+    """Initialise every Conv2d of `module` He normal N(0, 2 / fan_out) with zero bias, and every BatchNorm2d to
+    scale 1, shift 0 (He et al. 2015, as ResNets are; Notes: 003 §2.2.4). Returns `module`."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                torch.nn.init.zeros_(m.bias)
+        elif isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.ones_(m.weight)
+            torch.nn.init.zeros_(m.bias)
+    return module
+
+
 def kaiming_uniform_(
     tensor: Tensor,
     a: float = 0.0,

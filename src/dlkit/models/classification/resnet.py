@@ -25,7 +25,7 @@ from torch import nn
 from ...errors import ConfigError
 from ...nn.activations import get_activation
 from ...nn.conv_bn_act import ConvBNAct
-from ...nn.init import kaiming_normal_
+from ...nn.init import he_init_conv_bn_
 from ...nn.residual import BasicBlock, Bottleneck, ResNetStages
 from ...registry import register_model
 
@@ -90,14 +90,7 @@ class ResNet(nn.Module):
     @torch.no_grad()
     def reset_parameters(self, zero_init_residual: bool = False) -> None:
         """Kaiming normal N(0, 2 / fan_out) for convolutions (He et al. 2015), BN (1, 0), optional zero last gamma."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_init_conv_bn_(self)
         if zero_init_residual:
             for m in self.modules():
                 if isinstance(m, (BasicBlock, Bottleneck)):

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from ...errors import ConfigError
 from ...nn.aspp import ASPP, atrous_conv
 from ...nn.conv_bn_act import ConvBNAct
-from ...nn.init import kaiming_normal_
+from ...nn.init import he_init_conv_bn_
 from ...nn.residual import BasicBlock, Bottleneck, ResNetStages
 from ...registry import register_model
 
@@ -117,14 +117,7 @@ class DeepLabV3(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Kaiming normal (fan_out) convolutions, BN (1, 0), classifiers N(0, 0.01^2) with zero bias."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_init_conv_bn_(self)
         for conv in self._classifiers():
             nn.init.normal_(conv.weight, 0.0, 0.01)
 
