@@ -3,7 +3,7 @@ skip crops, the padded variant keeping H x W, channel counts after concatenation
 
 import pytest
 import torch
-import torch.nn.functional as F
+from segmentation_fit import fit
 from torch import nn
 
 import dlkit.models.segmentation.unet as unet_module
@@ -131,12 +131,7 @@ def test_unet_tiny_overfits_one_image_mask_pair():
     mask[:, 8:20, 10:26] = 1
     x[:, :, 8:20, 10:26] += 1.0
     model = create_model("unet_tiny")
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    for _ in range(40):
-        loss = F.cross_entropy(model(x), mask)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit(model, x, mask, lr=1e-2, steps=40)
     model.eval()
     with torch.no_grad():
         accuracy = (model(x).argmax(1) == mask).float().mean()
