@@ -6,7 +6,7 @@ output H x W for any input, gradients and a learning test."""
 import pytest
 import torch
 import torch.nn.functional as F
-from segmentation_fit import fit
+from model_checks import training_losses
 from torch import nn
 
 from dlkit import create_model, list_models
@@ -217,7 +217,7 @@ def test_tiny_deeplab_overfits_one_batch():
     x = torch.randn(2, 3, 48, 64)
     yy, xx = torch.meshgrid(torch.arange(48), torch.arange(64), indexing="ij")
     target = ((xx > 32).long() + (yy > 24).long()).expand(2, -1, -1)  # three regions
-    losses = fit(model, x, target, lr=1e-2, steps=25)
+    losses = training_losses(model, x, target, 25, lr=1e-2)
     assert losses[-1] < 0.5 * losses[0]
 
 

@@ -5,7 +5,7 @@ input-size handling, gradients and a learning test."""
 import pytest
 import torch
 import torch.nn.functional as F
-from segmentation_fit import fit
+from model_checks import training_losses
 from torch import nn
 
 from dlkit import create_model, list_models
@@ -189,7 +189,7 @@ def test_fcn8s_tiny_loss_falls_on_one_image_mask_pair():
     mask[:, 16:48, 8:40] = 1
     x[:, :, 16:48, 8:40] += 1.0
     model = create_model("fcn8s_tiny", num_classes=2).train()
-    losses = fit(model, x, mask, lr=3e-3, steps=30)
+    losses = training_losses(model, x, mask, 30, lr=3e-3)
     assert losses[-1] < 0.5 * losses[0], losses
 
 

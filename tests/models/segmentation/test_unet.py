@@ -3,7 +3,7 @@ skip crops, the padded variant keeping H x W, channel counts after concatenation
 
 import pytest
 import torch
-from segmentation_fit import fit
+from model_checks import training_losses
 from torch import nn
 
 import dlkit.models.segmentation.unet as unet_module
@@ -131,7 +131,7 @@ def test_unet_tiny_overfits_one_image_mask_pair():
     mask[:, 8:20, 10:26] = 1
     x[:, :, 8:20, 10:26] += 1.0
     model = create_model("unet_tiny")
-    fit(model, x, mask, lr=1e-2, steps=40)
+    training_losses(model, x, mask, 40, lr=1e-2)
     model.eval()
     with torch.no_grad():
         accuracy = (model(x).argmax(1) == mask).float().mean()
