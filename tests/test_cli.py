@@ -51,45 +51,52 @@ def test_one_set_takes_several_items_and_a_bad_item_is_explained(capsys, tmp_pat
     assert code == 2 and "key=value" in err and "'oops'" in err
 
 
-def test_a_trainer_option_a_recipe_with_its_own_loop_lacks_is_refused_before_it_runs(capsys, tmp_path):
-    code, _, err = run(capsys, "run", "mlp-xor", "--smoke", "--set", "lr=0.4", "channels_last=true",
+def test_a_trainer_option_a_study_lacks_is_refused_before_it_runs(capsys, tmp_path):
+    code, _, err = run(capsys, "run", "perceptron-nand", "--smoke", "--set", "lr=0.4", "channels_last=true",
                        "--out", str(tmp_path / "r"))
-    assert code == 2 and "'channels_last' is a Trainer option" in err and "runs its own training loop" in err
+    assert code == 2 and "'channels_last' is a Trainer option" in err and "is a study" in err
     assert "Valid keys:" in err and "lr" in err and not (tmp_path / "r").exists()  # nothing written, nothing run
-    code, _, err = run(capsys, "run", "mlp-xor", "--smoke", "--device", "cuda", "--out", str(tmp_path / "r"))
-    assert code == 2 and "runs on the CPU only" in err and "--device cpu" in err and not (tmp_path / "r").exists()
-    code, _, err = run(capsys, "run", "mlp-xor", "--smoke", "--epochs", "3", "--out", str(tmp_path / "r"))
+    code, _, err = run(capsys, "run", "perceptron-nand", "--smoke", "--epochs", "3", "--out", str(tmp_path / "r"))
     assert code == 2 and "'epochs' is a Trainer option" in err
 
 
-def test_a_recipe_with_its_own_loop_runs_under_the_threads_option_and_restores_it(capsys, tmp_path):
+def test_a_study_refuses_resume_with_one_line(capsys, tmp_path):
+    code, _, _ = run(capsys, "run", "perceptron-nand", "--smoke", "--out", str(tmp_path / "r"))
+    assert code == 0
+    code, _, err = run(capsys, "run", "perceptron-nand", "--resume", str(tmp_path / "r"))
+    assert code == 2 and "cannot be resumed" in err and err.count("\n") == 1
+
+
+def test_a_study_runs_under_the_threads_option_and_restores_it(capsys, tmp_path):
     import torch
 
     before = torch.get_num_threads()
-    code, _, _ = run(capsys, "run", "mlp-xor", "--smoke", "--set", "threads=1", "--out", str(tmp_path / "r"))
+    code, _, _ = run(capsys, "run", "perceptron-nand", "--smoke", "--set", "threads=1", "--out", str(tmp_path / "r"))
     assert code == 0 and torch.get_num_threads() == before
-    code, _, err = run(capsys, "run", "mlp-xor", "--smoke", "--set", "threads=0", "--out", str(tmp_path / "s"))
-    assert code == 2 and "threads must be >= 1; got 0" in err
+    code, _, err = run(capsys, "run", "perceptron-nand", "--smoke", "--set", "threads=0", "--out", str(tmp_path / "s"))
+    assert code == 2 and "threads must be a positive whole number" in err and "got 0" in err
 
 
-def test_an_option_an_own_loop_recipe_accepts_but_never_reads_is_reported(capsys, tmp_path):
-    from dlkit.recipes.base import Config, Experiment, Recipe, _run_experiment
+def test_an_option_a_study_accepts_but_never_reads_is_reported(capsys, tmp_path):
+    from dlkit.recipes import Config, Recipe, Study
+    from dlkit.recipes.runner import _run_study
 
     recipe = Recipe(name="t", task="t", notes="", description="", build=None, metric="m", threshold=0.0,
-                    trainer_options=("bf16",))
-    cfg = Config(recipe.options(), lr=0.1)
-    exp = Experiment(lambda run_dir: {"m": cfg.lr})  # reads lr, never bf16
-    summary = _run_experiment(recipe, cfg, exp, tmp_path, smoke=True, report=False, overridden={"lr", "bf16"})
-    assert summary["ignored_options"] == ["bf16"] and summary["value"] == 0.1
-    assert "did not read the option(s) bf16" in capsys.readouterr().err and summary["seconds_to_threshold"] is None
+                    study=True, defaults=dict(lr=0.1, momentum=0.0))
+    cfg = Config(recipe.options())
+    study = Study(lambda run_dir: {"m": cfg.lr})  # reads lr, never momentum
+    summary = _run_study(recipe, cfg, study, tmp_path, smoke=True, report=False, overridden={"lr", "momentum"})
+    assert summary["ignored_options"] == ["momentum"] and summary["value"] == 0.1
+    assert "did not read the option(s) momentum" in capsys.readouterr().err and summary["seconds_to_threshold"] is None
 
 
-def test_an_own_loop_recipe_that_logs_its_validation_curve_gets_seconds_to_threshold(tmp_path):
+def test_a_study_that_logs_its_validation_curve_gets_seconds_to_threshold(tmp_path):
     from dlkit.engine.logger import MetricLogger
-    from dlkit.recipes.base import Config, Experiment, Recipe, _run_experiment
+    from dlkit.recipes import Config, Recipe, Study
+    from dlkit.recipes.runner import _run_study
 
     recipe = Recipe(name="t", task="t", notes="", description="", build=None, metric="val/loss", threshold=1.0,
-                    higher_is_better=False, trainer_options=())
+                    higher_is_better=False, study=True)
 
     def run_loop(run_dir):
         log = MetricLogger(run_dir, tensorboard=False)
@@ -98,20 +105,22 @@ def test_an_own_loop_recipe_that_logs_its_validation_curve_gets_seconds_to_thres
         log.close()
         return {"val/loss": 0.8}
 
-    summary = _run_experiment(recipe, Config(recipe.options()), Experiment(run_loop), tmp_path, smoke=True,
-                              report=False)
+    summary = _run_study(recipe, Config(recipe.options()), Study(run_loop), tmp_path, smoke=True, report=False,
+                         overridden=set())
     rows = [line.split(",") for line in (tmp_path / "metrics.csv").read_text().splitlines()[1:]]
     assert summary["seconds_to_threshold"] == float(rows[2][2])  # the wall time of the first loss <= 1.0
 
 
 def test_show_lists_a_recipes_options_with_defaults_and_smoke_values(capsys):
-    code, out, _ = run(capsys, "show", "char-gpt-shakespeare")
-    assert code == 0 and "training loop: its own" in out and "val/loss <= 1.9" in out
+    code, out, _ = run(capsys, "show", "perceptron-nand")
+    assert code == 0 and "a study of several trainings" in out and "test/accuracy >= 1" in out
     lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
-    assert "2000" in lines["iters"] and "(--smoke: 6)" in lines["iters"] and "'cpu'" in lines["device"]
-    assert "bf16" in lines and "channels_last" not in lines and "ema_decay" not in lines  # not options of its loop
+    assert "100" in lines["max_epochs"] and "(--smoke: 20)" in lines["max_epochs"] and "'cpu'" in lines["device"]
+    assert "int" in lines["max_epochs"] and "channels_last" not in lines  # not an option of a study
     code, out, _ = run(capsys, "show", "mlp-digits")
-    assert code == 0 and "training loop: the Trainer" in out and "channels_last" in out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert code == 0 and "training: the Trainer" in out and "channels_last" in out
+    assert "int | None" in lines["max_steps"] and "float" in lines["lr"] and "list" in lines["hidden"]
     code, _, err = run(capsys, "show", "mlp-digit")
     assert code == 2 and "mlp-digits" in err
 
@@ -154,7 +163,7 @@ def test_run_smoke_writes_the_run_folder_and_report_rebuilds(capsys, tmp_path):
 
 
 def test_verify_writes_record_and_fails_below_threshold(capsys, tmp_path, monkeypatch):
-    from dlkit.recipes.base import get_recipe
+    from dlkit.recipes import get_recipe
 
     recipe = get_recipe("mlp-digits")
     monkeypatch.setattr(recipe, "threshold", 1.01)
@@ -171,8 +180,21 @@ def test_verify_writes_record_and_fails_below_threshold(capsys, tmp_path, monkey
 
 
 def test_float_options_accept_exponents_without_a_dot():
-    from dlkit.recipes.base import parse_value
+    from dlkit.recipes import parse_value
 
-    assert parse_value("lr", "3e-3", 0.1) == 0.003 and parse_value("lr", "1.5e2", 0.1) == 150.0
+    assert parse_value("lr", "3e-3", "float") == 0.003 and parse_value("lr", "1.5e2", "float") == 150.0
     with pytest.raises(ConfigError, match="expected a number"):
-        parse_value("lr", "fast", 0.1)
+        parse_value("lr", "fast", "float")
+
+
+@pytest.mark.parametrize("key,text,message", [
+    ("lr", "@", "not a valid value"), ("max_steps", "abc", "expected an integer or null"),
+    ("threads", "abc", "expected an integer or null"), ("epochs", "null", "cannot be empty or null"),
+    ("lr", "nan", "a finite number"), ("grad_clip_norm", "-1", "must be a positive number"),
+    ("keep_checkpoints", "-1", "keep_checkpoints must be a whole number >= 1"), ("device", "gpu", "cpu, cuda or cuda:N"),
+    ("log_every", "0", "log_every must be a positive whole number"), ("ema_decay", "1.5", "in (0, 1)"),
+])
+def test_bad_option_values_are_refused_before_anything_runs(capsys, tmp_path, key, text, message):
+    code, _, err = run(capsys, "run", "mlp-digits", "--smoke", "--set", f"{key}={text}", "--out", str(tmp_path / "r"))
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()

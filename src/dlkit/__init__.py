@@ -7,14 +7,14 @@ __version__ = "0.1.0"
 
 def list_recipes(pattern: str = "*"):
     """Names of registered recipes matching `pattern`."""
-    from .recipes.base import list_recipes as _list
+    from .recipes import list_recipes as _list
 
     return _list(pattern)
 
 
 def run_recipe(name: str, **overrides):
     """Train, evaluate and report recipe `name`; returns its summary dict."""
-    from .recipes.base import run_recipe as _run
+    from .recipes import run_recipe as _run
 
     return _run(name, **overrides)
 

@@ -35,7 +35,7 @@ def _verified(name: str, results: Path = Path("results/verify")) -> str:
 
 def cmd_list(args) -> int:
     from . import list_models
-    from .recipes.base import get_recipe, list_recipes
+    from .recipes import get_recipe, list_recipes
 
     pattern = args.pattern or "*"
     if args.what == "models":
@@ -54,26 +54,27 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from .recipes.base import get_recipe
+    from .recipes import get_recipe
 
     r = get_recipe(args.recipe)
     print(f"{r.name}: {r.description}\nnotes: {r.notes}\nexpected: {r.expected} within {r.budget_s:g} s on a 2-core "
           f"CPU ({_verified(r.name)})\ndata: {', '.join(r.datasets) or 'generated or embedded, no download'}\n"
-          f"training loop: {'its own' if r.own_loop else 'the Trainer'}")
-    options = r.options()
+          f"training: {'a study of several trainings, each through the Trainer' if r.study else 'the Trainer'}")
+    options, types = r.options(), r.option_types()
     own = [k for k in options if k in r.defaults]
     for title, keys in (("options of the recipe", own), ("Trainer and global options", [k for k in options
                                                                                          if k not in own])):
         print(f"{title} (--set KEY=VALUE):")
         width = max(map(len, keys), default=0)
+        twidth = max((len(types[k]) for k in keys), default=0)
         for k in sorted(keys):
             smoke = f"  (--smoke: {r.smoke[k]!r})" if k in r.smoke else ""
-            print(f"  {k.ljust(width)}  {options[k]!r}{smoke}")
+            print(f"  {k.ljust(width)}  {types[k].ljust(twidth)}  {options[k]!r}{smoke}")
     return 0
 
 
 def cmd_run(args) -> int:
-    from .recipes.base import run_recipe
+    from .recipes import run_recipe
 
     summary = run_recipe(args.recipe, overrides=_parse_sets(args.set), epochs=args.epochs, device=args.device,
                          seed=args.seed, out=args.out, resume=args.resume, smoke=args.smoke, data_dir=args.data_dir)
@@ -89,7 +90,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .recipes.base import list_recipes, verify_recipe
+    from .recipes import list_recipes, verify_recipe
 
     if args.all == bool(args.recipe):
         raise ConfigError("dlkit verify expects one recipe name or --all")

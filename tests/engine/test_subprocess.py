@@ -26,7 +26,7 @@ def weights(run_dir: Path) -> dict:
 
 
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path):
-    opts = ["--set", "epochs=3", "--set", "checkpoint_every=10", "--set", "log_every=5"]
+    opts = ["--set", "epochs=3", "--set", "checkpoint_every_steps=10", "--set", "log_every=5"]
     run_ok(DLKIT + ["run", "mlp-digits", "--out", str(tmp_path / "full"), *opts])
     killed = tmp_path / "killed"
     proc = subprocess.Popen(DLKIT + ["run", "mlp-digits", "--out", str(killed), *opts], env=ENV,

@@ -15,11 +15,11 @@ class ToyClassifier(Task):
         super().__init__(model)
         self.lr, self.nan_at_step, self.calls = lr, nan_at_step, 0
 
-    def configure_optimizers(self):
+    def configure_optimizers(self, plan):
         opt = torch.optim.Adam(self.model.parameters(), self.lr)
         return [opt], [torch.optim.lr_scheduler.StepLR(opt, 5, 0.5)]
 
-    def training_step(self, model, batch):
+    def training_step(self, model, batch, ctx):
         x, y = batch
         self.calls += 1
         loss = F.cross_entropy(model(x), y)

@@ -8,13 +8,13 @@ import torch
 from sklearn.metrics import accuracy_score
 
 from dlkit import create_model
+from dlkit.data.transforms import pad_images
 from dlkit.errors import ConfigError
-from dlkit.recipes.base import get_recipe
+from dlkit.recipes import get_recipe
 from dlkit.recipes.cnn_fashion import (
     FASHION_MEAN,
     FASHION_STD,
     load_fashion_padded,
-    pad_images,
     train_augmentation,
 )
 from dlkit.recipes.transfer import (

@@ -6,7 +6,7 @@ from torch import nn
 
 from dlkit.data.char_lm import CharCorpus
 from dlkit.data.text import Vocab
-from dlkit.recipes.base import Config, get_recipe, make_config
+from dlkit.recipes import Config, get_recipe, make_config
 from dlkit.recipes.language_models import train_char_lm
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from dlkit import list_recipes
-from dlkit.recipes import base
-from dlkit.recipes.base import get_recipe, run_recipe
+from dlkit.recipes import get_recipe, run_recipe, runner
 
 
 @pytest.mark.parametrize("name", list_recipes())
@@ -19,12 +18,13 @@ def test_recipe_smoke_mode_runs(name, tmp_path, monkeypatch):
     if missing:
         pytest.skip(f"needs data sets {missing} under DLKIT_DATA")
     configs = []
-    make_config = base.make_config
-    monkeypatch.setattr(base, "make_config", lambda *a, **kw: configs.append(make_config(*a, **kw)) or configs[-1])
+    make_config = runner.make_config
+    monkeypatch.setattr(runner, "make_config", lambda *a, **kw: configs.append(make_config(*a, **kw)) or configs[-1])
     summary = run_recipe(name, smoke=True, out=tmp_path)
-    if recipe.own_loop:  # every option it accepts is read (so the options it refuses are all it lacks)
+    if recipe.study:  # every option it accepts is read (so the options it refuses are all it lacks)
         assert set(configs[0]) - configs[0].read - {"data_dir"} == set(), "options offered but never read"
     assert summary["smoke"] and summary["steps"] > 0
     assert json.loads((tmp_path / "summary.json").read_text())["metric"] == recipe.metric
     assert summary["value"] == summary["value"], "the expected metric was not computed"
     assert (tmp_path / "report.html").stat().st_size > 1000
+    assert summary["run_dir"] == str(tmp_path)

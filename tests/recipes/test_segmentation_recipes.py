@@ -8,7 +8,7 @@ from torch import nn
 
 from dlkit.data.loader import TensorLoader
 from dlkit.recipes.segmentation import median_frequency_weights
-from dlkit.recipes.tasks.segmentation import SegmentationTask
+from dlkit.tasks.segmentation import SegmentationTask
 
 
 def test_median_frequency_weights_by_hand():

@@ -8,7 +8,7 @@ import torch
 from dlkit import create_model
 from dlkit.errors import ConfigError
 from dlkit.models.sequence.bert import mask_tokens
-from dlkit.recipes.base import get_recipe, make_config, run_recipe
+from dlkit.recipes import get_recipe, make_config, run_recipe
 from dlkit.recipes.transformers import BERT_SPECIALS, pretraining_losses
 
 

@@ -2,7 +2,7 @@
 
 import json
 
-from dlkit.recipes.base import get_recipe
+from dlkit.recipes import get_recipe
 from dlkit.report.status import recipe_table
 
 

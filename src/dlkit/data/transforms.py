@@ -261,3 +261,24 @@ class ColorJitter(Transform):
         if f is not None:
             x = (f * x + (1 - f) * grayscale(x)).clamp(0, 1)
         return x
+
+
+def normalise_images(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """uint8 images to float32, standardised: (x / 255 - mean) / std (Notes: 000 §2.6, input normalisation)."""
+    return (images.float().div_(255.0) - mean).div_(std)
+
+
+def pad_images(images: torch.Tensor, size: int, fill: float = 0.0) -> torch.Tensor:
+    """Pad [N, C, H, W] (or [N, H, W]) images symmetrically with `fill` to size x size (extra pixel at the
+    bottom/right when the margin is odd). Notes: 000 §3.1 (zero padding), 004 CNN (LeNet's 28 -> 32)."""
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    if images.dim() != 4:
+        raise ConfigError(f"pad_images expects images [N, C, H, W] or [N, H, W]; got {tuple(images.shape)}")
+    h, w = images.shape[-2:]
+    if size < max(h, w):
+        raise ConfigError(f"pad_images: size {size} is smaller than the images ({h}x{w}); use a size >= {max(h, w)}")
+    top, left = (size - h) // 2, (size - w) // 2
+    if size == h == w:
+        return images
+    return F.pad(images, (left, size - w - left, top, size - h - top), value=fill)

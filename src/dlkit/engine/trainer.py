@@ -1,10 +1,13 @@
-"""The Trainer: the epoch loop of the notes (Notes: 000 §2.1) for every task.
+"""The Trainer: the training loop of the notes (Notes: 000 §2.1) for every task.
 
-For each epoch: shuffle, cut mini-batches, forward, loss, backward, step (w <- w - lr * grad,
-or whatever the optimizer's rule is). Around it: gradient clipping, LR schedules, bf16
-autocast, torch.compile, channels-last, EMA of weights, DDP under torchrun, early stopping
-that restores the best weights, a NaN/Inf guard, metrics to CSV/TensorBoard and atomic,
-bit-exact resumable checkpoints.
+Repeat: take a mini-batch, forward, loss, backward, step (w <- w - lr * grad, or whatever the
+optimizer's rule is). The loop counts in epochs over a sized loader or in optimizer steps
+(`max_steps`, also over an endless iterable such as random text windows), and evaluates and
+checkpoints every N epochs or every N steps. Around it: gradient clipping, LR schedules, bf16
+autocast, torch.compile, channels-last, EMA of weights, DDP under torchrun, callbacks (early
+stopping is one), a NaN/Inf guard, metrics to CSV/TensorBoard, and atomic checkpoints at epoch
+ends and every few minutes, from which a run resumes bit-exactly. `fit()` is the headless form
+(no run folder) that a comparison of several trainings calls once per sub-training.
 """
 
 from __future__ import annotations
@@ -18,35 +21,41 @@ from pathlib import Path
 import torch
 
 from ..data.loader import to_device
-from ..errors import ConfigError, TrainingDiverged
+from ..errors import ConfigError
+from ..metrics.meter import ranks_synced
 from . import checkpoint as ckpt
+from . import global_state
+from .callbacks import Callback, EarlyStopping, finite_or_raise
 from .distributed import DistInfo, init_distributed
 from .ema import ModelEMA
 from .logger import MetricLogger, Progress, echo
+from .machine import resolve_bf16
 from .seeding import get_rng_state, set_rng_state
-from .task import Task
+from .task import StepContext, Task, TrainingPlan
 
 
 @dataclass
 class TrainerConfig:
-    """Options of the training loop (every recipe accepts them as `--set key=value`)."""
+    """Options of the training loop (every recipe that trains through the Trainer accepts them as --set)."""
 
-    epochs: int = 1
+    epochs: int = 1                       # passes over a sized training set (ignored for endless data)
     max_steps: int | None = None          # stop after this many optimizer steps (None: run all epochs)
-    device: str = "cpu"
+    device: str = "cpu"                   # cpu, cuda or cuda:N
     grad_clip_norm: float | None = None   # clip the global L2 norm of the gradients
     grad_clip_value: float | None = None  # clip each gradient entry to [-v, v]
-    bf16: bool = False                    # bf16 autocast for forward and loss
+    bf16: bool | str = False              # bf16 autocast for forward and loss: true, false or auto (where native)
     compile: bool = False                 # torch.compile the model
     channels_last: bool = False           # NHWC memory format for 4-D inputs
     ema_decay: float | None = None        # evaluate an exponential moving average of the weights
-    early_stopping_patience: int | None = None
-    monitor: str = "val/loss"             # metric watched by early stopping and best-weight keeping
+    early_stopping_patience: int | None = None  # evaluations without improvement of `monitor` before stopping
+    monitor: str = "val/loss"             # metric watched by early stopping and plateau schedules
     monitor_mode: str = "min"
-    checkpoint_every: int | None = None   # steps between checkpoints (also one at every epoch end)
+    eval_every_epochs: int | None = 1     # epochs between evaluations (None: none at epoch ends)
+    eval_every_steps: int | None = None   # optimizer steps between evaluations
+    checkpoint_every_steps: int | None = None     # optimizer steps between checkpoints
+    checkpoint_every_minutes: float | None = 5.0  # minutes of training between checkpoints (also at epoch ends)
     keep_checkpoints: int = 3
-    log_every: int = 50
-    eval_every: int = 1                   # epochs between evaluations
+    log_every: int = 50                   # steps between logged training means (the only host reads of the loss)
     progress: bool = True
     tensorboard: bool = True
     threads: int | None = None            # CPU intra-op threads (None: torch's default, one per core)
@@ -55,58 +64,130 @@ class TrainerConfig:
     def keys(cls) -> list[str]:
         return [f.name for f in fields(cls)]
 
+    @classmethod
+    def types(cls) -> dict[str, str]:
+        return {f.name: str(f.type) for f in fields(cls)}
+
+    def validate(self) -> None:
+        """Refuse values the loop cannot run with, before anything runs (expected versus got)."""
+        def positive(name, allow_none=True, kind=int):
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            if isinstance(v, bool) or not isinstance(v, kind if kind is float else int) or not v > 0 or \
+                    (kind is float and not math.isfinite(v)):
+                what = "a positive number" if kind is float else "a positive whole number"
+                raise ConfigError(f"{name} must be {what}{' or null' if allow_none else ''}; got {v!r}")
+
+        for name in ("max_steps", "eval_every_epochs", "eval_every_steps", "checkpoint_every_steps", "threads",
+                     "early_stopping_patience"):
+            positive(name)
+        for name in ("epochs", "log_every"):
+            positive(name, allow_none=False)
+        for name in ("grad_clip_norm", "grad_clip_value", "checkpoint_every_minutes"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not v > 0
+                                  or not math.isfinite(v)):
+                raise ConfigError(f"{name} must be a positive number or null; got {v!r}")
+        d = self.ema_decay
+        if d is not None and (isinstance(d, bool) or not isinstance(d, int | float) or not 0.0 < d < 1.0):
+            raise ConfigError(f"ema_decay must be a number in (0, 1) or null; got {self.ema_decay!r}")
+        if not isinstance(self.keep_checkpoints, int) or isinstance(self.keep_checkpoints, bool) \
+                or self.keep_checkpoints < 1:
+            raise ConfigError(f"keep_checkpoints must be a whole number >= 1; got {self.keep_checkpoints!r}")
+        if self.monitor_mode not in ("min", "max"):
+            raise ConfigError(f"monitor_mode must be 'min' or 'max'; got {self.monitor_mode!r}")
+        dev = str(self.device)
+        if not (dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise ConfigError(f"device must be cpu, cuda or cuda:N; got {self.device!r}")
+        resolve_bf16(self.bf16, dev)  # raises on anything but true, false or auto
+
+
+@dataclass
+class FitResult:
+    """What the headless `fit()` returns: the last validation metrics and the trained model."""
+
+    metrics: dict[str, float]
+    model: torch.nn.Module
+    steps: int
+    seconds: float
+    stop_reason: str
+
 
 class Trainer:
-    """Trains `task.model` on `train_loader`, evaluating on `val_loader`, writing to `run_dir`."""
+    """Trains `task.model` on `train_data`, evaluating on `val_data`, writing to `run_dir` (None: headless)."""
 
-    def __init__(self, task: Task, train_loader, val_loader=None, config: TrainerConfig | None = None,
-                 run_dir: str | Path | None = None, dist: DistInfo | None = None):
-        self.cfg = config or TrainerConfig()
-        if self.cfg.monitor_mode not in ("min", "max"):
-            raise ConfigError(f"monitor_mode must be 'min' or 'max'; got {self.cfg.monitor_mode!r}")
-        if self.cfg.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu")
-        self.task, self.train_loader, self.val_loader = task, train_loader, val_loader
-        self.dist = dist or init_distributed(self.cfg.device)
-        self.device = torch.device(self.cfg.device if not self.cfg.device.startswith("cuda") or not self.dist.enabled
+    def __init__(self, task: Task, train_data, val_data=None, config: TrainerConfig | None = None,
+                 run_dir: str | Path | None = None, dist: DistInfo | None = None,
+                 callbacks: list[Callback] | tuple = (), val_prefix: str = "val"):
+        self.cfg = cfg = config or TrainerConfig()
+        cfg.validate()
+        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device {cfg.device!r} was asked for but no CUDA GPU is visible; use --device cpu")
+        self.task, self.train_data, self.val_data = task, train_data, val_data
+        self.val_prefix = val_prefix  # "test" when the recipe evaluates on its test split during training
+        self.dist = dist or init_distributed(cfg.device)
+        self.device = torch.device(cfg.device if not cfg.device.startswith("cuda") or not self.dist.enabled
                                    else f"cuda:{self.dist.local_rank}")
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.step = 0           # optimizer steps done
-        self.epoch = 0          # current epoch
+        self.step = 0            # optimizer steps done
+        self.epoch = 0           # current epoch (always 0 for endless data)
         self.batch_in_epoch = 0  # batches of the current epoch already trained
-        self.best: float | None = None
-        self.bad_evals = 0
-        self.best_state: dict | None = None
         self.last_metrics: dict[str, float] = {}
         self.stop_reason = ""
+        self._stop = False
         self._saved_step: int | None = None
-        if self.cfg.threads is not None:
-            if self.cfg.threads < 1:
-                raise ConfigError(f"threads must be >= 1; got {self.cfg.threads}")
-            torch.set_num_threads(self.cfg.threads)  # on a busy machine 1 avoids threads spinning on each other
-        task.trainer = self
+        self._evaluated_step: int | None = None
+        self.train_seconds = 0.0
+        self.callbacks = list(callbacks)
+        if cfg.early_stopping_patience is not None:
+            self.callbacks.append(EarlyStopping(cfg.monitor, cfg.monitor_mode, cfg.early_stopping_patience))
+        self.sized = hasattr(train_data, "__len__")
+        if not self.sized and cfg.max_steps is None:
+            raise ConfigError("the training data is an endless iterable (it has no length), so the run must be "
+                              "counted in steps: set max_steps")
+        self.plan = self._plan()
         model = task.model.to(self.device)
-        if self.cfg.channels_last:
+        if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self.optimizers, self.schedulers = task.configure_optimizers()
-        self.ema = ModelEMA(model, self.cfg.ema_decay) if self.cfg.ema_decay else None
+        self.optimizers, self.schedulers = task.configure_optimizers(self.plan)
+        self.ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay else None
         train_model = model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             train_model = DDP(model, device_ids=ids)
-        if self.cfg.compile:
+        if cfg.compile:
             train_model = torch.compile(train_model)
         self.train_model = train_model
-        self._autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.cfg.bf16
-                          else contextlib.nullcontext())
+        self.bf16 = resolve_bf16(cfg.bf16, self.device.type)
 
-    # -- helpers a manual-optimisation task calls -------------------------------------------------
+    def _plan(self) -> TrainingPlan:
+        cfg = self.cfg
+        if not self.sized:
+            return TrainingPlan(total_steps=cfg.max_steps, steps_per_epoch=None, epochs=None)
+        per_epoch = len(self.train_data)
+        if per_epoch == 0:
+            raise ConfigError("the training data has no batches (an empty data set, or fewer samples than one batch "
+                              "with drop_last); give it more samples or a smaller batch_size")
+        total = cfg.epochs * per_epoch
+        if cfg.max_steps is not None:
+            total = min(total, cfg.max_steps)
+        return TrainingPlan(total_steps=total, steps_per_epoch=per_epoch, epochs=cfg.epochs)
+
+    # -- what a step may use ----------------------------------------------------------------------
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights that are evaluated and saved: the EMA's when EMA is on."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+
     def backward(self, loss: torch.Tensor) -> None:
         """Backpropagate `loss` (Notes: 000 §2.2)."""
-        self._check_finite({"loss": loss})
         loss.backward()
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -119,6 +200,15 @@ class Trainer:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    def context(self) -> StepContext:
+        return StepContext(step=self.step, epoch=self.epoch, device=self.device, optimizers=self.optimizers,
+                           schedulers=self.schedulers, autocast=self.autocast, backward=self.backward,
+                           optimizer_step=self.optimizer_step, rank=self.dist.rank, world_size=self.dist.world_size)
+
+    def request_stop(self, reason: str) -> None:
+        """End training after the current step (callbacks call this)."""
+        self._stop, self.stop_reason = True, reason
+
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         rng_tensors, rng_values = get_rng_state()
@@ -127,13 +217,14 @@ class Trainer:
             "optimizers": [o.state_dict() for o in self.optimizers],
             "schedulers": [s.state_dict() for s in self.schedulers],
             "trainer": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                        "best": self.best, "bad_evals": self.bad_evals, "config": asdict(self.cfg)},
+                        "config": asdict(self.cfg), "evaluated_step": self._evaluated_step},
+            "callbacks": [c.state_dict() for c in self.callbacks],
             "rng": rng_tensors, "rng_values": rng_values,
         }
+        if hasattr(self.train_data, "state_dict"):
+            state["data"] = self.train_data.state_dict()
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
-        if self.best_state is not None:
-            state["best_model"] = self.best_state
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -144,14 +235,18 @@ class Trainer:
             sch.load_state_dict(s)
         t = state["trainer"]
         self.step, self.epoch, self.batch_in_epoch = t["step"], t["epoch"], t["batch_in_epoch"]
-        self.best, self.bad_evals = t["best"], t["bad_evals"]
+        self._evaluated_step = t.get("evaluated_step")
+        for c, s in zip(self.callbacks, state.get("callbacks", []), strict=False):
+            c.load_state_dict(s)
+        if "data" in state and hasattr(self.train_data, "load_state_dict"):
+            self.train_data.load_state_dict(state["data"])
         if self.ema is not None and "ema" in state:
             self.ema.load_state_dict(state["ema"])
-        self.best_state = state.get("best_model")
         set_rng_state(state["rng"], state["rng_values"])
 
     def save(self) -> Path | None:
         """Write a checkpoint of everything needed to continue bit-exactly (rank 0 only)."""
+        self._last_save = time.perf_counter()
         if self.run_dir is None or not self.dist.is_main or self._saved_step == self.step:
             return None
         self._saved_step = self.step
@@ -164,17 +259,40 @@ class Trainer:
         folder = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
         state, path = ckpt.load_latest_checkpoint(folder)
         self.load_state_dict(state)
+        self._saved_step = self.step
         return path
 
-    # -- the loop -------------------------------------------------------------------------------
-    def _check_finite(self, values: dict) -> None:
-        for name, v in values.items():
-            if isinstance(v, torch.Tensor) and v.numel() == 1 and not torch.isfinite(v.detach()).item():
-                where = f" (last good checkpoint in {self.run_dir / 'checkpoints'})" if self.run_dir else ""
-                raise TrainingDiverged(
-                    f"{name} became {v.item()} at step {self.step + 1}, epoch {self.epoch + 1}: training stopped"
-                    f"{where}. Lower the learning rate or enable gradient clipping (--set grad_clip_norm=1.0).")
+    # -- evaluation -------------------------------------------------------------------------------
+    def evaluate(self, data, prefix: str) -> dict[str, float]:
+        """Run the task's evaluation on `data` with the weights of `eval_model`; names get `prefix/`. Under DDP
+        every rank must call it (metric states are summed over the ranks)."""
+        model = self.eval_model
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad(), self.autocast(), ranks_synced(self.dist.enabled):
+                metrics = self.task.evaluate(model, data)
+        finally:
+            model.train(was)
+        return {f"{prefix}/{k}": float(v) for k, v in metrics.items()}
 
+    def _validate(self, logger: MetricLogger) -> None:
+        if self.val_data is None or self._evaluated_step == self.step:
+            return
+        metrics = self.evaluate(self.val_data, self.val_prefix)
+        self._evaluated_step = self.step
+        self.last_metrics.update(metrics)
+        logger.log(self.step, self.epoch + 1, metrics)
+        where = (f"epoch {self.epoch + 1}/{self.cfg.epochs}, " if self.sized and self.cfg.max_steps is None else "")
+        echo(f"{where}step {self.step}/{self.plan.total_steps}: "
+             + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()), self.dist.is_main)
+        for s in self.schedulers:
+            if isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                s.step(metrics.get(self.cfg.monitor, float("nan")))
+        for c in self.callbacks:
+            c.on_eval_end(self, metrics)
+
+    # -- the loop ---------------------------------------------------------------------------------
     def _prepare(self, batch):
         batch = to_device(batch, self.device)
         if self.cfg.channels_last and isinstance(batch, tuple | list) and isinstance(batch[0], torch.Tensor) \
@@ -183,17 +301,18 @@ class Trainer:
         return batch
 
     def _train_step(self, batch) -> dict[str, torch.Tensor]:
-        with self._autocast:
-            out = self.task.training_step(self.train_model, batch)
+        ctx = self.context()
         if self.task.automatic_optimization:
-            if "loss" not in out:
+            with self.autocast():
+                out = self.task.training_step(self.train_model, batch, ctx)
+            if not isinstance(out, dict) or "loss" not in out:
                 raise ConfigError("training_step must return a dict with a 'loss' when automatic_optimization "
-                                  f"is on; got keys {sorted(out)}")
+                                  f"is on; got {sorted(out) if isinstance(out, dict) else type(out).__name__}")
             self.backward(out["loss"])
             for opt in self.optimizers:
                 self.optimizer_step(opt)
         else:
-            self._check_finite(out)
+            out = self.task.training_step(self.train_model, batch, ctx)  # the task enters ctx.autocast() itself
         for s in self.schedulers:
             if not isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 s.step()
@@ -201,48 +320,34 @@ class Trainer:
             self.ema.update(self.model)
         return out
 
-    def _improved(self, value: float) -> bool:
-        if self.best is None or math.isnan(self.best):
-            return True
-        return value < self.best if self.cfg.monitor_mode == "min" else value > self.best
+    def _epoch_batches(self):
+        data = self.train_data
+        if not self.sized:
+            if self.batch_in_epoch and not hasattr(data, "load_state_dict"):
+                return _skip(iter(data), self.batch_in_epoch)  # no saved stream state: replay the stream
+            return iter(data)
+        if hasattr(data, "set_epoch"):
+            data.set_epoch(self.epoch)
+        elif hasattr(getattr(data, "sampler", None), "set_epoch"):
+            data.sampler.set_epoch(self.epoch)
+        return data.iter_from(self.batch_in_epoch) if hasattr(data, "iter_from") else \
+            _skip(iter(data), self.batch_in_epoch)
 
-    def evaluate(self, loader, prefix: str) -> dict[str, float]:
-        """Run the task's evaluation on `loader`, with the EMA weights when EMA is on."""
-        model = self.ema.module if self.ema is not None else self.model
-        was = model.training
-        model.eval()
-        with torch.no_grad(), self._autocast:
-            metrics = self.task.evaluate(model, loader)
-        model.train(was)
-        return {f"{prefix}/{k}": float(v) for k, v in metrics.items()}
-
-    def _after_epoch(self, logger: MetricLogger) -> bool:
-        """Evaluate, log, step plateau schedules, track the best weights; True when training should stop."""
-        if self.val_loader is None or (self.epoch + 1) % self.cfg.eval_every:
-            return False
-        metrics = self.evaluate(self.val_loader, "val")
-        self.last_metrics.update(metrics)
-        logger.log(self.step, self.epoch + 1, metrics)
-        for s in self.schedulers:
-            if isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                s.step(metrics.get(self.cfg.monitor, float("nan")))
-        if self.cfg.early_stopping_patience is None or self.cfg.monitor not in metrics:
-            return False
-        value = metrics[self.cfg.monitor]
-        if self._improved(value):
-            self.best, self.bad_evals = value, 0
-            src = self.ema.module if self.ema is not None else self.model
-            self.best_state = {k: v.detach().clone() for k, v in src.state_dict().items()}
-            return False
-        self.bad_evals += 1
-        if self.bad_evals >= self.cfg.early_stopping_patience:
-            self.stop_reason = (f"early stopping: {self.cfg.monitor} did not improve for {self.bad_evals} evaluations "
-                                f"(best {self.best:.5g}); restored the best weights")
+    def _finished(self) -> bool:
+        if self.cfg.max_steps is not None and self.step >= self.cfg.max_steps:
+            self.stop_reason = self.stop_reason or f"reached max_steps={self.cfg.max_steps}"
             return True
-        return False
+        return self._stop
 
     def fit(self, resume: str | Path | None = None) -> dict[str, float]:
-        """Train until the epochs or `max_steps` are done (or early stopping); return the last metrics."""
+        """Train until the epochs or `max_steps` are done (or a callback stops it); return the last metrics.
+        Every process-wide torch setting it changes (threads, deterministic flags) is restored on return."""
+        with global_state.restored():
+            if self.cfg.threads is not None:
+                torch.set_num_threads(self.cfg.threads)  # on a busy machine 1 avoids threads spinning on each other
+            return self._fit(resume)
+
+    def _fit(self, resume) -> dict[str, float]:
         cfg, main = self.cfg, self.dist.is_main
         if resume is not None:
             path = self.resume(resume)
@@ -250,64 +355,96 @@ class Trainer:
         logger = MetricLogger(self.run_dir, enabled=main, tensorboard=cfg.tensorboard,
                               resume_step=self.step if resume is not None else None)
         self.model.train()
-        t0 = time.perf_counter()
-        stop = False
+        t0 = self._last_save = time.perf_counter()
+        for c in self.callbacks:
+            c.on_train_start(self)
         try:
-            while self.epoch < cfg.epochs and not stop:
-                loader = self.train_loader
-                if hasattr(loader, "set_epoch"):
-                    loader.set_epoch(self.epoch)
-                elif hasattr(getattr(loader, "sampler", None), "set_epoch"):
-                    loader.sampler.set_epoch(self.epoch)
-                it = loader.iter_from(self.batch_in_epoch) if hasattr(loader, "iter_from") else \
-                    _skip(iter(loader), self.batch_in_epoch)
-                bar = Progress(len(loader), self.epoch, cfg.epochs, enabled=main and cfg.progress, every=cfg.log_every)
-                running: dict[str, torch.Tensor] = {}
-                n_run = 0
-                for batch in it:
-                    out = self._train_step(self._prepare(batch))
-                    self.step += 1
-                    self.batch_in_epoch += 1
-                    for k, v in out.items():
-                        if isinstance(v, torch.Tensor) and v.numel() == 1:
-                            running[k] = running.get(k, 0.0) + v.detach().float()
-                    n_run += 1
-                    if self.step % cfg.log_every == 0 or self.batch_in_epoch == len(loader):
-                        vals = {f"train/{k}": (v / n_run).item() for k, v in running.items()}
-                        vals["lr"] = self.optimizers[0].param_groups[0]["lr"] if self.optimizers else 0.0
-                        logger.log(self.step, self.epoch + 1, vals)
-                        bar.update(self.step, vals)
-                        running, n_run = {}, 0
-                    else:
-                        bar.update(self.step)
-                    if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                        self.save()
-                    if cfg.max_steps is not None and self.step >= cfg.max_steps:
-                        stop = True
-                        self.stop_reason = f"reached max_steps={cfg.max_steps}"
-                        break
-                bar.close()
-                if stop:
+            while not self._finished() and (not self.sized or self.epoch < cfg.epochs):
+                self._run_epoch(logger)
+                if self._finished() or not self.sized:
                     break
-                stop = self._after_epoch(logger)
+                if cfg.eval_every_epochs and (self.epoch + 1) % cfg.eval_every_epochs == 0:
+                    self._validate(logger)
                 self.epoch += 1
                 self.batch_in_epoch = 0
-                if not stop:
+                if not self._stop:
                     self.save()
+            if not self._stop:
+                self._validate(logger)  # the final weights are always scored
         finally:
             logger.close()
         self.train_seconds = time.perf_counter() - t0
-        if self.best_state is not None and self.stop_reason.startswith("early stopping"):
-            target = self.ema.module if self.ema is not None else self.model
-            target.load_state_dict(self.best_state)
-            self._saved_step = None
+        for c in self.callbacks:
+            c.on_fit_end(self)
+        self._saved_step = None  # callbacks may have changed the weights (early stopping restores the best)
         self.save()
         if self.stop_reason:
             echo(self.stop_reason, main)
         return dict(self.last_metrics)
+
+    def _run_epoch(self, logger: MetricLogger) -> None:
+        cfg = self.cfg
+        total = self.plan.steps_per_epoch or self.plan.total_steps
+        bar = Progress(total, self.epoch, cfg.epochs if self.sized else 1, enabled=self.dist.is_main and cfg.progress,
+                       every=cfg.log_every)
+        running: dict[str, torch.Tensor] = {}
+        n_run = 0
+        try:
+            for batch in self._epoch_batches():
+                out = self._train_step(self._prepare(batch))
+                self.step += 1
+                self.batch_in_epoch += 1
+                if self.device.type == "cpu":  # no host sync to avoid: name the exact step (else at log time)
+                    finite_or_raise(out, f"at step {self.step} (epoch {self.epoch + 1}){self._where()}")
+                for k, v in out.items():
+                    if isinstance(v, torch.Tensor) and v.numel() == 1:
+                        running[k] = running.get(k, 0.0) + v.detach().float()
+                n_run += 1
+                end_of_epoch = self.sized and self.batch_in_epoch == self.plan.steps_per_epoch
+                if self.step % cfg.log_every == 0 or end_of_epoch or self._finished():
+                    finite_or_raise(running, f"by step {self.step} (epoch {self.epoch + 1}){self._where()}")
+                    vals = {f"train/{k}": (v / n_run).item() for k, v in running.items()}
+                    vals["lr"] = self.optimizers[0].param_groups[0]["lr"] if self.optimizers else 0.0
+                    logger.log(self.step, self.epoch + 1, vals)
+                    bar.update(self.step, vals)
+                    running, n_run = {}, 0
+                else:
+                    bar.update(self.step)
+                for c in self.callbacks:
+                    c.on_step_end(self, out)
+                if cfg.eval_every_steps and self.step % cfg.eval_every_steps == 0:
+                    self._validate(logger)
+                if self._checkpoint_due():
+                    finite_or_raise(running, f"by step {self.step} (epoch {self.epoch + 1}){self._where()}")
+                    self.save()
+                if self._finished():
+                    break
+        finally:
+            bar.close()
+
+    def _checkpoint_due(self) -> bool:
+        cfg = self.cfg
+        if cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0:
+            return True
+        return bool(cfg.checkpoint_every_minutes) and \
+            time.perf_counter() - self._last_save >= 60.0 * cfg.checkpoint_every_minutes
+
+    def _where(self) -> str:
+        return f" (last good checkpoint in {self.run_dir / 'checkpoints'})" if self.run_dir else ""
 
 
 def _skip(it, n: int):
     for _ in range(n):
         next(it, None)
     return it
+
+
+def fit(task: Task, train_data, val_data=None, config: TrainerConfig | None = None,
+        callbacks: list[Callback] | tuple = (), dist: DistInfo | None = None) -> FitResult:
+    """Headless training: no run folder, no checkpoint, no report. A comparison of several trainings (an
+    optimizer race, transfer against scratch) calls this once per sub-training."""
+    cfg = config or TrainerConfig(progress=False, tensorboard=False)
+    trainer = Trainer(task, train_data, val_data, cfg, run_dir=None, dist=dist, callbacks=callbacks)
+    metrics = trainer.fit()
+    return FitResult(metrics=metrics, model=trainer.eval_model, steps=trainer.step, seconds=trainer.train_seconds,
+                     stop_reason=trainer.stop_reason)

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from .classification import confusion_matrix
+from .meter import Metric
 
 
 def _check_num_classes(num_classes: int) -> None:
@@ -125,7 +126,7 @@ def frequency_weighted_iou(conf: Tensor) -> float:
     return torch.where(freq > 0, freq * iou, torch.zeros_like(freq)).sum().item()
 
 
-class SegmentationMeter:
+class SegmentationMeter(Metric):
     """Streaming accumulator of the pixel confusion matrix over batches; `compute()` gives the data-set metrics.
 
     Notes: 002 §5.1 (IoU accumulated over all images, not averaged per image). `update` takes logits
@@ -135,12 +136,9 @@ class SegmentationMeter:
 
     def __init__(self, num_classes: int, ignore_index: int | None = None):
         _check_num_classes(num_classes)
+        super().__init__()
         self.num_classes, self.ignore_index = num_classes, ignore_index
-        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-
-    def reset(self) -> None:
-        """Forget every batch seen so far."""
-        self.confusion = torch.zeros_like(self.confusion)
+        self.add_state("confusion", torch.zeros(num_classes, num_classes, dtype=torch.int64))
 
     @torch.no_grad()
     def update(self, logits_or_pred: Tensor, target: Tensor) -> None:
@@ -159,8 +157,9 @@ class SegmentationMeter:
         self.confusion = self.confusion.to(conf.device) + conf
 
     def compute(self) -> dict:
-        """pixel_accuracy, mean_accuracy, miou, fwiou (floats) and iou_per_class (list, NaN for absent classes)."""
-        conf = self.confusion.cpu()
+        """pixel_accuracy, mean_accuracy, miou, fwiou (floats) and iou_per_class (list, NaN for absent classes),
+        over every rank's batches under DDP."""
+        conf = self.synced("confusion").cpu()
         return {
             "pixel_accuracy": pixel_accuracy(conf),
             "mean_accuracy": mean_pixel_accuracy(conf),

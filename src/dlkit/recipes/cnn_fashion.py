@@ -15,34 +15,18 @@ model name and the options its family trains best with on a 2-core CPU.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ..data.mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
-from ..data.transforms import Compose, RandomCrop, RandomHorizontalFlip, Transform
+from ..data.splits import in_memory_splits
+from ..data.transforms import Compose, RandomCrop, RandomHorizontalFlip, Transform, normalise_images, pad_images
 from ..engine.machine import resolve_bf16
 from ..errors import ConfigError
 from ..registry import create_model
-from .base import Recipe, Setup, register_recipe
-from .classification import in_memory_splits, normalise_images
-from .tasks.classification import ClassificationTask
+from ..tasks.classification import ClassificationTask
+from ..tasks.optimization import OPTIMIZER_OPTIONS
+from .registry import Recipe, Setup, register_recipe
 
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
-
-
-def pad_images(images: torch.Tensor, size: int, fill: float = 0.0) -> torch.Tensor:
-    """Pad [N, C, H, W] (or [N, H, W]) images symmetrically with `fill` to size x size (extra pixel at the
-    bottom/right when the margin is odd). Notes: 000 §3.1 (zero padding), 004 CNN (LeNet's 28 -> 32)."""
-    if images.dim() == 3:
-        images = images.unsqueeze(1)
-    if images.dim() != 4:
-        raise ConfigError(f"pad_images expects images [N, C, H, W] or [N, H, W]; got {tuple(images.shape)}")
-    h, w = images.shape[-2:]
-    if size < max(h, w):
-        raise ConfigError(f"pad_images: size {size} is smaller than the images ({h}x{w}); use a size >= {max(h, w)}")
-    top, left = (size - h) // 2, (size - w) // 2
-    if size == h == w:
-        return images
-    return F.pad(images, (left, size - w - left, top, size - h - top), value=fill)
 
 
 def train_augmentation(size: int, crop_padding: int, flip: bool, fill: float = 0.0) -> Transform | None:
@@ -76,19 +60,20 @@ def load_fashion_padded(cfg, size: int, limit: int = 0) -> tuple[torch.Tensor, .
 
 def build_cnn_fashion(cfg, dist) -> Setup:
     """Data, model and classification task of a CNN recipe on Fashion-MNIST (options in `cnn_fashion_recipe`)."""
-    cfg["bf16"] = resolve_bf16(cfg.bf16, cfg.device)  # read by the Trainer after the build
     model = create_model(cfg.model, in_chans=1, num_classes=10, **cfg.model_kwargs)
     native = getattr(model, "default_input_shape", (1, 32, 32))[-1]
     size = cfg.image_size or max(native, 28)
     x_tr, y_tr, x_te, y_te = load_fashion_padded(cfg, size, limit=cfg.subset)
-    train, val, test = in_memory_splits(x_tr, y_tr, x_te, y_te, cfg, dist, val_size=cfg.val_size)
+    train, val, test, val_name = in_memory_splits(x_tr, y_tr, x_te, y_te, batch_size=cfg.batch_size, seed=cfg.seed,
+                                                  dist=dist, val_size=cfg.val_size, subset=cfg.subset)
     train.transform = train_augmentation(size, cfg.crop_padding, cfg.flip, fill=-FASHION_MEAN / FASHION_STD)
     task = ClassificationTask(model, cfg, class_names=FASHION_MNIST_CLASSES, label_smoothing=cfg.label_smoothing)
-    return Setup(task, train, val, test, extra={"parameters": sum(p.numel() for p in model.parameters()),
-                                                "image_size": size, "bf16": cfg.bf16})
+    return Setup(task, train, val, test, val_name=val_name,
+                 extra={"parameters": sum(p.numel() for p in model.parameters()), "image_size": size,
+                        "bf16": resolve_bf16(cfg.bf16, cfg.device)})
 
 
-CNN_DEFAULTS = dict(
+CNN_DEFAULTS = dict(OPTIMIZER_OPTIONS,
     model_kwargs={}, image_size=0, epochs=5, batch_size=128, optimizer="nesterov", lr=0.1, momentum=0.9,
     weight_decay=5e-4, schedule="onecycle", label_smoothing=0.0, crop_padding=0, flip=False, val_size=5000,
     subset=0, log_every=100, channels_last=True, bf16="auto",

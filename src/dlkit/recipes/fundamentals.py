@@ -15,7 +15,7 @@ from ..optim import create_optimizer
 from ..registry import create_model
 from ..report.figures import plot_decision_regions, plot_lines
 from ..techniques.backprop import layer_gradient_norms
-from .base import Experiment, Recipe, register_recipe
+from .registry import Recipe, Study, register_recipe
 
 GATE_INPUTS = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
 GATE_TARGETS = {"nand": [1, 1, 1, 0], "and": [0, 0, 0, 1], "or": [0, 1, 1, 1], "xor": [0, 1, 1, 0]}
@@ -49,14 +49,14 @@ def _perceptron_gates(cfg, dist):
         metrics["xor/best_accuracy"] = max(metrics[f"xor/{r}/accuracy"] for r in cfg.rules)
         metrics["steps"] = sum(v for k, v in metrics.items() if k.endswith("/epochs"))
         return metrics
-    return Experiment(run)
+    return Study(run)
 
 
 register_recipe(Recipe(
     name="perceptron-nand", task="fundamentals", notes="000 §1.1, 003 §1.2.1",
     description="Perceptron and Hebbian rules on NAND (also AND, OR and the impossible XOR); hand-set XOR net",
     build=_perceptron_gates, metric="test/accuracy", threshold=1.0, budget_s=5,
-    trainer_options=(),
+    study=True,
     defaults=dict(rules=["perceptron", "hebbian"], convention="01", lr=0.5, max_epochs=100),
     smoke=dict(max_epochs=20),
 ))
@@ -87,14 +87,14 @@ def _mlp_xor(cfg, dist):
                    "step (full batch)", "binary cross-entropy", logy=True)
         return {"test/accuracy": acc, "final_loss": losses[-1], "steps": cfg.steps,
                 "solved_at_step": float(solved_at or "nan")}
-    return Experiment(run)
+    return Study(run)
 
 
 register_recipe(Recipe(
     name="mlp-xor", task="fundamentals", notes="000 §1.2, 003 §1.2",
     description="A 2-4-1 MLP learns XOR by gradient descent, which no single perceptron can represent",
     build=_mlp_xor, metric="test/accuracy", threshold=1.0, budget_s=15,
-    trainer_options=(),
+    study=True,
     defaults=dict(hidden=4, activation="tanh", optimizer="sgd", lr=0.5, momentum=0.9, steps=500),
     smoke=dict(steps=20),
 ))
@@ -121,14 +121,14 @@ def _vanishing_gradient(cfg, dist):
                                                     - np.log10(metrics["sigmoid/first_over_last"]))
         metrics["steps"] = len(norms)  # one backward pass per network
         return metrics
-    return Experiment(run)
+    return Study(run)
 
 
 register_recipe(Recipe(
     name="backprop-vanishing-gradient", task="fundamentals", notes="000 §2.2, 003 §2.4",
     description="Per-layer gradient norms (by-hand backprop) of a deep sigmoid MLP against a ReLU MLP",
     build=_vanishing_gradient, metric="test/orders_of_magnitude", threshold=6.0, budget_s=10,
-    trainer_options=(),
+    study=True,
     defaults=dict(activations=["sigmoid", "relu", "tanh"], inits=["xavier_normal", "kaiming_normal", "xavier_normal"],
                   depth=20, width=64, batch=128),
     smoke=dict(depth=8, width=16, batch=16),

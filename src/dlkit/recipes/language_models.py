@@ -37,7 +37,8 @@ from ..models.sequence.char_rnn import CharRNN
 from ..models.sequence.gpt import GPT
 from ..optim import WarmupCosineLR, create_optimizer
 from ..report.figures import plot_lines
-from .base import Config, Experiment, Recipe, register_recipe
+from .options import Config
+from .registry import Recipe, Study, register_recipe
 
 
 def _corpus(cfg: Config, device: torch.device) -> CharCorpus:
@@ -120,8 +121,7 @@ def _schedule(opt, cfg: Config) -> WarmupCosineLR:
 
 
 LM_DEFAULTS = dict(val_fraction=0.1, subset=0, eval_every=500, eval_batch_size=128, log_every=10, num_samples=3,
-                   sample_chars=500, temperature=0.8, grad_clip_norm=1.0)
-LM_TRAINER_OPTIONS = ("device", "bf16", "compile", "progress", "tensorboard")  # what `train_char_lm` honours
+                   sample_chars=500, temperature=0.8, grad_clip_norm=1.0, bf16=False, compile=False, tensorboard=True)
 
 
 # ----------------------------------------------------------------------------- char-lstm-shakespeare
@@ -147,7 +147,7 @@ def _char_lstm(cfg, dist):
         write_samples(run_dir, corpus, lambda p, g: model.generate(p, cfg.sample_chars, cfg.temperature, generator=g),
                       cfg, device, header)
         return metrics
-    return Experiment(run)
+    return Study(run)
 
 
 register_recipe(Recipe(
@@ -156,7 +156,7 @@ register_recipe(Recipe(
                 "whole-split validation loss and generated text",
     # measured 1.6000 nats/char (seed 0; the verify run: 1500 iterations at 11.1 it/s, 143 s in all on 2 cores)
     build=_char_lstm, metric="val/loss", threshold=1.65, higher_is_better=False, budget_s=300,
-    trainer_options=LM_TRAINER_OPTIONS,
+    study=True,
     defaults=dict(LM_DEFAULTS, embed_dim=64, hidden_size=256, num_layers=2, dropout=0.0, seq_len=64, batch_size=32,
                   iters=1500, lr=3e-3, min_lr=3e-4, warmup_iters=50, lr_decay_iters=1500, weight_decay=0.0,
                   beta1=0.9, beta2=0.99),
@@ -186,7 +186,7 @@ def _char_gpt(cfg, dist):
         write_samples(run_dir, corpus, lambda p, g: model.generate(p, cfg.sample_chars, cfg.temperature, cfg.top_k,
                                                                    generator=g), cfg, device, header)
         return metrics
-    return Experiment(run)
+    return Study(run)
 
 
 register_recipe(Recipe(
@@ -198,7 +198,7 @@ register_recipe(Recipe(
     # seed 2: 1.9041), so 1.90 is met by seed 0 only narrowly. nanoGPT's README quotes ~1.88 from 20 random
     # validation batches, a noisier estimate.
     build=_char_gpt, metric="val/loss", threshold=1.90, higher_is_better=False, budget_s=180,
-    trainer_options=LM_TRAINER_OPTIONS,
+    study=True,
     defaults=dict(LM_DEFAULTS, n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, dropout=0.0,
                   bias=False, iters=2000, lr=1e-3, min_lr=1e-4, warmup_iters=100, lr_decay_iters=2000,
                   weight_decay=0.1, beta1=0.9, beta2=0.99, top_k=200),

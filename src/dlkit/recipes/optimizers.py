@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from ..data.digits import load_digits_split
 from ..data.mnist import load_fashion_mnist
+from ..data.transforms import normalise_images
 from ..engine.gradient_step import gradient_step
 from ..errors import ConfigError
 from ..optim import create_optimizer
@@ -19,8 +20,7 @@ from ..registry import create_model
 from ..report.figures import plot_lines, plot_paths_on_contour
 from ..techniques.gradient_descent import gradient_descent
 from ..techniques.optimizer_paths import FUNCTIONS, distance_to_minimum, trajectory
-from .base import Experiment, Recipe, register_recipe
-from .classification import normalise_images
+from .registry import Recipe, Study, register_recipe
 
 # each optimizer runs at the learning rate of LR_GRID that ends lowest on the function (a fair race)
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -65,14 +65,14 @@ def _optimizer_paths(cfg, dist):
         # 002 §1.3: momentum converges before SGD in a canyon (ratio of final losses; lower is better)
         metrics["test/momentum_over_sgd_canyon"] = metrics["canyon/momentum/loss"] / metrics["canyon/sgd/loss"]
         return metrics
-    return Experiment(run)
+    return Study(run)
 
 
 register_recipe(Recipe(
     name="optimizer-paths-2d", task="optimisation", notes="002 §1.1-1.4, 000 §2.3",
     description="SGD, momentum, Nesterov, AdaGrad, RMSProp and Adam on an ill-conditioned quadratic and Rosenbrock",
     build=_optimizer_paths, metric="test/momentum_over_sgd_canyon", threshold=0.1, higher_is_better=False,
-    trainer_options=(),
+    study=True,
     budget_s=30, defaults=dict(steps={"canyon": 40, "rosenbrock": 400}, noise=0.0),
     smoke=dict(steps={"canyon": 10, "rosenbrock": 20}),
 ))
@@ -113,14 +113,14 @@ def _optimizer_race(cfg, dist):
         metrics["test/best_accuracy"] = max(v for k, v in metrics.items() if k.endswith("/test_accuracy"))
         metrics["steps"] = steps
         return metrics
-    return Experiment(run)
+    return Study(run)
 
 
 register_recipe(Recipe(
     name="optimizer-race-fashion", task="optimisation", notes="002 §1, 003 §2.2",
     description="The same MLP trained with SGD, momentum, Nesterov, AdaGrad, RMSProp, Adam, AdamW on Fashion-MNIST",
     build=_optimizer_race, metric="test/best_accuracy", threshold=0.85, budget_s=120,
-    trainer_options=(),
+    study=True,
     defaults=dict(optimizers=["sgd:0.05", "momentum:0.05", "nesterov:0.05", "adagrad:0.05", "rmsprop:0.001",
                               "adam:0.001", "adamw:0.001", "amsgrad:0.001"],
                   epochs=2, batch_size=128, hidden=[256, 128], subset=0),
@@ -159,14 +159,14 @@ def _gd_batch_sizes(cfg, dist):
         metrics["test/accuracy"] = metrics["mini-batch/test_accuracy"]
         metrics["steps"] = steps
         return metrics
-    return Experiment(run)
+    return Study(run)
 
 
 register_recipe(Recipe(
     name="gd-batch-sizes", task="optimisation", notes="002 §1.1, 000 §2.1, 003 §2.2",
     description="Softmax regression on 8x8 digits by full-batch, mini-batch (B=32) and online (B=1) gradient descent",
     build=_gd_batch_sizes, metric="test/accuracy", threshold=0.93, budget_s=60,
-    trainer_options=(),
+    study=True,
     defaults=dict(modes=["full:0.5", "32:0.1", "1:0.005"], epochs=30, subset=0),
     smoke=dict(epochs=2, subset=200),
 ))

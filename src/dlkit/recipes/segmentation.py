@@ -18,8 +18,9 @@ from ..errors import ConfigError
 from ..models.classification.pretrained import load_efficientnet_lite0_imagenet
 from ..models.segmentation.fcn import FCN
 from ..registry import create_model
-from .base import Recipe, Setup, register_recipe
-from .tasks.segmentation import SegmentationTask
+from ..tasks.optimization import OPTIMIZER_OPTIONS
+from ..tasks.segmentation import SegmentationTask
+from .registry import Recipe, Setup, register_recipe
 
 
 def median_frequency_weights(masks: torch.Tensor, num_classes: int, ignore_index: int | None = None) -> torch.Tensor:
@@ -75,10 +76,10 @@ def _camvid_splits(cfg, dist):
         data = {s: (x[: cfg.subset], y[: cfg.subset]) for s, (x, y) in data.items()}
     x_tr = data["train"][0].float().div_(255)
     mean, std = x_tr.mean((0, 2, 3)), x_tr.std((0, 2, 3))
-    if cfg.get("normalization", "dataset") not in ("dataset", "lite0"):
+    if cfg.normalization not in ("dataset", "lite0"):
         raise ConfigError(f"normalization must be 'dataset' (the training set's channel statistics) or 'lite0' (what "
                           f"the ImageNet weights expect); got {cfg.normalization!r}")
-    if cfg.get("normalization", "dataset") == "lite0":  # lite0_normalize as a mean and std: (255 x - 127) / 128
+    if cfg.normalization == "lite0":  # lite0_normalize as a mean and std: (255 x - 127) / 128
         mean, std = torch.full((3,), 127 / 255), torch.full((3,), 128 / 255)
 
     def norm(x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +98,7 @@ def _camvid_splits(cfg, dist):
     joint = JointTransform(Compose(parts_x), Compose(parts_y)) if parts_x else None
     train = TensorLoader(norm(data["train"][0]), data["train"][1], batch_size=cfg.batch_size, shuffle=True,
                          seed=cfg.seed, joint_transform=joint, rank=dist.rank, world_size=dist.world_size,
-                         drop_last=cfg.get("drop_last", False))  # DeepLab's image-pooling BN needs batches >= 2
+                         drop_last=cfg.drop_last)  # DeepLab's image-pooling BN needs batches >= 2
     val = TensorLoader(norm(data["val"][0]), data["val"][1], batch_size=32, shuffle=False)
     test = TensorLoader(norm(data["test"][0]), data["test"][1], batch_size=32, shuffle=False)
     return train, val, test, data["train"][1], show
@@ -121,10 +122,11 @@ def build_camvid(cfg, dist) -> Setup:
                                                 "image_size": [cfg.height, cfg.width]})
 
 
-SEG_DEFAULTS = dict(
+SEG_DEFAULTS = dict(OPTIMIZER_OPTIONS,
     model_kwargs={}, height=96, width=128, epochs=30, batch_size=8, optimizer="adamw", lr=2e-3,
     weight_decay=1e-4, schedule="onecycle", crop_padding=8, flip=True, class_balance="none", dice_weight=0.0,
-    subset=0, log_every=20, monitor="val/miou", monitor_mode="max", channels_last=True,
+    subset=0, log_every=20, monitor="val/miou", monitor_mode="max", channels_last=True, normalization="dataset",
+    drop_last=False,
 )
 SEG_SMOKE = dict(epochs=1, subset=8, height=48, width=64, batch_size=4)
 

@@ -18,7 +18,7 @@ from ..models.sequence.word2vec import Word2Vec, noise_distribution, skipgram_pa
 from ..optim import create_optimizer
 from ..report.figures import plot_attention_maps, plot_lines
 from ..techniques.bptt import gradient_norm_vs_distance
-from .base import Experiment, Recipe, register_recipe
+from .registry import Recipe, Study, register_recipe
 
 
 def train_on_sequence_task(task, batch_loss, opt, cfg, scheduler=None, record_every: int = 10
@@ -64,14 +64,14 @@ def _seq2seq_dates(cfg, dist):
         (run_dir / "samples.txt").write_text("\n".join(samples + ["", f"{len(wrong)} wrong:"] + wrong[:50]) + "\n")
         return {"test/exact_match": exact, "train_seconds": train_seconds, "steps": steps,
                 "final_train_loss": losses[-1][1] if losses else float("nan")}
-    return Experiment(run)
+    return Study(run)
 
 
 register_recipe(Recipe(
     name="seq2seq-attention-dates", task="sequence", notes="003 §9, §9.2; 000 §5.3; 004 Seq2Seq",
     description="GRU encoder-decoder with attention translating written dates to ISO format (generated data)",
     build=_seq2seq_dates, metric="test/exact_match", threshold=0.99, budget_s=300,
-    trainer_options=(),
+    study=True,
     defaults=dict(n_train=10_000, n_test=1_000, attention="bahdanau", bidirectional=True, embed_dim=32,
                   hidden_size=128, lr=3e-3, batch_size=64, epochs=3),  # 1.000 after 6 epochs; loss < 1e-3 by epoch 2
     smoke=dict(n_train=256, n_test=32, epochs=1),
@@ -129,14 +129,14 @@ def _word2vec(cfg, dist):
         top = np.mean([v < 0.05 for v in ranks.values()]) if ranks else float("nan")
         return {"test/related_pairs_in_top5pct": float(top), "steps": steps, "vocab_size": len(vocab),
                 **{f"rank/{k}": v for k, v in ranks.items()}}
-    return Experiment(run)
+    return Study(run)
 
 
 register_recipe(Recipe(
     name="word2vec-shakespeare", task="sequence", notes="003 §9.1, 004 Word2Vec",
     description="Skip-gram with negative sampling on Tiny Shakespeare words; nearest neighbours in the report",
     build=_word2vec, metric="test/related_pairs_in_top5pct", threshold=0.6, budget_s=300,  # measured 0.73
-    trainer_options=(),
+    study=True,
     defaults=dict(min_freq=5, dim=64, window=3, negatives=5, subsample_t=1e-4, lr=1e-2, batch_size=1024,
                   epochs=5, subset=0),
     smoke=dict(epochs=1, subset=20_000), datasets=("tinyshakespeare",),
@@ -161,13 +161,13 @@ def _rnn_gradient_flow(cfg, dist):
                                                      - np.log10(metrics["rnn weight_scale=0.9/norm_at_T"]))
         metrics["steps"] = len(settings)
         return metrics
-    return Experiment(run)
+    return Study(run)
 
 
 register_recipe(Recipe(
     name="rnn-gradient-flow", task="sequence", notes="000 §5.2, 003 §8.1, 004 RNN/LSTM",
     description="Gradient norm against time-step distance for tanh RNNs, LSTMs (forget bias 1 and 3) and a GRU",
     build=_rnn_gradient_flow, metric="test/lstm_over_rnn_orders", threshold=3.0, budget_s=30,
-    trainer_options=(),
+    study=True,
     defaults=dict(T=50, hidden_size=32), smoke=dict(T=10),
 ))

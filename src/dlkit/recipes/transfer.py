@@ -20,15 +20,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.mnist import load_fashion_mnist, load_mnist
-from ..data.transforms import Resize
+from ..data.transforms import Resize, normalise_images
 from ..engine.gradient_step import gradient_step
 from ..errors import ConfigError
 from ..optim import create_optimizer, create_scheduler
 from ..registry import create_model
 from ..report.figures import plot_lines
 from ..techniques.transfer import count_parameters, freeze, param_groups, replace_head
-from .base import Experiment, Recipe, register_recipe
-from .classification import normalise_images
+from .registry import Recipe, Study, register_recipe
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
@@ -182,7 +181,7 @@ def _transfer_mnist(cfg, dist):
                     "fine-tuned": final["fine-tuning"]}, figs / "transfer_accuracy.png",
                    "test accuracy", f"{cfg.model} on digits {list(cfg.target_digits)}, {len(yb)} training images")
         return metrics
-    return Experiment(run)
+    return Study(run)
 
 
 register_recipe(Recipe(
@@ -192,7 +191,7 @@ register_recipe(Recipe(
     # the claim checked: fine-tuning beats training from scratch on the same 1,000 images (measured 0.9628 against
     # 0.9508, a gain of 0.0119, in 31 s); both accuracies are in the summary
     build=_transfer_mnist, metric="test/finetune_gain", threshold=0.005, budget_s=60,
-    trainer_options=(),
+    study=True,
     defaults=dict(model="lenet5", source_digits=[0, 1, 2, 3, 4], target_digits=[5, 6, 7, 8, 9], pretrain_epochs=2,
                   pretrain_lr=3e-3, batch_size=128, per_class=100, epochs=30, few_shot_batch=50, lr=2e-3,
                   backbone_lr_scale=0.1, frozen_layers=["features"], subset=0),
@@ -281,7 +280,7 @@ def _lite0_probe(cfg, dist):
         return {"test/probe_accuracy": probe, "test/raw_pixel_accuracy": raw, "test/probe_gain": probe - raw,
                 "test/head_probe_accuracy": head, "probe/C": c_probe, "raw/C": c_raw, "head/C": c_head,
                 "features": f_tr.shape[1], "steps": len(ytr) + len(yte)}
-    return Experiment(run)
+    return Study(run)
 
 
 register_recipe(Recipe(
@@ -291,7 +290,7 @@ register_recipe(Recipe(
     # the claim checked: the probe on ImageNet features beats the same probe on raw pixels (measured 0.868 against
     # 0.813, a gain of 0.055, in 70 s); both accuracies are in the summary
     build=_lite0_probe, metric="test/probe_gain", threshold=0.03, budget_s=120,
-    trainer_options=(),
+    study=True,
     # stages 3-5 (80 + 112 + 192 channels): mid-level features transfer best to grey clothing; the 1280-d head
     # features, the most ImageNet-specific, are reported as test/head_probe_accuracy
     defaults=dict(train_size=2000, test_size=1000, image_size=112, batch_size=64, stages=[3, 4, 5],

@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from ..data.mnist import MNIST_CLASSES, load_mnist
 from ..data.sentence_tasks import encode_single_sentences, sentence_pairs, speech_lines, word_order_examples
 from ..data.sequence_tasks import copy_task, reversal_task
+from ..data.splits import in_memory_splits
 from ..data.text import PAD, UNK, Vocab, load_tiny_shakespeare, word_tokenize
-from ..data.transforms import RandomCrop
+from ..data.transforms import RandomCrop, normalise_images
 from ..engine.gradient_step import gradient_step
 from ..errors import ConfigError
 from ..metrics.sequence import exact_match
@@ -40,10 +41,10 @@ from ..models.sequence.bert import IGNORE_INDEX, BertForSequenceClassification, 
 from ..optim import create_optimizer, create_scheduler
 from ..registry import create_model
 from ..report.figures import plot_attention_maps, plot_image_grid, plot_lines
-from .base import Experiment, Recipe, Setup, register_recipe
-from .classification import in_memory_splits, normalise_images
+from ..tasks.classification import ClassificationTask
+from ..tasks.optimization import OPTIMIZER_OPTIONS
+from .registry import Recipe, Setup, Study, register_recipe
 from .sequence import train_on_sequence_task
-from .tasks.classification import ClassificationTask
 
 
 def _adamw_warmup_cosine(params, cfg, total_steps: int, lr: float | None = None):
@@ -87,19 +88,21 @@ def _vit_mnist(cfg, dist):
     x_tr, y_tr = load_mnist("train", data_dir=cfg.data_dir)
     x_te, y_te = load_mnist("test", data_dir=cfg.data_dir)
     x_tr, x_te = normalise_images(x_tr, 0.1307, 0.3081), normalise_images(x_te, 0.1307, 0.3081)
-    train, val, test = in_memory_splits(x_tr, y_tr, x_te, y_te, cfg, dist, val_size=cfg.val_size)
+    train, val, test, val_name = in_memory_splits(x_tr, y_tr, x_te, y_te, batch_size=cfg.batch_size, seed=cfg.seed,
+                                                  dist=dist, val_size=cfg.val_size, subset=cfg.subset)
     if cfg.crop_padding:
         train.transform = RandomCrop(28, padding=cfg.crop_padding, fill=-0.1307 / 0.3081)
     model = create_model("vit_tiny_mnist", dropout=cfg.dropout, **cfg.model_kwargs)
     task = ViTClassificationTask(model, cfg, class_names=MNIST_CLASSES, label_smoothing=cfg.label_smoothing)
-    return Setup(task, train, val, test, extra={"parameters": sum(p.numel() for p in model.parameters())})
+    return Setup(task, train, val, test, val_name=val_name,
+                 extra={"parameters": sum(p.numel() for p in model.parameters())})
 
 
 register_recipe(Recipe(
     name="vit-mnist", task="classification", notes="002 §3.2, 004 VISUAL TRANSFORMERS",
     description="Vision Transformer (7x7 patches, 4 layers, 64 wide) on MNIST with AdamW and warm-up + cosine",
     build=_vit_mnist, metric="test/accuracy", threshold=0.975, budget_s=360,
-    defaults=dict(epochs=8, batch_size=64, lr=2e-3, optimizer="adamw", weight_decay=0.05,
+    defaults=dict(OPTIMIZER_OPTIONS, epochs=8, batch_size=64, lr=2e-3, optimizer="adamw", weight_decay=0.05,
                   schedule="warmup_cosine", label_smoothing=0.0, dropout=0.0, crop_padding=0,
                   model_kwargs={"depth": 4}, val_size=5000, subset=0, log_every=100, threads=1),
     # measured on the 2-core CPU (one thread): test 0.9799 after 227-243 s (val 0.927, 0.955, 0.968 after epochs
@@ -162,7 +165,7 @@ def _transformer_copy(cfg, dist):
         return {"test/exact_match": exact_match(guesses, truths), "test/token_accuracy": token_acc,
                 "train_seconds": train_seconds, "steps": steps,
                 "final_train_loss": losses[-1][1] if losses else float("nan")}
-    return Experiment(run, extra={"task": cfg.task})
+    return Study(run, extra={"task": cfg.task})
 
 
 register_recipe(Recipe(
@@ -170,7 +173,7 @@ register_recipe(Recipe(
     description="Encoder-decoder Transformer (2 + 2 layers, d 64) reversing strings of 3-8 letters, greedy "
                 "decoding to <EOS> on held-out strings (task=copy copies them)",
     build=_transformer_copy, metric="test/exact_match", threshold=0.99, budget_s=180,
-    trainer_options=(),
+    study=True,
     defaults=dict(task="reversal", n_train=10_000, n_test=1_000, num_symbols=8, min_len=3, max_len=8,
                   model_kwargs={}, lr=1e-3, weight_decay=0.01, warmup_fraction=0.05, batch_size=64, epochs=10,
                   threads=1),  # measured: exact match 1.000 (0 of 1,000 wrong) after 50 s; 4 epochs: 0.991 in 21 s
@@ -343,7 +346,7 @@ def _bert_shakespeare(cfg, dist):
                 "steps": cfg.steps, "pretrain_seconds": pretrain_seconds, "finetune_seconds": finetune_seconds,
                 "vocab_size": len(data.vocab), "train_tokens": len(data.train_ids),
                 "heldout_tokens": len(data.test_ids), "ft_train_lines": cfg.ft_train, "ft_test_lines": cfg.ft_test}
-    return Experiment(run, extra={"level": cfg.level})
+    return Study(run, extra={"level": cfg.level})
 
 
 @torch.no_grad()
@@ -378,7 +381,7 @@ register_recipe(Recipe(
                 "Shakespeare's spoken lines (last 10% held out), then fine-tuned to tell real lines from "
                 "word-shuffled ones, against the same classifier trained from scratch",
     build=_bert_shakespeare, metric="test/masked_accuracy", threshold=0.43, budget_s=420,
-    trainer_options=(),
+    study=True,
     defaults=dict(level="char", heldout_fraction=0.1, vocab_size=0, segment_len=30, batch_size=64, steps=2500,
                   lr=2e-3, weight_decay=0.01, warmup_fraction=0.05, dropout=0.0, model_kwargs={"hidden": 64},
                   eval_every=250, eval_batches=20, ft_train=2000, ft_test=1000, ft_min_words=6, ft_max_len=63,

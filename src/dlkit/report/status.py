@@ -22,7 +22,7 @@ def _param_count(name: str) -> str:
 def recipe_table(results: Path) -> tuple[list[str], int, int]:
     """Markdown rows of every recipe with its record in `results` (a record made against another metric or
     threshold than the registered one is marked stale and not counted), the number verified and the total."""
-    from ..recipes.base import get_recipe, list_recipes
+    from ..recipes import get_recipe, list_recipes
 
     lines = ["| recipe | task | notes | expected | budget | verified value | passed | seconds | commit | machine |",
              "|---|---|---|---|---|---|---|---|---|---|"]

@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...engine.task import Task
-from ...losses.segmentation import dice_loss
-from ...metrics.segmentation import SegmentationMeter
-from .common import build_optimizers
+from ..engine.task import Task
+from ..losses.segmentation import dice_loss
+from ..metrics.meter import Mean
+from ..metrics.segmentation import SegmentationMeter
+from .optimization import build_optimizers
 
 
 class SegmentationTask(Task):
@@ -37,8 +38,8 @@ class SegmentationTask(Task):
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def configure_optimizers(self):
-        return build_optimizers(self.model.parameters(), self.cfg, self.trainer.train_loader)
+    def configure_optimizers(self, plan):
+        return build_optimizers(self.model.parameters(), self.cfg, plan)
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over the labelled pixels (+ dice_weight x soft Dice)."""
@@ -50,7 +51,7 @@ class SegmentationTask(Task):
             loss = loss + self.dice_weight * dice_loss(logits, target, ignore_index=self.ignore_index)
         return loss
 
-    def training_step(self, model, batch):
+    def training_step(self, model, batch, ctx):
         x, y = batch
         logits = model(x)
         return {"loss": self.loss(logits, y)}
@@ -58,15 +59,14 @@ class SegmentationTask(Task):
     def _meter(self, model, loader) -> tuple[SegmentationMeter, float]:
         meter = SegmentationMeter(self.num_classes, ignore_index=self.ignore_index)
         device = next(model.parameters()).device
-        loss_sum, pixels = 0.0, 0
+        loss = Mean()
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             logits = model(x).float()
-            n = int((y != self.ignore_index).sum()) if self.ignore_index is not None else y.numel()
-            loss_sum += self.loss(logits, y).item() * n  # batch mean x its labelled pixels: a per-pixel mean
-            pixels += n
+            n = (y != self.ignore_index).sum() if self.ignore_index is not None else y.numel()
+            loss.update(self.loss(logits, y), n)  # batch mean x its labelled pixels: a per-pixel mean
             meter.update(logits, y)
-        return meter, loss_sum / max(pixels, 1)
+        return meter, loss.compute()
 
     def evaluate(self, model, loader):
         meter, loss = self._meter(model, loader)
@@ -75,7 +75,7 @@ class SegmentationTask(Task):
                 "miou": m["miou"]}
 
     def figures(self, run_dir: Path, model, loader) -> list[Path]:
-        from ...report.figures import plot_bars, plot_confusion_matrix, plot_segmentations
+        from ..report.figures import plot_bars, plot_confusion_matrix, plot_segmentations
 
         if loader is None:
             return []

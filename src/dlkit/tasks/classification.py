@@ -1,5 +1,8 @@
 """Image and vector classification: cross-entropy training, accuracy, confusion matrix
-(Notes: 000 §1-§3; 004 CNN: softmax output with one-hot labels)."""
+(Notes: 000 §1-§3; 004 CNN: softmax output with one-hot labels).
+
+Contract: the model maps a batch of inputs to logits [N, classes]; batches are (inputs, class indices).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...engine.task import Task
-from ...metrics.classification import confusion_matrix
-from .common import build_optimizers
+from ..engine.task import Task
+from ..metrics.classification import confusion_matrix
+from ..metrics.meter import Accuracy, Mean
+from .optimization import build_optimizers
 
 
 class ClassificationTask(Task):
@@ -27,10 +31,10 @@ class ClassificationTask(Task):
         self.cfg, self.class_names, self.image_shape = cfg, class_names, image_shape
         self.label_smoothing = label_smoothing
 
-    def configure_optimizers(self):
-        return build_optimizers(self.model.parameters(), self.cfg, self.trainer.train_loader)
+    def configure_optimizers(self, plan):
+        return build_optimizers(self.model.parameters(), self.cfg, plan)
 
-    def training_step(self, model, batch):
+    def training_step(self, model, batch, ctx):
         x, y = batch
         logits = model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
@@ -38,23 +42,28 @@ class ClassificationTask(Task):
 
     def predict(self, model, loader) -> tuple[torch.Tensor, torch.Tensor, float]:
         """Predicted classes, targets and mean loss over `loader`."""
-        preds, targets, loss_sum, n = [], [], 0.0, 0
+        preds, targets, loss = [], [], Mean()
         device = next(model.parameters()).device
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             logits = model(x)
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
-            n += len(y)
+            loss.update(F.cross_entropy(logits.float(), y), len(y))
             preds.append(logits.argmax(1).cpu())
             targets.append(y.cpu())
-        return torch.cat(preds), torch.cat(targets), loss_sum / max(n, 1)
+        return torch.cat(preds), torch.cat(targets), loss.compute()
 
     def evaluate(self, model, loader):
-        pred, target, loss = self.predict(model, loader)
-        return {"loss": loss, "accuracy": (pred == target).float().mean().item()}
+        loss, acc = Mean(), Accuracy()
+        device = next(model.parameters()).device
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            logits = model(x).float()
+            loss.update(F.cross_entropy(logits, y), len(y))
+            acc.update(logits, y)
+        return {"loss": loss.compute(), "accuracy": acc.compute()}
 
     def figures(self, run_dir: Path, model, loader) -> list[Path]:
-        from ...report.figures import plot_confusion_matrix, plot_image_grid
+        from ..report.figures import plot_confusion_matrix, plot_image_grid
 
         if loader is None:
             return []

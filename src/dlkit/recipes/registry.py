@@ -1,0 +1,126 @@
+"""Recipes: the unit of "it works" (DESIGN.md "Recipes"), and their registry.
+
+A recipe is a declaration: name, family, notes' sections, options with defaults and smoke values,
+a builder and an expected result (a metric, a threshold and a time budget on a 2-core CPU). Its
+builder returns either a `Setup` (a task and its data, trained by the Trainer) or, for a comparison
+of several trainings, a `Study` (it calls the headless `dlkit.engine.fit` once per sub-training).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..engine.trainer import TrainerConfig
+from ..errors import unknown
+from ..registry import import_all
+
+GLOBAL_OPTIONS = {"seed": 0, "data_dir": None}
+STUDY_TRAINER_OPTIONS = ("device", "threads")  # the Trainer options a Study passes to each fit()
+
+
+@dataclass
+class Setup:
+    """What a training recipe's builder returns: the task, its data, and how to rebuild the model."""
+
+    task: Any
+    train: Any
+    val: Any = None
+    test: Any = None
+    extra: dict = field(default_factory=dict)      # extra values for summary.json
+    callbacks: list = field(default_factory=list)  # Trainer callbacks (sample grids, ...)
+    val_name: str = "val"                         # "test" when the recipe has no validation split
+    # {"name": registry name, "kwargs": {...}, plus metadata: class_names, mean, std, input_size, task}: model.json
+    model_spec: dict | None = None
+
+
+@dataclass
+class Study:
+    """What a comparison recipe's builder returns: `run(run_dir)` trains its networks through `dlkit.engine.fit`,
+    draws its figures under run_dir/figures and returns the final metrics (names like 'test/accuracy')."""
+
+    run: Callable[[Path], dict[str, float]]
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Recipe:
+    """A registered end-to-end experiment with its expected result."""
+
+    name: str
+    task: str                     # task family, e.g. "classification"
+    notes: str                    # notes' sections, e.g. "000 §3.4"
+    description: str
+    build: Callable[..., Setup | Study]
+    metric: str                   # e.g. "test/accuracy"
+    threshold: float
+    higher_is_better: bool = True
+    budget_s: float = 600.0       # expected wall time of `dlkit verify` on a 2-core CPU
+    defaults: dict = field(default_factory=dict)
+    smoke: dict = field(default_factory=dict)
+    datasets: tuple[str, ...] = ()  # folders it reads under the data root (none: embedded data)
+    study: bool = False           # True: the builder returns a Study (several trainings), not a Setup
+    types: dict = field(default_factory=dict)  # option types where a default of None does not tell
+
+    def options(self) -> dict[str, Any]:
+        """Every option of the recipe with its default: Trainer options that apply, global keys, its own."""
+        trainer = vars(TrainerConfig())
+        if self.study:
+            trainer = {k: v for k, v in trainer.items() if k in STUDY_TRAINER_OPTIONS}
+        return {**trainer, **GLOBAL_OPTIONS, **self.defaults}
+
+    def option_types(self) -> dict[str, str]:
+        """The type of every option, e.g. 'int | None' (from the Trainer's annotations or the default's type)."""
+        types = {k: v for k, v in TrainerConfig.types().items()}
+        types.update(seed="int", data_dir="str | None")
+        out = {}
+        for k, v in self.options().items():
+            if k in self.types:
+                out[k] = self.types[k]
+            elif k in types and k not in self.defaults:
+                out[k] = types[k]
+            elif v is None:
+                out[k] = types.get(k, "str | None")
+            else:
+                out[k] = "list" if isinstance(v, list | tuple) else type(v).__name__
+        return out
+
+    def passed(self, value: float) -> bool:
+        if value != value:  # NaN
+            return False
+        return value >= self.threshold if self.higher_is_better else value <= self.threshold
+
+    @property
+    def expected(self) -> str:
+        return f"{self.metric} {'>=' if self.higher_is_better else '<='} {self.threshold:g}"
+
+
+_RECIPES: dict[str, Recipe] = {}
+
+
+def register_recipe(recipe: Recipe) -> Recipe:
+    """Add a recipe to the registry (names are unique; smoke keys must be options)."""
+    if recipe.name in _RECIPES:
+        raise ValueError(f"recipe '{recipe.name}' is registered twice")
+    bad = set(recipe.smoke) - set(recipe.options())
+    if bad:
+        raise ValueError(f"recipe '{recipe.name}': smoke keys {sorted(bad)} are not options of the recipe")
+    _RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def list_recipes(pattern: str = "*") -> list[str]:
+    """Registered recipe names matching a shell-style pattern."""
+    import_all("dlkit.recipes")
+    return sorted(n for n in _RECIPES if fnmatch.fnmatch(n, pattern))
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe registered as `name` (error with the nearest names if unknown)."""
+    import_all("dlkit.recipes")
+    if name not in _RECIPES:
+        raise unknown("recipe", name, _RECIPES, "dlkit list recipes")
+    return _RECIPES[name]

@@ -1,1 +1,0 @@
-"""Task objects shared by recipes (the Trainer calls them; see dlkit.engine.task)."""
