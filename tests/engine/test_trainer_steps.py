@@ -1,0 +1,175 @@
+"""The Trainer counted in steps: endless data, evaluation and checkpoints every N steps or minutes, callbacks,
+the headless fit(), global state restored, and a run killed before its first checkpoint restarting."""
+
+import json
+
+import pytest
+import torch
+from toy import ToyClassifier, toy_data, toy_loaders, toy_model
+
+from dlkit.engine.callbacks import Callback, LambdaCallback
+from dlkit.engine.checkpoint import list_checkpoints
+from dlkit.engine.trainer import Trainer, TrainerConfig, fit
+from dlkit.errors import ConfigError
+
+
+class Stream:
+    """An endless stream of random mini-batches of the toy data, with a resumable generator state."""
+
+    def __init__(self, batch_size=16, seed=5):
+        self.x, self.y = toy_data()
+        self.batch_size, self.g = batch_size, torch.Generator().manual_seed(seed)
+        self.drawn = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        idx = torch.randint(0, len(self.x), (self.batch_size,), generator=self.g)
+        self.drawn += 1
+        return self.x[idx], self.y[idx]
+
+    def state_dict(self):
+        return {"generator": self.g.get_state()}
+
+    def load_state_dict(self, state):
+        self.g.set_state(state["generator"])
+
+
+def quiet(**kw):
+    return TrainerConfig(progress=False, tensorboard=False, **kw)
+
+
+def make_trainer(run_dir=None, data=None, callbacks=(), **kw):
+    torch.manual_seed(7)
+    return Trainer(ToyClassifier(toy_model()), data if data is not None else Stream(), toy_loaders()[1], quiet(**kw),
+                   run_dir=run_dir, callbacks=callbacks)
+
+
+def test_endless_data_needs_max_steps():
+    with pytest.raises(ConfigError, match="endless iterable.*set max_steps"):
+        make_trainer()
+
+
+def test_endless_data_runs_max_steps_and_evaluates_every_n_steps(tmp_path):
+    seen = []
+    trainer = make_trainer(tmp_path, max_steps=25, eval_every_steps=10, log_every=5,
+                           callbacks=[LambdaCallback(on_eval_end=lambda t, m: seen.append(t.step))])
+    trainer.fit()
+    assert trainer.step == 25 and trainer.train_data.drawn == 25
+    assert seen == [10, 20, 25]  # every 10 steps, and the final weights
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert sum(",val/loss," in r for r in rows) == 3 and sum(",train/loss," in r for r in rows) == 5
+
+
+def test_endless_data_resumes_bit_exactly_from_a_step_checkpoint(tmp_path):
+    full = make_trainer(tmp_path / "full", max_steps=30)
+    full.fit()
+    part = make_trainer(tmp_path / "part", max_steps=30, checkpoint_every_steps=12)
+    part.cfg.max_steps = 17  # "killed" after step 17: the newest checkpoint is at step 12
+    part.fit()
+    assert [int(p.stem.split("_")[1]) for p in list_checkpoints(tmp_path / "part" / "checkpoints")][:1] == [12]
+    for p in list_checkpoints(tmp_path / "part" / "checkpoints"):
+        if int(p.stem.split("_")[1]) > 12:
+            p.unlink()
+    torch.manual_seed(999)
+    resumed = make_trainer(tmp_path / "part", max_steps=30)
+    resumed.fit(resume=tmp_path / "part")
+    assert resumed.step == 30
+    assert all(torch.equal(a, b) for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()))
+
+
+def test_checkpoints_are_written_every_few_minutes_of_training(tmp_path, monkeypatch):
+    import dlkit.engine.trainer as trainer_module
+
+    clock = iter(range(0, 10_000, 40))  # each reading of the clock is 40 s later
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: float(next(clock)))
+    trainer = make_trainer(tmp_path, max_steps=12, checkpoint_every_minutes=2.0, log_every=100)
+    trainer.fit()
+    steps = [int(p.stem.split("_")[1]) for p in list_checkpoints(tmp_path / "checkpoints")]
+    assert len(steps) == 3 and steps[-1] == 12 and steps[0] < 12  # time-based ones before the final one
+
+
+def test_epochs_and_max_steps_and_eval_every_epochs(tmp_path):
+    train, val = toy_loaders()  # 6 batches an epoch
+    evals = []
+    torch.manual_seed(0)
+    trainer = Trainer(ToyClassifier(toy_model()), train, val, quiet(epochs=4, eval_every_epochs=2),
+                      callbacks=[LambdaCallback(on_eval_end=lambda t, m: evals.append(t.step))])
+    trainer.fit()
+    assert trainer.step == 24 and evals == [12, 24]
+    torch.manual_seed(0)
+    trainer = Trainer(ToyClassifier(toy_model()), train, val, quiet(epochs=4, max_steps=9))
+    trainer.fit()
+    assert trainer.step == 9 and trainer.plan.total_steps == 9 and "max_steps" in trainer.stop_reason
+
+
+def test_callback_hooks_run_in_order_and_can_stop_training():
+    calls = []
+
+    class Probe(Callback):
+        def on_train_start(self, trainer):
+            calls.append("start")
+
+        def on_step_end(self, trainer, outputs):
+            calls.append(("step", trainer.step, round(outputs["loss"].item(), 6) == round(outputs["loss"].item(), 6)))
+            if trainer.step == 7:
+                trainer.request_stop("probe says stop")
+
+        def on_eval_end(self, trainer, metrics):
+            calls.append(("eval", sorted(metrics)))
+
+        def on_fit_end(self, trainer):
+            calls.append("end")
+
+    trainer = make_trainer(max_steps=100, callbacks=[Probe()])
+    trainer.fit()
+    assert calls[0] == "start" and calls[-1] == "end" and trainer.step == 7
+    assert [c[1] for c in calls if c[0] == "step"] == list(range(1, 8))
+    assert trainer.stop_reason == "probe says stop"
+
+
+def test_headless_fit_writes_nothing_and_returns_the_trained_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(3)
+    task = ToyClassifier(toy_model())
+    train, val = toy_loaders()
+    before = task.evaluate(task.model.eval(), val)["loss"]
+    result = fit(task, train, val, quiet(epochs=5))
+    assert result.steps == 30 and result.model is task.model and list(tmp_path.iterdir()) == []
+    assert result.metrics["val/loss"] < before
+
+
+def test_global_state_is_restored_when_training_returns_and_when_it_raises():
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.is_grad_enabled())
+    make_trainer(max_steps=3, threads=1).fit()
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.is_grad_enabled()) == before
+
+    class Boom(Callback):
+        def on_step_end(self, trainer, outputs):
+            torch.use_deterministic_algorithms(True)
+            torch.set_grad_enabled(False)
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        make_trainer(max_steps=3, threads=1, callbacks=[Boom()]).fit()
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.is_grad_enabled()) == before
+
+
+def test_early_stopping_on_a_metric_the_task_never_logs_is_a_clear_error():
+    with pytest.raises(ConfigError, match="'val/accuracy', which the task does not log.*val/loss"):
+        make_trainer(max_steps=4, eval_every_steps=2, early_stopping_patience=2, monitor="val/accuracy").fit()
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_restarts_it(tmp_path, capsys):
+    from dlkit.recipes import run_recipe
+
+    out = tmp_path / "run"
+    out.mkdir()
+    config = {"recipe": "mlp-digits", "smoke": True, "config": {"epochs": 1, "subset": 256, "progress": False,
+                                                                 "tensorboard": False, "lr": 0.01}}
+    (out / "config.json").write_text(json.dumps(config))  # what a run writes before its first step
+    summary = run_recipe("mlp-digits", resume=out)
+    assert "restarting it from step 0 with its saved configuration" in capsys.readouterr().err
+    assert summary["steps"] == 8 and summary["smoke"] and (out / "model.safetensors").is_file()
+    assert json.loads((out / "config.json").read_text())["config"]["lr"] == 0.01
