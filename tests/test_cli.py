@@ -191,10 +191,37 @@ def test_float_options_accept_exponents_without_a_dot():
     ("lr", "@", "not a valid value"), ("max_steps", "abc", "expected an integer or null"),
     ("threads", "abc", "expected an integer or null"), ("epochs", "null", "cannot be empty or null"),
     ("lr", "nan", "a finite number"), ("grad_clip_norm", "-1", "must be a positive number"),
-    ("keep_checkpoints", "-1", "keep_checkpoints must be a whole number >= 1"), ("device", "gpu", "cpu, cuda or cuda:N"),
+    ("keep_checkpoints", "-1", "keep_checkpoints must be a whole number >= 1"),
+    ("device", "gpu", "cpu, cuda or cuda:N"),
     ("log_every", "0", "log_every must be a positive whole number"), ("ema_decay", "1.5", "in (0, 1)"),
 ])
 def test_bad_option_values_are_refused_before_anything_runs(capsys, tmp_path, key, text, message):
     code, _, err = run(capsys, "run", "mlp-digits", "--smoke", "--set", f"{key}={text}", "--out", str(tmp_path / "r"))
     assert code == 2 and message in err and err.count("\n") == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_run_prints_the_run_folder_at_the_end_even_without_out(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "run", "mlp-digits", "--smoke", "--set", "threads=1")
+    last = out.strip().splitlines()[-1]
+    assert code == 0 and last.startswith("run folder: runs/mlp-digits/") and "dlkit predict" in last
+    folder = last.split()[2].rstrip(":")
+    assert (tmp_path / folder / "model.json").is_file() and f"run folder: {folder}" in err  # also said at the start
+
+
+def test_verify_all_shows_progress_and_flags_a_run_over_its_budget(capsys, monkeypatch):
+    import dlkit.recipes
+
+    def fake_verify(name, **kw):
+        slow = name == "b"
+        return {"passed": True, "metric": "test/accuracy", "value": 0.9, "threshold": 0.5, "seconds": 80.0 if slow
+                else 5.0, "budget_s": 60.0, "over_budget": slow}
+
+    monkeypatch.setattr(dlkit.recipes, "list_recipes", lambda pattern="*": ["a", "b"])
+    monkeypatch.setattr(dlkit.recipes, "verify_recipe", fake_verify)
+    code, out, _ = run(capsys, "verify", "--all")
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == "[1/2] a ..." and lines[2] == "[2/2] b ..."
+    assert lines[1].startswith("PASS a:") and "budget" not in lines[1]
+    assert lines[3].endswith("in 80.0 s (OVER its budget of 60 s)")

@@ -12,11 +12,22 @@ def list_recipes(pattern: str = "*"):
     return _list(pattern)
 
 
-def run_recipe(name: str, **overrides):
-    """Train, evaluate and report recipe `name`; returns its summary dict."""
+def run_recipe(name: str, overrides: dict | None = None, **options):
+    """Train, evaluate and report recipe `name` with option `overrides` (as `--set`, e.g. {"epochs": 5});
+    `options` are run_recipe's keywords (epochs, device, seed, out, resume, smoke, data_dir, report). Returns the
+    summary dict; summary["run_dir"] is the run folder."""
     from .recipes import run_recipe as _run
 
-    return _run(name, **overrides)
+    return _run(name, overrides=overrides, **options)
 
 
-__all__ = ["create_model", "list_models", "register_model", "list_recipes", "run_recipe", "__version__"]
+def load_run(run_dir, device: str = "cpu"):
+    """The trained model of a run folder (model.json + model.safetensors) in eval mode, as a `LoadedRun`:
+    .model, .spec (model.json), .class_names, .input (preprocessing), .task."""
+    from .runs import load_run as _load
+
+    return _load(run_dir, device=device)
+
+
+__all__ = ["create_model", "list_models", "register_model", "list_recipes", "run_recipe", "load_run",
+           "__version__"]

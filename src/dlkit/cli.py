@@ -83,9 +83,10 @@ def cmd_run(args) -> int:
         op = ">=" if summary["higher_is_better"] else "<="
         print(f"{summary['recipe']}: {summary['metric']} = {summary['value']:.4f} ({mark} the expected {op} "
               f"{summary['threshold']:g}) in {summary['seconds']:.1f} s of training")
-        run_dir = args.resume or args.out
-        if run_dir:
-            print(f"run folder: {run_dir} (report.html, figures/, metrics.csv, checkpoints/)")
+        run_dir = Path(summary["run_dir"])
+        usable = (" (dlkit predict / dlkit export / dlkit.load_run use it)" if (run_dir / "model.json").is_file()
+                  else "")
+        print(f"run folder: {run_dir}: report.html, figures/, metrics.csv, checkpoints/, model.safetensors{usable}")
     return 0
 
 
@@ -96,11 +97,14 @@ def cmd_verify(args) -> int:
         raise ConfigError("dlkit verify expects one recipe name or --all")
     names = list_recipes() if args.all else [args.recipe]
     failed = []
-    for name in names:
+    for i, name in enumerate(names, 1):
+        if len(names) > 1:
+            print(f"[{i}/{len(names)}] {name} ...", flush=True)
         rec = verify_recipe(name, results_dir=args.results, device=args.device, data_dir=args.data_dir)
         status = "PASS" if rec["passed"] else "FAIL"
+        budget = f" (OVER its budget of {rec['budget_s']:g} s)" if rec.get("over_budget") else ""
         print(f"{status} {name}: {rec['metric']} = {rec['value']:.4f} (threshold {rec['threshold']:g}) "
-              f"in {rec['seconds']:.1f} s", flush=True)
+              f"in {rec['seconds']:.1f} s{budget}", flush=True)
         if not rec["passed"]:
             failed.append(name)
     if failed:
@@ -108,6 +112,35 @@ def cmd_verify(args) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_predict(args) -> int:
+    from .runs import load_run
+    from .techniques.predict import check_task, classify_files, describe_mask, segment_files
+
+    if args.top < 1:
+        raise ConfigError(f"--top expects a number of classes >= 1; got {args.top}")
+    run = load_run(args.run_dir, device=args.device or "cpu")
+    if check_task(run) == "classification":
+        for path, top in zip(args.files, classify_files(run, args.files, top=args.top)):
+            print(path)
+            for name, p in top:
+                print(f"  {p:7.2%}  {name}")
+        return 0
+    out = Path(args.out or ".")
+    for path, (mask_path, mask) in zip(args.files, segment_files(run, args.files, out)):
+        print(f"{path}: mask {mask_path} ({mask.shape[0]}x{mask.shape[1]}, pixel value = class id; "
+              f"{describe_mask(mask, run.class_names)})")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .runs import load_run
+    from .techniques.export import export_run
+
+    check = export_run(load_run(args.run_dir), args.format, out=args.out)
+    print(check.describe())
+    return 0 if check.passed else 1
 
 
 def cmd_summary(args) -> int:
@@ -185,6 +218,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir")
     s.add_argument("--results", default="results/verify", help="folder for RECIPE.json records")
     s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("predict", help="classify image files (top classes) or segment them (mask PNGs) with a run")
+    s.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by dlkit run (model.json + weights)")
+    s.add_argument("files", nargs="+", metavar="FILE", help="image files (png, jpg, ...)")
+    s.add_argument("--top", type=int, default=5, help="classes shown per file (classification; default 5)")
+    s.add_argument("--out", help="folder for the mask PNGs of a segmentation run (default: the current folder)")
+    s.add_argument("--device", choices=["cpu", "cuda"])
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("export", help="export a run's model (torch.export program or ONNX), checked by reloading")
+    s.add_argument("run_dir", metavar="RUN_DIR")
+    s.add_argument("--format", choices=["exported-program", "onnx"], default="exported-program")
+    s.add_argument("--out", help="file to write (default RUN_DIR/model.pt2 or RUN_DIR/model.onnx)")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("summary", help="per-layer table of output shapes, parameters and multiply-adds")
     s.add_argument("model")

@@ -60,3 +60,73 @@ def test_mixed_sizes_need_size_and_empty_folders_are_reported(tmp_path):
         load_image_folder(tmp_path, extensions=[".bmp"])
     with pytest.raises(DataNotFoundError):
         ImageFolder(tmp_path / "missing")
+
+
+def test_stratified_split_holds_out_each_class_in_proportion_like_sklearn():
+    from sklearn.model_selection import train_test_split
+
+    from dlkit.data.image_folder import stratified_split
+
+    targets = [0] * 50 + [1] * 30 + [2] * 20 + [3] * 7
+    kept, held = stratified_split(targets, 0.2, seed=3)
+    assert sorted(kept + held) == list(range(len(targets))) and not set(kept) & set(held)
+    _, ref = train_test_split(np.arange(len(targets)), test_size=0.2, stratify=targets, random_state=0)
+    for c in range(4):
+        mine = sum(targets[i] == c for i in held)
+        assert mine == round(0.2 * targets.count(c)) and abs(mine - sum(targets[i] == c for i in ref)) <= 1
+    assert stratified_split(targets, 0.2, seed=3) == (kept, held) and stratified_split(targets, 0.2, seed=4) != (
+        kept, held)
+    kept, held = stratified_split([0, 0, 1], 0.1)  # a class of two keeps one of each; a single image trains
+    assert held == [0] or held == [1]
+    with pytest.raises(ConfigError, match=r"in \(0, 1\)"):
+        stratified_split(targets, 0.0)
+
+
+def _write(root, classes, n=4, size=(6, 6)):
+    rng = np.random.default_rng(1)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for k in range(n):
+            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / c / f"{k}.png")
+
+
+def test_a_val_folder_uses_the_training_class_ids(tmp_path):
+    from dlkit.data.image_folder import split_folders
+
+    _write(tmp_path / "train", ["ant", "bee", "cat"])
+    _write(tmp_path / "val", ["bee", "cat"])
+    assert split_folders(tmp_path) == {"train": tmp_path / "train", "val": tmp_path / "val"}
+    train = ImageFolder(tmp_path / "train")
+    val = ImageFolder(tmp_path / "val", classes=train.classes)
+    assert val.classes == ["ant", "bee", "cat"] and sorted(set(val.targets)) == [1, 2]  # no 'ant': ids kept
+    _write(tmp_path / "val", ["dog"])
+    with pytest.raises(ConfigError, match=r"class folders \['dog'\] that the training folder lacks"):
+        ImageFolder(tmp_path / "val", classes=train.classes)
+    assert split_folders(tmp_path / "train") == {"train": tmp_path / "train"}  # ROOT/CLASS layout
+
+
+def test_loaders_normalise_like_the_eager_reader_and_workers_give_the_same_batches(tmp_path):
+    from dlkit.data.image_folder import image_folder_loaders
+
+    _write(tmp_path, ["a", "b", "c"], n=10, size=(9, 7))
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.3, 0.4]
+    x, y, _ = load_image_folder(tmp_path, size=(4, 4))
+    ref = (x.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    kw = dict(size=4, mean=mean, std=std, batch_size=4, val_fraction=0.3, seed=0)
+    data = image_folder_loaders(tmp_path, **kw)
+    assert data.classes == ["a", "b", "c"] and data.sizes == {"train": 21, "val": 9} and data.test is None
+    held = data.val.dataset.indices
+    xv, yv = next(iter(data.val))
+    assert torch.allclose(xv, ref[held], atol=1e-6) and torch.equal(yv, y[held])
+    assert sorted(yv.tolist()) == [0, 0, 0, 1, 1, 1, 2, 2, 2]  # stratified: 3 of each class
+    data.train.sampler.set_epoch(1)
+    serial = [b for b in data.train]
+    parallel = image_folder_loaders(tmp_path, **kw, num_workers=2)
+    parallel.train.sampler.set_epoch(1)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(serial, parallel.train))
+    assert len(serial) == 5  # 21 images in batches of 4, the last partial batch dropped
+    ranks = [image_folder_loaders(tmp_path, **kw, rank=r, world_size=2) for r in (0, 1)]
+    halves = [list(r.train.sampler) for r in ranks]  # two DDP ranks read the halves of one permutation
+    assert len(halves[0]) == len(halves[1]) == 11 and set(halves[0] + halves[1]) == set(range(21))  # 1 repeated
+    with pytest.raises(ConfigError, match="one value per channel"):
+        image_folder_loaders(tmp_path, **{**kw, "mean": [0.5]})

@@ -19,7 +19,6 @@ from torch import Tensor
 
 from ..errors import ConfigError
 
-
 _SYNC = False
 
 

@@ -8,6 +8,7 @@ from ..data.mnist import FASHION_MNIST_CLASSES, MNIST_CLASSES, load_fashion_mnis
 from ..data.splits import in_memory_splits
 from ..data.transforms import normalise_images
 from ..registry import create_model
+from ..runs import model_spec
 from ..tasks.classification import ClassificationTask
 from ..tasks.optimization import OPTIMIZER_OPTIONS
 from .registry import Recipe, Setup, register_recipe
@@ -17,10 +18,14 @@ def _mlp_digits(cfg, dist):
     x_tr, y_tr, x_te, y_te = load_digits_split(test_size=0.2, seed=0)
     splits = in_memory_splits(x_tr, y_tr, x_te, y_te, batch_size=cfg.batch_size, seed=cfg.seed, dist=dist,
                               subset=cfg.subset)
-    model = create_model("mlp_digits", hidden=cfg.hidden, dropout=cfg.dropout)
-    task = ClassificationTask(model, cfg, class_names=[str(i) for i in range(10)], image_shape=(1, 8, 8))
+    kwargs = {"hidden": cfg.hidden, "dropout": cfg.dropout}
+    model = create_model("mlp_digits", **kwargs)
+    classes = [str(i) for i in range(10)]
+    task = ClassificationTask(model, cfg, class_names=classes, image_shape=(1, 8, 8))
+    # pixels 0..16 scaled to [0, 1] are x / 255 of an 8-bit file: mean 0, std 1 (white ink on black)
+    spec = model_spec("mlp_digits", kwargs, class_names=classes, channels=1, size=8, mean=0.0, std=1.0)
     return Setup(task, splits.train, splits.val, splits.test, val_name=splits.val_name,
-                 extra={"parameters": sum(p.numel() for p in model.parameters())})
+                 extra={"parameters": sum(p.numel() for p in model.parameters())}, model_spec=spec)
 
 
 register_recipe(Recipe(
@@ -43,8 +48,9 @@ def _mnist_like(loader, classes, mean, std):
         kw = {"hidden": cfg.hidden, "dropout": cfg.dropout} if cfg.model == "mlp" else {}
         model = create_model(cfg.model, **kw)
         task = ClassificationTask(model, cfg, class_names=classes, label_smoothing=cfg.label_smoothing)
+        spec = model_spec(cfg.model, kw, class_names=classes, channels=1, size=28, mean=mean, std=std)
         return Setup(task, splits.train, splits.val, splits.test, val_name=splits.val_name,
-                     extra={"parameters": sum(p.numel() for p in model.parameters())})
+                     extra={"parameters": sum(p.numel() for p in model.parameters())}, model_spec=spec)
     return build
 
 

@@ -22,6 +22,7 @@ from ..data.transforms import Compose, RandomCrop, RandomHorizontalFlip, Transfo
 from ..engine.machine import resolve_bf16
 from ..errors import ConfigError
 from ..registry import create_model
+from ..runs import model_spec
 from ..tasks.classification import ClassificationTask
 from ..tasks.optimization import OPTIMIZER_OPTIONS
 from .registry import Recipe, Setup, register_recipe
@@ -60,7 +61,8 @@ def load_fashion_padded(cfg, size: int, limit: int = 0) -> tuple[torch.Tensor, .
 
 def build_cnn_fashion(cfg, dist) -> Setup:
     """Data, model and classification task of a CNN recipe on Fashion-MNIST (options in `cnn_fashion_recipe`)."""
-    model = create_model(cfg.model, in_chans=1, num_classes=10, **cfg.model_kwargs)
+    kwargs = {"in_chans": 1, "num_classes": 10, **cfg.model_kwargs}
+    model = create_model(cfg.model, **kwargs)
     native = getattr(model, "default_input_shape", (1, 32, 32))[-1]
     size = cfg.image_size or max(native, 28)
     x_tr, y_tr, x_te, y_te = load_fashion_padded(cfg, size, limit=cfg.subset)
@@ -68,9 +70,11 @@ def build_cnn_fashion(cfg, dist) -> Setup:
                                                   dist=dist, val_size=cfg.val_size, subset=cfg.subset)
     train.transform = train_augmentation(size, cfg.crop_padding, cfg.flip, fill=-FASHION_MEAN / FASHION_STD)
     task = ClassificationTask(model, cfg, class_names=FASHION_MNIST_CLASSES, label_smoothing=cfg.label_smoothing)
+    spec = model_spec(cfg.model, kwargs, class_names=FASHION_MNIST_CLASSES, channels=1, size=28, mean=FASHION_MEAN,
+                      std=FASHION_STD, pad_to=size)  # padded with black (-mean/std after standardising)
     return Setup(task, train, val, test, val_name=val_name,
                  extra={"parameters": sum(p.numel() for p in model.parameters()), "image_size": size,
-                        "bf16": resolve_bf16(cfg.bf16, cfg.device)})
+                        "bf16": resolve_bf16(cfg.bf16, cfg.device)}, model_spec=spec)
 
 
 CNN_DEFAULTS = dict(OPTIMIZER_OPTIONS,

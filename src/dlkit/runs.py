@@ -1,0 +1,140 @@
+"""Run folders as trained models: `model.json` describes the network and its input, `load_run` rebuilds it
+(Notes: 000 §2.6 input normalisation: a trained network only works on inputs prepared as in training).
+
+`dlkit run` writes `model.safetensors` (the weights) and `model.json` beside it:
+
+    {"recipe": "lenet5-mnist", "task": "classification",
+     "name": "lenet5", "kwargs": {...},            # dlkit.create_model(name, **kwargs) rebuilds the network
+     "class_names": ["0", ..., "9"] or null,
+     "input": {"channels": 1, "size": [28, 28],   # decode as grey (1) or RGB (3), resize to size [H, W],
+               "mean": [0.1307], "std": [0.3081],  # then (x / 255 - mean[c]) / std[c]
+               "pad_to": [32, 32]} or null}        # optional: pad with black to pad_to before normalising
+
+`model_spec(...)` builds and checks that record (recipes put it in `Setup.model_spec`); `load_run(RUN_DIR)`
+returns a `LoadedRun`: the model with its weights in eval mode, plus that record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+TASKS = ("classification", "segmentation")  # what `dlkit predict` knows how to run
+
+
+def _ints(value, what: str, n: int) -> list[int]:
+    if isinstance(value, int):
+        value = [value] * n
+    value = list(value)
+    if len(value) != n or any(not isinstance(v, int) or v < 1 for v in value):
+        raise ConfigError(f"model_spec {what} must be {n} positive integers; got {value!r}")
+    return value
+
+
+def model_spec(name: str, kwargs: dict | None = None, *, class_names: Sequence[str] | None = None,
+               channels: int | None = None, size: int | Sequence[int] | None = None,
+               mean: float | Sequence[float] | None = None, std: float | Sequence[float] | None = None,
+               pad_to: int | Sequence[int] | None = None) -> dict[str, Any]:
+    """The model.json record of a run: registry name and constructor arguments, class names, and the input
+    preprocessing (channels, size [H, W], per-channel mean/std of x / 255, optional pad_to) (Notes: 000 §2.6).
+
+    A scalar mean/std is repeated over the channels; without `channels` the record has no input description."""
+    spec: dict[str, Any] = {"name": str(name), "kwargs": dict(kwargs or {}),
+                            "class_names": [str(c) for c in class_names] if class_names is not None else None,
+                            "input": None}
+    if channels is None:
+        return spec
+    if channels not in (1, 3):
+        raise ConfigError(f"model_spec channels must be 1 (grey) or 3 (RGB); got {channels!r}")
+    mean = [float(mean)] * channels if isinstance(mean, int | float) else [float(m) for m in (mean or [0.0])]
+    std = [float(std)] * channels if isinstance(std, int | float) else [float(s) for s in (std or [1.0])]
+    if len(mean) == 1:
+        mean = mean * channels
+    if len(std) == 1:
+        std = std * channels
+    if len(mean) != channels or len(std) != channels or any(s <= 0 for s in std):
+        raise ConfigError(f"model_spec needs one mean and one positive std per channel ({channels}); got mean {mean}, "
+                          f"std {std}")
+    spec["input"] = {"channels": channels, "size": _ints(size, "size", 2), "mean": mean, "std": std}
+    if pad_to is not None:
+        pad = _ints(pad_to, "pad_to", 2)
+        if pad[0] < spec["input"]["size"][0] or pad[1] < spec["input"]["size"][1]:
+            raise ConfigError(f"model_spec pad_to {pad} is smaller than size {spec['input']['size']}")
+        if pad != spec["input"]["size"]:
+            spec["input"]["pad_to"] = pad
+    return spec
+
+
+@dataclass
+class LoadedRun:
+    """A trained model rebuilt from a run folder: `model` (eval mode, on `device`), `spec` (model.json) and the
+    folder. `task`, `class_names` and `input` (the preprocessing record, or None) read the spec."""
+
+    model: Any
+    spec: dict
+    run_dir: Path
+
+    @property
+    def task(self) -> str:
+        return self.spec.get("task") or "classification"
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.spec.get("class_names")
+
+    @property
+    def input(self) -> dict | None:
+        return self.spec.get("input")
+
+
+def read_model_spec(run_dir: str | os.PathLike) -> dict:
+    """The model.json record of run folder `run_dir`, checked (clear errors for a folder that is not a run)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"expected a run folder (written by `dlkit run`); {run_dir} is not a folder")
+    missing = [f for f in ("model.json", "model.safetensors") if not (run_dir / f).is_file()]
+    if missing:
+        found = sorted(p.name for p in run_dir.iterdir())[:12]
+        why = ("the recipe does not describe its model (its Setup has no model_spec), so the run cannot be "
+               "rebuilt; train a recipe that does" if missing == ["model.json"] else
+               "the run did not finish (model.safetensors is written at the end); finish it with "
+               f"`dlkit run RECIPE --resume {run_dir}`")
+        raise ConfigError(f"{run_dir}: expected model.json and model.safetensors (written by `dlkit run` when a run "
+                          f"ends); missing {', '.join(missing)} (found: {', '.join(found) or 'nothing'}). {why}")
+    try:
+        spec = json.loads((run_dir / "model.json").read_text())
+    except ValueError as e:
+        raise ConfigError(f"{run_dir / 'model.json'} is not valid JSON ({e}); train the run again") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(spec.get("kwargs", {}),
+                                                                                             dict):
+        raise ConfigError(f"{run_dir / 'model.json'}: expected {{\"name\": registry name, \"kwargs\": {{...}}, ...}}; "
+                          f"got {str(spec)[:200]}")
+    return spec
+
+
+def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> LoadedRun:
+    """Rebuild the trained model of a run folder: `create_model(name, **kwargs)` from model.json, the weights of
+    model.safetensors loaded strictly, eval mode, on `device`. Returns a LoadedRun (model + its model.json)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from .registry import create_model
+
+    run_dir = Path(run_dir)
+    spec = read_model_spec(run_dir)
+    model = create_model(spec["name"], **spec.get("kwargs", {}))
+    state = load_file(str(run_dir / "model.safetensors"))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:400]
+        raise ConfigError(f"{run_dir}: model.safetensors does not fit {spec['name']}(**{spec.get('kwargs', {})}) "
+                          f"from model.json ({detail}); the two files come from different runs or model versions"
+                          ) from None
+    return LoadedRun(model.to(torch.device(device)).eval(), spec, run_dir)

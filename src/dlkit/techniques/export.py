@@ -1,0 +1,128 @@
+"""Export a trained run for use without dlkit: a `torch.export` program (model.pt2) or an ONNX graph
+(model.onnx), each checked by reloading it and comparing its outputs with the eager model's
+(Notes: 000 §1.2: a network is a fixed function of its input; the exported graph must compute the same one).
+
+The batch dimension is exported as dynamic where the network allows it, so the file serves any batch size;
+the check runs the reloaded file on a random batch of another size than the one it was traced with.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError
+from ..runs import LoadedRun
+
+FORMATS = {"exported-program": "model.pt2", "onnx": "model.onnx"}
+
+
+@dataclass
+class ExportCheck:
+    """An exported file and its check: the largest |exported - eager| output difference on a random batch."""
+
+    path: Path
+    format: str
+    input_shape: tuple[int, ...]
+    dynamic_batch: bool
+    max_abs_diff: float
+    passed: bool
+    how: str = ""  # which exporter wrote it
+
+    def describe(self) -> str:
+        verdict = "equal to" if self.passed else "DIFFERENT from"
+        batch = "dynamic batch" if self.dynamic_batch else "fixed batch"
+        return (f"wrote {self.path} ({self.format}, {self.how}, {batch}); reloaded and run on a random input "
+                f"{list(self.input_shape)}: {verdict} the eager model (max |difference| {self.max_abs_diff:.2e})")
+
+
+def example_input(run: LoadedRun, batch: int = 2, seed: int = 0) -> torch.Tensor:
+    """A random normal batch in the run's input layout [batch, C, H, W] (the padded size where training
+    padded), else the model's `default_input_shape`."""
+    spec = run.input
+    if spec:
+        shape = (spec["channels"], *(spec.get("pad_to") or spec["size"]))
+    else:
+        shape = getattr(run.model, "default_input_shape", None)
+        if shape is None:
+            raise ConfigError(f"{run.run_dir}/model.json has no input record and the model no default_input_shape: "
+                              "the input layout to export with is unknown")
+    g = torch.Generator().manual_seed(seed)
+    device = next(iter(run.model.parameters())).device
+    return torch.randn(batch, *shape, generator=g).to(device)
+
+
+def _export_program(model: torch.nn.Module, x: torch.Tensor):
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    try:
+        return torch.export.export(model, (x,), dynamic_shapes=({0: batch},)), True
+    except Exception:  # a network whose code fixes the batch size (e.g. a reshape by a constant) exports static
+        return torch.export.export(model, (x,)), False
+
+
+def export_run(run: LoadedRun, format: str = "exported-program", out: str | os.PathLike | None = None,
+               rtol: float = 1e-4, atol: float = 1e-5) -> ExportCheck:
+    """Export `run`'s model to `format` ("exported-program" or "onnx") at `out` (default RUN_DIR/model.pt2 or
+    model.onnx), reload the file, and compare its outputs with the eager model's on a random batch (allclose)."""
+    if format not in FORMATS:
+        raise ConfigError(f"export format must be one of {', '.join(FORMATS)}; got {format!r}")
+    path = Path(out) if out is not None else run.run_dir / FORMATS[format]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = run.model.eval()
+    x = example_input(run, batch=2)
+    if format == "exported-program":
+        with torch.no_grad():
+            program, dynamic = _export_program(model, x)
+        torch.export.save(program, str(path))
+        loaded = torch.export.load(str(path)).module()
+        how = f"torch.export, torch {torch.__version__}"
+        run_file = lambda t: loaded(t)
+    else:
+        dynamic, how, run_file = _export_onnx(model, x, path)
+    check_x = example_input(run, batch=3 if dynamic else 2, seed=1)
+    with torch.no_grad():
+        want = model(check_x).float().cpu()
+        got = torch.as_tensor(run_file(check_x)).float().cpu()
+    diff = (got - want).abs().max().item() if got.shape == want.shape else float("inf")
+    passed = got.shape == want.shape and torch.allclose(got, want, rtol=rtol, atol=atol)
+    return ExportCheck(path, format, tuple(check_x.shape), dynamic, diff, passed, how)
+
+
+def _export_onnx(model: torch.nn.Module, x: torch.Tensor, path: Path):
+    if importlib.util.find_spec("onnx") is None:
+        raise ConfigError("ONNX export needs the onnx package: pip install onnx (or use --format exported-program)")
+    import onnx
+
+    names = dict(input_names=["input"], output_names=["output"])
+    if importlib.util.find_spec("onnxscript") is not None:  # the torch.export-based exporter
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        torch.onnx.export(model, (x,), str(path), dynamo=True, dynamic_shapes=({0: batch},), external_data=False,
+                          verbose=False,
+                          **names)
+        how = "torch.onnx.export (dynamo)"
+    else:  # the TorchScript-based exporter: needs only the onnx package
+        with warnings.catch_warnings():  # its deprecation and tracer notes: the check below is what counts
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (x,), str(path), dynamo=False, dynamic_axes={"input": {0: "batch"}},
+                              **names)
+        how = "torch.onnx.export (TorchScript)"
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph)
+    if importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        run_file = lambda t: session.run(None, {"input": t.cpu().numpy()})[0]
+        how += ", checked with onnxruntime"
+    else:
+        from onnx.reference import ReferenceEvaluator
+
+        evaluator = ReferenceEvaluator(graph)
+        run_file = lambda t: evaluator.run(None, {"input": t.cpu().numpy()})[0]
+        how += ", checked with onnx.reference"
+    return True, how, run_file

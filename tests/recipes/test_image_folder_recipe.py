@@ -1,0 +1,82 @@
+"""The image-folder recipe on a folder of PNGs made here: stratified split, lazy loaders with workers, a run
+folder that load_run and predict use."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+import dlkit
+from dlkit.errors import ConfigError, DataNotFoundError
+from dlkit.runs import load_run
+from dlkit.techniques.predict import classify_files
+
+
+def _shape(kind, rng, size=40):
+    img = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(0, 120, 3)))
+    d = ImageDraw.Draw(img)
+    r, (cx, cy) = rng.uniform(8, 14), rng.uniform(14, size - 14, 2)
+    fill = tuple(int(v) for v in rng.integers(140, 256, 3))
+    if kind == "disc":
+        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+    elif kind == "box":
+        d.rectangle([cx - r, cy - r, cx + r, cy + r], fill=fill)
+    else:
+        d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
+    return img
+
+
+def _folder(root, per_class=30, size=40, seed=0):
+    rng = np.random.default_rng(seed)
+    for kind in ("disc", "box", "wedge"):
+        (root / kind).mkdir(parents=True)
+        for i in range(per_class):
+            _shape(kind, rng, size).save(root / kind / f"{i}.png")
+    return root
+
+
+def test_a_class_folder_trains_with_workers_and_the_run_predicts(tmp_path):
+    data = _folder(tmp_path / "shapes")
+    out = tmp_path / "run"
+    summary = dlkit.run_recipe("image-folder", overrides={"threads": 1, "num_workers": 1}, smoke=True,
+                               data_dir=str(data), out=out, report=False)
+    # 30 per class, 20% held out per class (6), smoke keeps a stratified 48 of the 72 training images
+    assert summary["images"] == {"train": 48, "val": 18} and summary["classes"] == ["box", "disc", "wedge"]
+    assert summary["steps"] == 3 and 0.0 <= summary["value"] <= 1.0 and summary["run_dir"] == str(out)
+    spec = json.loads((out / "model.json").read_text())
+    assert spec["name"] == "resnet_cifar20" and spec["kwargs"] == {"in_chans": 3, "num_classes": 3}
+    assert spec["input"] == {"channels": 3, "size": [32, 32], "mean": [0.485, 0.456, 0.406],
+                             "std": [0.229, 0.224, 0.225]}
+    run = load_run(out)
+    img = _shape("disc", np.random.default_rng(5), size=32)  # the training size: prepared without resizing
+    img.save(tmp_path / "disc.png")
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1) / 255
+    x = (x - torch.tensor(spec["input"]["mean"]).view(3, 1, 1)) / torch.tensor(spec["input"]["std"]).view(3, 1, 1)
+    with torch.no_grad():
+        p = torch.softmax(run.model(x[None]), 1)[0]
+    top = classify_files(run, [tmp_path / "disc.png"])[0]
+    assert len(top) == 3 and top[0][0] == spec["class_names"][int(p.argmax())]
+    assert np.allclose(sorted(v for _, v in top), sorted(p.tolist()), atol=1e-5)
+
+
+def test_train_val_test_folders_are_used_as_given_and_grey_images_work(tmp_path):
+    for split, n, seed in (("train", 12, 0), ("val", 4, 1), ("test", 5, 2)):
+        _folder(tmp_path / "data" / split, per_class=n, seed=seed)
+    summary = dlkit.run_recipe("image-folder", overrides={"threads": 1, "channels": 1, "subset": 0}, smoke=True,
+                               data_dir=str(tmp_path / "data"), out=tmp_path / "run", report=False)
+    assert summary["images"] == {"train": 36, "val": 12, "test": 15}
+    assert {"val/accuracy", "test/accuracy"} <= summary["metrics"].keys()
+    spec = load_run(tmp_path / "run").spec
+    assert spec["input"]["channels"] == 1 and spec["input"]["mean"] == [0.449] and spec["kwargs"]["in_chans"] == 1
+
+
+def test_a_model_that_is_not_an_image_classifier_is_refused(tmp_path):
+    data = _folder(tmp_path / "shapes", per_class=3)
+    with pytest.raises(ConfigError, match="cannot be built as an image classifier.*resnet_cifar20"):
+        dlkit.run_recipe("image-folder", overrides={"model": "mlp"}, smoke=True, data_dir=str(data),
+                         out=tmp_path / "run", report=False)
+    with pytest.raises(DataNotFoundError, match="image folder not found"):
+        dlkit.run_recipe("image-folder", smoke=True, data_dir=str(tmp_path / "none"), out=tmp_path / "r2",
+                         report=False)

@@ -1,0 +1,85 @@
+"""Export of a run's model: a torch.export program and an ONNX graph, each reloaded and compared with eager."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import dlkit
+from dlkit.cli import main
+from dlkit.errors import ConfigError
+from dlkit.runs import load_run, model_spec
+from dlkit.techniques import export as export_module
+from dlkit.techniques.export import export_run
+
+
+@pytest.fixture(scope="module")
+def lenet_run(tmp_path_factory):
+    """A run folder of a randomly initialised lenet5 with 3 classes, written by hand as `dlkit run` would."""
+    out = tmp_path_factory.mktemp("lenet")
+    torch.manual_seed(0)
+    model = dlkit.create_model("lenet5", num_classes=3)
+    save_file(model.state_dict(), str(out / "model.safetensors"))
+    spec = model_spec("lenet5", {"num_classes": 3}, class_names=["a", "b", "c"], channels=1, size=28, mean=0.13,
+                      std=0.31)
+    (out / "model.json").write_text(json.dumps({"recipe": "hand", "task": "classification", **spec}))
+    return out
+
+
+def test_exported_program_reloads_and_computes_the_eager_function(lenet_run, tmp_path, capsys):
+    code = main(["export", str(lenet_run), "--out", str(tmp_path / "lenet.pt2")])
+    out = capsys.readouterr().out
+    assert code == 0 and "equal to the eager model" in out and "dynamic batch" in out
+    program = torch.export.load(str(tmp_path / "lenet.pt2")).module()
+    model = load_run(lenet_run).model
+    x = torch.randn(5, 1, 28, 28)  # a batch size the export did not trace
+    with torch.no_grad():
+        assert torch.allclose(program(x), model(x), atol=1e-6)
+
+
+def test_export_check_reports_a_file_that_computes_something_else(lenet_run, tmp_path, monkeypatch, capsys):
+    real_load = torch.export.load
+
+    class Off:
+        def __init__(self, program):
+            self.program = program
+
+        def module(self):
+            inner = self.program.module()
+            return lambda x: inner(x) + 1e-3
+
+    monkeypatch.setattr(export_module.torch.export, "load", lambda path: Off(real_load(path)))
+    check = export_run(load_run(lenet_run), "exported-program", out=tmp_path / "m.pt2")
+    assert not check.passed and check.max_abs_diff == pytest.approx(1e-3, rel=1e-3)
+    assert main(["export", str(lenet_run), "--out", str(tmp_path / "m2.pt2")]) == 1
+    assert "DIFFERENT from the eager model" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="the onnx package is not installed "
+                    "(pip install onnx, in the test extra)")
+def test_onnx_graph_reloads_and_computes_the_eager_function(lenet_run, tmp_path, capsys):
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    code = main(["export", str(lenet_run), "--format", "onnx", "--out", str(tmp_path / "lenet.onnx")])
+    assert code == 0 and "equal to the eager model" in capsys.readouterr().out
+    graph = onnx.load(str(tmp_path / "lenet.onnx"))
+    x = torch.randn(4, 1, 28, 28)
+    got = ReferenceEvaluator(graph).run(None, {graph.graph.input[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        want = load_run(lenet_run).model(x).numpy()
+    assert np.allclose(got, want, atol=1e-5)
+
+
+def test_export_of_a_trained_recipe_run_and_its_errors(tmp_path, capsys):
+    out = tmp_path / "run"
+    dlkit.run_recipe("mlp-digits", overrides={"threads": 1}, smoke=True, out=out, report=False)
+    check = export_run(load_run(out))
+    assert check.passed and check.path == out / "model.pt2" and check.input_shape == (3, 1, 8, 8)
+    with pytest.raises(ConfigError, match="export format must be one of exported-program, onnx"):
+        export_run(load_run(out), "tflite")
+    code = main(["export", str(tmp_path)])
+    assert code == 2 and "expected model.json and model.safetensors" in capsys.readouterr().err

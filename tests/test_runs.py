@@ -1,0 +1,129 @@
+"""Run folders as trained models: model.json (model_spec) and load_run."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import dlkit
+from dlkit.errors import ConfigError
+from dlkit.runs import LoadedRun, load_run, model_spec
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """A smoke run of mlp-digits (one epoch on 256 digits)."""
+    out = tmp_path_factory.mktemp("digits")
+    summary = dlkit.run_recipe("mlp-digits", overrides={"threads": 1, "hidden": "[32]"}, smoke=True, out=out,
+                               report=False)
+    return out, summary
+
+
+def test_a_training_run_writes_model_json_with_the_recipe_model_and_input(digits_run):
+    out, _ = digits_run
+    spec = json.loads((out / "model.json").read_text())
+    assert spec["recipe"] == "mlp-digits" and spec["task"] == "classification" and spec["name"] == "mlp_digits"
+    assert spec["kwargs"] == {"hidden": [32], "dropout": 0.1} and spec["class_names"] == [str(i) for i in range(10)]
+    assert spec["input"] == {"channels": 1, "size": [8, 8], "mean": [0.0], "std": [1.0]}
+
+
+def test_load_run_rebuilds_the_model_that_scored_the_summary(digits_run):
+    from dlkit.data.digits import load_digits_split
+
+    out, summary = digits_run
+    run = dlkit.load_run(out)
+    assert isinstance(run, LoadedRun) and not run.model.training and run.task == "classification"
+    assert run.class_names[3] == "3" and run.input["size"] == [8, 8]
+    # the smoke run scored the first 256 test digits; the rebuilt model, given the same digits, scores the same
+    _, _, x_te, y_te = load_digits_split(test_size=0.2, seed=0)
+    with torch.no_grad():
+        acc = (run.model(x_te[:256]).argmax(1) == y_te[:256]).float().mean().item()
+    assert acc == pytest.approx(summary["metrics"]["test/accuracy"], abs=1e-6)
+
+
+def test_load_run_round_trips_weights_saved_by_hand(tmp_path):
+    model = dlkit.create_model("lenet5", num_classes=3).eval()
+    save_file(model.state_dict(), str(tmp_path / "model.safetensors"))
+    (tmp_path / "model.json").write_text(json.dumps(model_spec("lenet5", {"num_classes": 3}, channels=1, size=28)))
+    run = load_run(tmp_path)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(run.model(x), model(x))
+    assert run.class_names is None and run.task == "classification"
+
+
+def test_a_folder_that_is_not_a_finished_run_gets_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="is not a folder"):
+        load_run(tmp_path / "nope")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"expected model.json and model.safetensors.*missing model.json, "
+                                          r"model.safetensors.*found: config.json.*--resume"):
+        load_run(tmp_path)
+    model = dlkit.create_model("lenet5")
+    save_file(model.state_dict(), str(tmp_path / "model.safetensors"))
+    with pytest.raises(ConfigError, match="missing model.json.*no model_spec"):
+        load_run(tmp_path)
+    (tmp_path / "model.json").write_text(json.dumps(model_spec("lenet5", {"num_classes": 4})))
+    with pytest.raises(ConfigError, match="does not fit lenet5.*different runs"):
+        load_run(tmp_path)
+    (tmp_path / "model.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_run(tmp_path)
+
+
+def test_model_spec_repeats_scalar_statistics_and_refuses_bad_input():
+    spec = model_spec("resnet18", {"num_classes": 2}, class_names=["a", "b"], channels=3, size=64, mean=0.5, std=0.25)
+    assert spec["input"] == {"channels": 3, "size": [64, 64], "mean": [0.5] * 3, "std": [0.25] * 3}
+    assert "pad_to" not in model_spec("lenet5", channels=1, size=28, pad_to=28)["input"]
+    assert model_spec("lenet5", channels=1, size=28, pad_to=32)["input"]["pad_to"] == [32, 32]
+    with pytest.raises(ConfigError, match="one mean and one positive std per channel"):
+        model_spec("resnet18", channels=3, size=8, mean=[0.1, 0.2], std=1.0)
+    with pytest.raises(ConfigError, match="channels must be 1"):
+        model_spec("resnet18", channels=4, size=8)
+    with pytest.raises(ConfigError, match="pad_to .* smaller"):
+        model_spec("lenet5", channels=1, size=28, pad_to=20)
+
+
+def test_run_recipe_of_the_package_passes_overrides_through(digits_run):
+    out, summary = digits_run
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["hidden"] == [32] and config["threads"] == 1 and summary["run_dir"] == str(out)
+
+
+def _image_recipes():
+    from dlkit.recipes import get_recipe
+
+    return [n for n in dlkit.list_recipes() if get_recipe(n).task in ("classification", "segmentation")
+            and not get_recipe(n).study]
+
+
+@pytest.mark.parametrize("name", _image_recipes())
+def test_every_image_recipe_describes_a_model_that_rebuilds(name):
+    """The recipe's model_spec rebuilds its network (same parameter shapes) and names an input it accepts, so
+    that load_run and `dlkit predict` work on its runs."""
+    import os
+    from pathlib import Path
+
+    from dlkit.engine.distributed import DistInfo
+    from dlkit.recipes import get_recipe, make_config
+
+    recipe = get_recipe(name)
+    root = os.environ.get("DLKIT_DATA")
+    if any(not root or not (Path(root) / d).is_dir() for d in recipe.datasets):
+        pytest.skip(f"needs {recipe.datasets} under DLKIT_DATA")
+    setup = recipe.build(make_config(recipe, {}, smoke=True).freeze(), DistInfo())
+    spec = setup.model_spec
+    assert spec is not None and spec["class_names"] is not None
+    rebuilt = dlkit.create_model(spec["name"], **spec["kwargs"])
+    want = {k: v.shape for k, v in setup.task.model.state_dict().items()}
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == want
+    inp = spec["input"]
+    x = torch.randn(2, inp["channels"], *(inp.get("pad_to") or inp["size"]))
+    with torch.no_grad():
+        out = rebuilt.eval()(x)
+    assert out.shape[:2] == (2, len(spec["class_names"]))
+    if recipe.task == "segmentation":
+        assert out.shape[2:] == x.shape[2:]
+    batch = next(iter(setup.train))[0]  # the training batches have the described layout
+    assert batch[0].numel() == x[0].numel()
