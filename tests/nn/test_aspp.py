@@ -62,12 +62,30 @@ def test_atrous_conv_equals_conv2d_dilation_and_the_zero_inserted_kernel(rate):
     torch.testing.assert_close(y, F.conv2d(x, big, padding=k_eff // 2), rtol=1e-5, atol=1e-5)
 
 
-def test_atrous_conv_follows_the_notes_formula_at_one_pixel():
-    # [K * I](j, i) = sum_m sum_l K(m, l) I(j - r m, i - r l), m, l in {-1, 0, 1}: a convolution (flipped kernel)
-    r, img, k = 3, torch.randn(1, 1, 13, 13), torch.randn(1, 1, 3, 3)
-    j, i = 6, 5
-    formula = sum(k[0, 0, m + 1, l + 1] * img[0, 0, j - r * m, i - r * l] for m in (-1, 0, 1) for l in (-1, 0, 1))
-    torch.testing.assert_close(F.conv2d(img, k.flip(-1, -2), padding=r, dilation=r)[0, 0, j, i], formula)
+@pytest.mark.parametrize("rate", [1, 3])
+def test_atrous_conv_follows_the_notes_formula_at_one_pixel(rate):
+    # [K * I](j, i) = sum_m sum_l K(m, l) I(j - r m, i - r l), m, l in {-1, 0, 1}, I = 0 outside the image: the
+    # project's atrous layers (atrous_conv, an ASPPv2 branch, an ASPP branch after set_rates) against it, by hand
+    img, k = torch.randn(1, 1, 13, 13), torch.randn(3, 3)
+
+    def formula(j, i):
+        taps = [(m, l) for m in (-1, 0, 1) for l in (-1, 0, 1)
+                if 0 <= j - rate * m < 13 and 0 <= i - rate * l < 13]
+        return sum(k[m + 1, l + 1] * img[0, 0, j - rate * m, i - rate * l] for m, l in taps)
+
+    aspp = ASPP(1, 1, rates=(7,))
+    aspp.set_rates((rate,))
+    layers = {"atrous_conv": atrous_conv(1, 1, rate)[0], "ASPPv2": ASPPv2(1, 1, rates=(rate,)).branches[0],
+              "ASPP.set_rates": aspp.branches[1][0]}
+    for name, conv in layers.items():
+        with torch.no_grad():
+            conv.weight.copy_(k.flip(0, 1).view(1, 1, 3, 3))  # the notes' K flipped: torch cross-correlates
+            if conv.bias is not None:
+                conv.bias.zero_()
+            y = conv(img)
+        assert y.shape == img.shape, name
+        for j, i in [(6, 5), (0, 0), (12, 2), (2, 11)]:  # the centre and pixels whose taps fall off the image
+            torch.testing.assert_close(y[0, 0, j, i], formula(j, i), msg=f"{name} at ({j}, {i})")
 
 
 # ----------------------------------------------------------------------------- exponentially dilated stack (§5.1.5)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlkit.errors import ConfigError
+from dlkit.nn.conv import Conv2d
 from dlkit.nn.residual import Bottleneck
 from dlkit.nn.resnext import ResNeXtBlock, grouped_conv2d, resnext_branch_width
 
@@ -36,8 +37,18 @@ def test_grouped_conv2d_equals_torch_groups(groups):
 
 
 def test_grouped_conv_has_g_times_fewer_parameters():
-    # C_out * (C_in / G) * k^2 = 64 * 16 * 9 versus 64 * 64 * 9 for the full convolution
-    assert nn.Conv2d(64, 64, 3, groups=4, bias=False).weight.numel() == 64 * 16 * 9 == 64 * 64 * 9 // 4
+    # C_out * (C_in / G) * k^2 = 64 * 16 * 9 versus 64 * 64 * 9 for the full convolution: dlkit's im2col Conv2d
+    full, grouped = Conv2d(64, 64, 3, padding=1, bias=False), Conv2d(64, 64, 3, padding=1, groups=4, bias=False)
+    assert n_params(grouped) == 64 * 16 * 9 == n_params(full) // 4
+    x = torch.randn(2, 64, 5, 5)
+    torch.testing.assert_close(grouped(x), F.conv2d(x, grouped.weight, padding=1, groups=4), rtol=1e-4, atol=1e-4)
+    # and the grouped ResNeXt block (G = 4 branches of width d = 8, C = 32): its 3x3 has G d^2 9 weights, 1/G of a
+    # full 3x3 on G d channels, and the block has the parameters of the G separate branches, counted by hand
+    g, d, c = 4, 8, 32
+    block = ResNeXtBlock(c, c, cardinality=g, width=d, form="grouped")
+    assert block.conv2[0].weight.numel() == g * d * d * 9 == (g * d) ** 2 * 9 // g
+    by_hand = g * (c * d + 2 * d + 9 * d * d + 2 * d + d * c) + 2 * c  # per branch 1x1, BN, 3x3, BN, 1x1; then BN3
+    assert n_params(block) == by_hand == n_params(ResNeXtBlock(c, c, cardinality=g, width=d, form="split"))
 
 
 def test_grouped_conv2d_rejects_indivisible_channels():

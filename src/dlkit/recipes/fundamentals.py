@@ -1,21 +1,26 @@
 """Recipes of the fundamentals: the perceptron on logic gates, an MLP learning XOR, vanishing gradients
-(Notes: 000 §1.1-1.2, §2.2; 003 §1.1-1.2, §2.4)."""
+(Notes: 000 §1.1-1.2, §2.2; 003 §1.1-1.2, §2.4).
+
+`perceptron-nand` (the perceptron and Hebbian rules, no gradient) and `backprop-vanishing-gradient` (a measurement
+of one backward pass) are studies; `mlp-xor` trains a network through the Trainer."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ..data.loader import TensorLoader
 from ..models.classification.perceptron import Perceptron, xor_network
-from ..optim import create_optimizer
 from ..registry import create_model
 from ..report.figures import plot_decision_regions, plot_lines
+from ..tasks.binary import BinaryClassificationTask
+from ..tasks.optimization import OPTIMIZER_OPTIONS
 from ..techniques.backprop import layer_gradient_norms
-from .registry import Recipe, Study, register_recipe
+from .registry import Recipe, Setup, Study, register_recipe
 
 GATE_INPUTS = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
 GATE_TARGETS = {"nand": [1, 1, 1, 0], "and": [0, 0, 0, 1], "or": [0, 1, 1, 1], "xor": [0, 1, 1, 0]}
@@ -63,40 +68,27 @@ register_recipe(Recipe(
 
 
 def _mlp_xor(cfg, dist):
-    def run(run_dir: Path) -> dict[str, float]:
-        torch.manual_seed(cfg.seed)
-        x, t = GATE_INPUTS, torch.tensor(GATE_TARGETS["xor"], dtype=torch.float32)
-        model = create_model("mlp", in_features=2, hidden=[cfg.hidden], num_classes=1, activation=cfg.activation)
-        opt = create_optimizer(cfg.optimizer, model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-        losses, solved_at = [], None
-        for step in range(1, cfg.steps + 1):
-            logits = model(x).squeeze(1)
-            loss = F.binary_cross_entropy_with_logits(logits, t)  # sigmoid output + cross-entropy (003 §2.2.1.1)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            if solved_at is None and ((logits > 0).float() == t).all():
-                solved_at = step
-        with torch.no_grad():
-            acc = ((model(x).squeeze(1) > 0).float() == t).float().mean().item()
-            regions = lambda a: torch.sigmoid(model(torch.as_tensor(a, dtype=torch.float32))).squeeze(1).numpy()
-            plot_decision_regions(regions, x, t, run_dir / "figures" / "xor_regions.png",
-                                  title=f"2-{cfg.hidden}-1 MLP ({cfg.activation}) on XOR: P(y=1)")
-        plot_lines({"training loss": (np.arange(1, len(losses) + 1), losses)}, run_dir / "figures" / "xor_loss.png",
-                   "step (full batch)", "binary cross-entropy", logy=True)
-        return {"test/accuracy": acc, "final_loss": losses[-1], "steps": cfg.steps,
-                "solved_at_step": float(solved_at or "nan")}
-    return Study(run)
+    x, t = GATE_INPUTS, torch.tensor(GATE_TARGETS["xor"])
+    data = TensorLoader(x, t, batch_size=len(x), shuffle=False)  # the four points are all there is
+    # full-batch gradient descent: every step sees the four points, so the run is counted in steps (an endless
+    # stream of that one batch); a 4-sample epoch would write a checkpoint after every step
+    full_batch = itertools.repeat((x, t))
+    kwargs = {"in_features": 2, "hidden": [cfg.hidden], "num_classes": 1, "activation": cfg.activation}
+    model = create_model("mlp", **kwargs)
+    task = BinaryClassificationTask(model, cfg, title=f"2-{cfg.hidden}-1 MLP ({cfg.activation}) on XOR: P(y=1)")
+    spec = {"name": "mlp", "kwargs": kwargs, "class_names": ["0", "1"], "input": None}
+    return Setup(task, full_batch, data, data, val_name="test", model_spec=spec)
 
 
 register_recipe(Recipe(
-    name="mlp-xor", task="fundamentals", notes="000 §1.2, 003 §1.2",
-    description="A 2-4-1 MLP learns XOR by gradient descent, which no single perceptron can represent",
+    name="mlp-xor", task="fundamentals", notes="000 §1.2, 003 §1.2, 003 §2.2.1.1",
+    description="A 2-4-1 MLP (sigmoid output, binary cross-entropy) learns XOR by full-batch gradient descent, "
+                "which no single perceptron can represent",
     build=_mlp_xor, metric="test/accuracy", threshold=1.0, budget_s=15,
-    study=True,
-    defaults=dict(hidden=4, activation="tanh", optimizer="sgd", lr=0.5, momentum=0.9, steps=500),
-    smoke=dict(steps=20),
+    defaults=dict(OPTIMIZER_OPTIONS, hidden=4, activation="tanh", optimizer="sgd", lr=0.5, momentum=0.9,
+                  max_steps=500, eval_every_steps=50, log_every=10, threads=1),  # one thread: the tensors are tiny
+    smoke=dict(max_steps=20, eval_every_steps=10),
+    types={"threads": "int | None", "eval_every_steps": "int | None"},
 ))
 
 

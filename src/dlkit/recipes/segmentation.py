@@ -9,64 +9,16 @@ and a shift of up to `crop_padding` pixels, the padded border labelled void.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..data.camvid import CAMVID_CLASSES, CAMVID_VOID, load_camvid
 from ..data.loader import TensorLoader
 from ..data.transforms import Compose, JointTransform, RandomCrop, RandomHorizontalFlip
 from ..errors import ConfigError
-from ..models.classification.pretrained import load_efficientnet_lite0_imagenet
-from ..models.segmentation.fcn import FCN
+from ..losses.class_weights import median_frequency_weights
 from ..registry import create_model
 from ..tasks.optimization import OPTIMIZER_OPTIONS
 from ..tasks.segmentation import SegmentationTask
 from .registry import Recipe, Setup, register_recipe
-
-
-def median_frequency_weights(masks: torch.Tensor, num_classes: int, ignore_index: int | None = None) -> torch.Tensor:
-    """SegNet's class balancing: w_c = median_k(f_k) / f_c, f_c = pixels of class c / pixels of the images that
-    contain c (ignored pixels not counted). Classes never seen get weight 0."""
-    valid = masks != ignore_index if ignore_index is not None else torch.ones_like(masks, dtype=torch.bool)
-    counts = torch.stack([torch.bincount(m[v].long(), minlength=num_classes)[:num_classes]
-                          for m, v in zip(masks, valid)]).double()  # [N, C] pixels of each class per image
-    present = counts > 0
-    totals = (valid.flatten(1).sum(1, keepdim=True).double() * present).sum(0)
-    freq = counts.sum(0) / totals.clamp(min=1)
-    seen = freq > 0
-    w = torch.zeros(num_classes, dtype=torch.float64)
-    w[seen] = freq[seen].median() / freq[seen]
-    return w.float()
-
-
-class Lite0Pyramid(nn.Module):
-    """The ImageNet-trained EfficientNet-Lite0 as an FCN backbone: its maps at strides 8 (stage 3, 40 channels),
-    16 (stage 5, 112) and 32 (head, 1280) as "pool3", "pool4", "pool5" (Notes: 002 §5.1.3, 003 §3.3.2).
-
-    `frozen_bn` keeps its batch norms on the ImageNet statistics (eval mode, even while the FCN trains): batches of
-    8 street scenes estimate them worse, and the momentum-0.01 running averages would take thousands of steps to
-    move. Their scale and shift are still fine-tuned.
-    """
-
-    def __init__(self, lite0: nn.Module, frozen_bn: bool = True):
-        super().__init__()
-        self.frozen_bn = frozen_bn
-        self.stem, self.head = lite0.stem, lite0.head
-        self.to8, self.to16, self.to32 = lite0.stages[:3], lite0.stages[3:5], lite0.stages[5:]
-        self.out_chans = {"pool3": lite0.stages[2][-1].out_chans, "pool4": lite0.stages[4][-1].out_chans,
-                          "pool5": lite0.num_features}
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        p3 = self.to8(self.stem(x))
-        p4 = self.to16(p3)
-        return {"pool3": p3, "pool4": p4, "pool5": self.head(self.to32(p4))}
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.frozen_bn:
-            for m in self.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.eval()
-        return self
 
 
 def _camvid_splits(cfg, dist):
@@ -101,25 +53,28 @@ def _camvid_splits(cfg, dist):
                          drop_last=cfg.drop_last)  # DeepLab's image-pooling BN needs batches >= 2
     val = TensorLoader(norm(data["val"][0]), data["val"][1], batch_size=32, shuffle=False)
     test = TensorLoader(norm(data["test"][0]), data["test"][1], batch_size=32, shuffle=False)
-    return train, val, test, data["train"][1], show
+    inputs = {"mean": mean.tolist(), "std": std.tolist(), "size": list(size), "channels": 3}  # for model.json
+    return train, val, test, data["train"][1], show, inputs
 
 
 def build_camvid(cfg, dist) -> Setup:
     """Data, model and segmentation task of a CamVid recipe (options in SEG_DEFAULTS)."""
-    train, val, test, train_masks, show = _camvid_splits(cfg, dist)
+    train, val, test, train_masks, show, inputs = _camvid_splits(cfg, dist)
     k = len(CAMVID_CLASSES)
-    if cfg.model == "fcn8s_lite0":  # FCN-8s on the ImageNet-trained EfficientNet-Lite0 (fine-tuned end to end)
-        lite0 = load_efficientnet_lite0_imagenet() if cfg.pretrained else create_model("efficientnet_lite0")
-        model = FCN(k, "8s", backbone=Lite0Pyramid(lite0, frozen_bn=cfg.frozen_bn), fc_width=0, **cfg.model_kwargs)
-    else:
-        model = create_model(cfg.model, in_chans=3, num_classes=k, **cfg.model_kwargs)
+    kwargs = {"in_chans": 3, "num_classes": k, **cfg.model_kwargs}
+    # FCN-8s on the ImageNet-trained EfficientNet-Lite0 (fine-tuned end to end); rebuilt without the ImageNet
+    # download from model.json, as the trained weights are in model.safetensors
+    extra_kw = {"pretrained": cfg.pretrained, "frozen_bn": cfg.frozen_bn} if cfg.model == "fcn8s_lite0" else {}
+    model = create_model(cfg.model, **kwargs, **extra_kw)
     if cfg.class_balance not in ("none", "median_frequency"):
         raise ConfigError(f"class_balance must be 'none' or 'median_frequency'; got {cfg.class_balance!r}")
     weights = median_frequency_weights(train_masks, k, CAMVID_VOID) if cfg.class_balance != "none" else None
     task = SegmentationTask(model, cfg, CAMVID_CLASSES, ignore_index=CAMVID_VOID, dice_weight=cfg.dice_weight,
                             class_weights=weights, show=show)
-    return Setup(task, train, val, test, extra={"parameters": sum(p.numel() for p in model.parameters()),
-                                                "image_size": [cfg.height, cfg.width]})
+    spec_kw = {**kwargs, **extra_kw, "pretrained": False} if extra_kw else kwargs
+    spec = {"name": cfg.model, "kwargs": spec_kw, "class_names": list(CAMVID_CLASSES), "input": inputs}
+    extra = {"parameters": sum(p.numel() for p in model.parameters()), "image_size": [cfg.height, cfg.width]}
+    return Setup(task, train, val, test, model_spec=spec, extra=extra)
 
 
 SEG_DEFAULTS = dict(OPTIMIZER_OPTIONS,

@@ -217,17 +217,21 @@ def plot_segmentations(images, targets, preds, class_names: Sequence[str], path:
     return _save(fig, path, tight=False)
 
 
-def plot_bars(values: Mapping[str, float], path: Path, xlabel: str, title: str = "") -> Path:
-    """Horizontal bars, one per named value (e.g. the IoU of each class), with the value printed."""
+def plot_bars(values: Mapping[str, float], path: Path, xlabel: str, title: str = "",
+              xlim: tuple[float, float] | None = None) -> Path:
+    """Horizontal bars, one per named value (e.g. the IoU of each class, the accuracies of a comparison), with the
+    value printed; `xlim` zooms on close values (default: from 0 to at least 1)."""
     names, vals = list(values), [float(v) for v in values.values()]
     fig, ax = plt.subplots(figsize=(6, 0.32 * len(names) + 1.2))
     ax.barh(range(len(names)), np.nan_to_num(vals), color="tab:blue")
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
+    lo, hi = xlim if xlim is not None else (0.0, max(1.0, max(np.nan_to_num(vals), default=0) * 1.15))
     for i, v in enumerate(vals):
-        ax.text((0 if v != v else v) + 0.01, i, "n/a" if v != v else f"{v:.3f}", va="center", fontsize=7)
+        ax.text((lo if v != v else max(v, lo)) + 0.01 * (hi - lo), i, "n/a" if v != v else f"{v:.3f}", va="center",
+                fontsize=7)
     ax.set_xlabel(xlabel)
-    ax.set_xlim(0, max(1.0, max(np.nan_to_num(vals), default=0) * 1.15))
+    ax.set_xlim(lo, hi)
     if title:
         ax.set_title(title)
     return _save(fig, path)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from ..engine.callbacks import Callback
 from ..errors import ConfigError
 
 
@@ -156,3 +157,27 @@ def train_linear_regression(x: Tensor, y: Tensor, batch_size: int | None = None,
     hist = gradient_descent(model, lambda pred, t: ((pred.squeeze(1) - t) ** 2).mean(), x, y, batch_size, lr,
                             epochs, generator)
     return model, hist
+
+
+class GDHistoryRecorder(Callback):
+    """Fills a `GDHistory` from a Trainer run (Notes: 002 §1.1, the loss-against-time curves of the three modes):
+    after each evaluation, the evaluated `metric` (the loss on the whole training set when that is the evaluation
+    data) and the cumulative seconds spent in updates, evaluations excluded; `steps` counts the updates."""
+
+    def __init__(self, history: GDHistory, metric: str = "val/loss"):
+        self.history, self.metric = history, metric
+        self._mark = self._last = 0.0
+        self._elapsed = history.time[-1] if history.time else 0.0
+
+    def on_train_start(self, trainer) -> None:
+        self._mark = self._last = time.perf_counter()
+
+    def on_step_end(self, trainer, outputs: dict) -> None:
+        self._last = time.perf_counter()
+        self.history.steps += 1
+
+    def on_eval_end(self, trainer, metrics: dict[str, float]) -> None:
+        self._elapsed += max(self._last - self._mark, 0.0)  # from the start or the last evaluation to the last step
+        self._mark = time.perf_counter()
+        self.history.loss.append(float(metrics[self.metric]))
+        self.history.time.append(self._elapsed)

@@ -62,3 +62,27 @@ def trajectory(optimizer: str, function: str, start: tuple[float, float], steps:
 def distance_to_minimum(path: Tensor, function: str) -> float:
     """Euclidean distance of the last iterate to the function's minimiser."""
     return float((path[-1] - torch.tensor(FUNCTIONS[function][1], dtype=path.dtype)).norm())
+
+
+# each optimizer runs at the learning rate of LR_GRID that ends lowest on the function (a fair race)
+LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+def best_lr_trajectory(optimizer: str, options: dict, function: str, start: tuple[float, float], steps: int,
+                       noise: float = 0.0, seed: int = 0, lrs=LR_GRID) -> tuple[float, Tensor]:
+    """(lr, path) of the learning rate of `lrs` whose last iterate has the lowest function value; learning rates
+    that diverge are skipped. 'momentum' means SGD with `options['momentum']`. Notes: 002 §1 (each optimizer at
+    its own best step size, so the comparison is of the update rules, not of one shared lr)."""
+    f, best = FUNCTIONS[function][0], None
+    for lr in lrs:
+        try:
+            p = trajectory("sgd" if optimizer == "momentum" else optimizer, function, start, steps, lr, noise=noise,
+                           seed=seed, **options)
+        except ConfigError:  # diverged: too large a step for this optimizer
+            continue
+        value = float(f(p[-1]))
+        if best is None or value < best[0]:
+            best = (value, lr, p)
+    if best is None:
+        raise ConfigError(f"{optimizer} diverged on {function} at every learning rate of {list(lrs)}; add smaller ones")
+    return best[1], best[2]

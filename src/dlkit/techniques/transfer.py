@@ -7,6 +7,10 @@ pretrained features frozen and trains only a new head (`freeze`, `replace_head`)
 are selected by shell patterns (fnmatch) on their names or on any of their module prefixes, so "features" selects
 every parameter below `features` and "layer[12]" those of layer1 and layer2.
 
+Few-shot transfer needs a task split by class and a handful of labelled samples per class (`select_classes`,
+`few_shot_indices`); a frozen pretrained network is also a feature extractor for a linear classifier
+(`lite0_features`, `linear_probe_accuracy`: the linear probe).
+
 Convolutionalisation turns the dense layers of a classifier into convolutions so that it takes images of any
 size and returns a map of class scores (`convolutionalize`, `fully_convolutional`). The notes (000 §3.11.1) say
 1x1 kernels: that is exact only for a dense layer on a 1x1 map (after global pooling, or the later dense layers);
@@ -17,8 +21,9 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -262,3 +267,86 @@ def fully_convolutional(model: nn.Module, input_shape: tuple[int, int, int] | No
 def is_fully_convolutional(model: nn.Module) -> bool:
     """Whether the model has no dense (nn.Linear) layer, so it accepts any input size (Notes: 003 §3.2.5)."""
     return not any(isinstance(m, nn.Linear) for m in model.modules())
+
+
+# -- few-shot data and linear probes ---------------------------------------------------------------------------------
+
+def select_classes(x: torch.Tensor, y: torch.Tensor, classes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The samples whose label is in `classes`, relabelled 0..len(classes)-1 in the order given (a new task made of
+    some classes of a data set, e.g. digits 5-9 of MNIST). Notes: 000 §3.6."""
+    if len(set(classes)) != len(classes) or any(c < 0 for c in classes):
+        raise ConfigError(f"classes must be distinct non-negative labels; got {list(classes)}")
+    lookup = torch.full((max(int(y.max()), *classes) + 1,), -1, dtype=torch.long)
+    lookup[torch.as_tensor(list(classes))] = torch.arange(len(classes))
+    new = lookup[y]
+    keep = new >= 0
+    return x[keep], new[keep]
+
+
+def few_shot_indices(y: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:
+    """Indices of `per_class` samples of every label in `y`, drawn without replacement with a fixed seed (sorted).
+    Notes: 000 §3.6 (transfer learning when the new task has few labelled samples).
+
+    Raises ConfigError when a class has fewer samples than asked for."""
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in torch.unique(y).tolist():
+        idx = torch.nonzero(y == c).flatten()
+        if len(idx) < per_class:
+            raise ConfigError(f"few_shot_indices: class {c} has {len(idx)} samples, fewer than per_class="
+                              f"{per_class}; lower per_class")
+        picks.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+    return torch.cat(picks).sort().values
+
+
+@torch.no_grad()
+def lite0_features(model: nn.Module, images: torch.Tensor, size: int, batch_size: int = 64) -> list[torch.Tensor]:
+    """Frozen EfficientNet-Lite0 features of uint8 grey images [N, H, W] or [N, 1, H, W]: the globally average-
+    pooled output of every MBConv stage and of the 1x1 head, a list of [N, C_s] (the last is the 1280-d
+    penultimate feature). Each batch is scaled to [0, 1], resized to size x size (bilinear), repeated to 3
+    channels and normalised with `lite0_normalize`. Notes: 003 §3.3.2 (a pretrained CNN as feature extractor)."""
+    from ..data.transforms import Resize
+    from ..models.classification.pretrained import lite0_normalize
+
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    resize = Resize((size, size))
+    was = model.training
+    model.eval()
+    outputs: list[list[torch.Tensor]] = []
+    for xb in images.split(batch_size):
+        x = resize(xb.float().div(255.0)).clamp_(0.0, 1.0).expand(-1, 3, -1, -1)
+        h = model.stem(lite0_normalize(x).contiguous(memory_format=torch.channels_last))
+        pooled = []
+        for stage in model.stages:
+            h = stage(h)
+            pooled.append(h.mean((2, 3)))
+        pooled.append(model.head(h).mean((2, 3)))
+        outputs.append(pooled)
+    model.train(was)
+    return [torch.cat(parts) for parts in zip(*outputs)]
+
+
+def linear_probe_accuracy(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_test: np.ndarray,
+                          cs: Sequence[float] = (0.01, 0.03, 0.1), folds: int = 3, max_iter: int = 1000
+                          ) -> tuple[float, float]:
+    """(test accuracy, chosen C) of multinomial logistic regression (scikit-learn) on standardised inputs, its L2
+    strength 1/C chosen from `cs` by `folds`-fold cross-validated accuracy on the training set only.
+    Notes: 003 §3.3.2 (a new linear classifier on frozen features)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if not cs:
+        raise ConfigError("linear_probe_accuracy needs at least one inverse L2 strength C in cs; got none")
+
+    def make(c):
+        return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
+
+    best = list(cs)[0]
+    if len(cs) > 1:
+        scores = [cross_val_score(make(c), f_train, y_train, cv=folds).mean() for c in cs]
+        best = list(cs)[int(np.argmax(scores))]
+    clf = make(best).fit(f_train, y_train)
+    return float(clf.score(f_test, y_test)), float(best)

