@@ -1,5 +1,8 @@
-"""Real `dlkit run` processes: a SIGKILL mid-epoch then --resume, and torchrun with two gloo processes."""
+"""Real `dlkit run` processes: a SIGKILL mid-epoch then --resume, and torchrun with two gloo processes (an
+epoch-based MLP and the step-based char-GPT on an endless stream)."""
 
+import json
+import math
 import os
 import signal
 import subprocess
@@ -55,3 +58,44 @@ def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(tmp
     for k in a:
         torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-5)
     assert not torch.equal(a["layers.1.weight"], torch.zeros_like(a["layers.1.weight"]))
+
+
+# char-gpt-shakespeare in smoke mode, a few hundred steps on an endless stream of random windows (Notes: 004 GPT)
+GPT_OPTS = ["--smoke", "--set", "max_steps=240", "--set", "lr_decay_steps=240", "--set", "eval_every_steps=120",
+            "--set", "n_embd=64", "--set", "block_size=32", "--set", "checkpoint_every_steps=10"]
+
+
+def test_char_gpt_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path, data_root):
+    opts = [*GPT_OPTS, "--data-dir", str(data_root)]
+    run_ok(DLKIT + ["run", "char-gpt-shakespeare", "--out", str(tmp_path / "full"), *opts])
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(DLKIT + ["run", "char-gpt-shakespeare", "--out", str(killed), *opts], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts = killed / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(ckpts.glob("step_*.json"))) < 3:  # steps 10, 20, 30 (of 240)
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "summary.json").exists(), "the run finished before it was killed"
+    out = run_ok(DLKIT + ["run", "char-gpt-shakespeare", "--resume", str(killed)])
+    assert "resumed from" in out.stderr
+    a, b = weights(tmp_path / "full"), weights(killed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_char_gpt_torchrun_two_processes_match_one_process_with_the_same_global_batch(tmp_path, data_root):
+    opts = [*GPT_OPTS, "--set", "max_steps=30", "--set", "lr_decay_steps=30", "--set", "batch_size=8",
+            "--data-dir", str(data_root)]
+    run_ok(DLKIT + ["run", "char-gpt-shakespeare", "--out", str(tmp_path / "one"), *opts])
+    run_ok([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dlkit",
+            "run", "char-gpt-shakespeare", "--out", str(tmp_path / "two"), *opts])
+    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-5)
+    s1 = json.loads((tmp_path / "one" / "summary.json").read_text())
+    s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert s2["world_size"] == 2 and s2["value"] == pytest.approx(s1["value"], abs=1e-5)  # sharded validation
+    assert s1["value"] < 4.0 < math.log(len(json.loads((tmp_path / "one" / "model.json").read_text())["class_names"]))

@@ -64,6 +64,18 @@ def _check_block(data: Tensor, block_size: int) -> None:
                           "block_size or more text.")
 
 
+def _window_offsets(n_tokens: int, batch_size: int, block_size: int, generator: torch.Generator | None) -> Tensor:
+    """B window starts o ~ U{0, ..., N - T - 1}, drawn on the CPU, so data[o : o + T + 1] fits."""
+    return torch.randint(n_tokens - block_size, (batch_size,), generator=generator)
+
+
+def _gather(data: Tensor, offsets: Tensor, block_size: int) -> tuple[Tensor, Tensor]:
+    # an asynchronous host-to-device copy: a blocking one would wait for the GPU's queue at every step
+    offsets = offsets.to(data.device, non_blocking=True)
+    chunk = data[offsets[:, None] + torch.arange(block_size + 1, device=data.device)].long()
+    return chunk[:, :-1], chunk[:, 1:]
+
+
 def random_windows(data: Tensor, batch_size: int, block_size: int,
                    generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """One training batch: inputs x [B, T] and targets y [B, T] = x shifted left, from B random offsets.
@@ -75,24 +87,55 @@ def random_windows(data: Tensor, batch_size: int, block_size: int,
     _check_block(data, block_size)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1; got {batch_size}")
-    offsets = torch.randint(len(data) - block_size, (batch_size,), generator=generator).to(data.device)
-    chunk = data[offsets[:, None] + torch.arange(block_size + 1, device=data.device)].long()
-    return chunk[:, :-1], chunk[:, 1:]
+    return _gather(data, _window_offsets(len(data), batch_size, block_size, generator), block_size)
 
 
 class RandomWindows:
-    """An endless stream of `random_windows` batches, reproducible from `seed`."""
+    """An endless stream of `random_windows` batches, reproducible from `seed`, resumable and shardable.
 
-    def __init__(self, data: Tensor, batch_size: int, block_size: int, seed: int = 0):
+    `batch_size` is the global batch. Under data parallelism (`world_size` > 1) every rank draws the same
+    global batch of offsets from the same generator and keeps its contiguous rows
+    [rank B / W, (rank + 1) B / W), so W ranks together train on exactly the batch one process would
+    (Notes: 000 §2.1 mini-batches; the DDP gradient is the mean over the ranks' equal shares). `state_dict`
+    holds the generator's state and the number of batches drawn, so a resumed stream continues bit-exactly.
+    """
+
+    def __init__(self, data: Tensor, batch_size: int, block_size: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1):
         _check_block(data, block_size)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a whole number >= 1; got {batch_size!r}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ConfigError(f"rank must be in [0, world_size) with world_size >= 1; got rank={rank}, "
+                              f"world_size={world_size}")
+        if batch_size % world_size:
+            fit = batch_size + world_size - batch_size % world_size
+            raise ConfigError(f"the global batch_size={batch_size} must split evenly over {world_size} processes; "
+                              f"use a multiple of {world_size} (e.g. batch_size={fit})")
         self.data, self.batch_size, self.block_size = data, batch_size, block_size
+        self.rank, self.world_size = rank, world_size
         self.generator = torch.Generator().manual_seed(seed)
+        self.drawn = 0  # global batches drawn so far
 
     def __iter__(self):
         return self
 
     def __next__(self) -> tuple[Tensor, Tensor]:
-        return random_windows(self.data, self.batch_size, self.block_size, self.generator)
+        offsets = _window_offsets(len(self.data), self.batch_size, self.block_size, self.generator)
+        self.drawn += 1
+        if self.world_size > 1:
+            share = self.batch_size // self.world_size
+            offsets = offsets[self.rank * share:(self.rank + 1) * share]
+        return _gather(self.data, offsets, self.block_size)
+
+    def state_dict(self) -> dict:
+        """The generator's state (a uint8 tensor) and the batches drawn: enough to continue the same stream."""
+        return {"generator": self.generator.get_state(), "drawn": self.drawn}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the stream from `state` (from `state_dict`, possibly through a checkpoint)."""
+        self.generator.set_state(state["generator"].to(torch.uint8).cpu().contiguous())
+        self.drawn = int(state["drawn"])
 
 
 def split_windows(data: Tensor, block_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -387,27 +387,27 @@ class Trainer:
         total = self.plan.steps_per_epoch or self.plan.total_steps
         bar = Progress(total, self.epoch, cfg.epochs if self.sized else 1, enabled=self.dist.is_main and cfg.progress,
                        every=cfg.log_every)
-        running: dict[str, torch.Tensor] = {}
-        n_run = 0
+        running: dict[str, list[torch.Tensor]] = {}  # the step's scalars since the last log, read on the host there
+        cpu = self.device.type == "cpu"
         try:
             for batch in self._epoch_batches():
                 out = self._train_step(self._prepare(batch))
                 self.step += 1
                 self.batch_in_epoch += 1
-                if self.device.type == "cpu":  # no host sync to avoid: name the exact step (else at log time)
+                if cpu and not _all_finite(out):  # no host sync to avoid: name the exact step (else at log time)
                     finite_or_raise(out, f"at step {self.step} (epoch {self.epoch + 1}){self._where()}")
                 for k, v in out.items():
                     if isinstance(v, torch.Tensor) and v.numel() == 1:
-                        running[k] = running.get(k, 0.0) + v.detach().float()
-                n_run += 1
+                        running.setdefault(k, []).append(v.detach())
                 end_of_epoch = self.sized and self.batch_in_epoch == self.plan.steps_per_epoch
                 if self.step % cfg.log_every == 0 or end_of_epoch or self._finished():
-                    finite_or_raise(running, f"by step {self.step} (epoch {self.epoch + 1}){self._where()}")
-                    vals = {f"train/{k}": (v / n_run).item() for k, v in running.items()}
+                    means = _means(running)
+                    finite_or_raise(means, f"by step {self.step} (epoch {self.epoch + 1}){self._where()}")
+                    vals = {f"train/{k}": v.item() for k, v in means.items()}
                     vals["lr"] = self.optimizers[0].param_groups[0]["lr"] if self.optimizers else 0.0
                     logger.log(self.step, self.epoch + 1, vals)
                     bar.update(self.step, vals)
-                    running, n_run = {}, 0
+                    running = {}
                 else:
                     bar.update(self.step)
                 for c in self.callbacks:
@@ -415,7 +415,7 @@ class Trainer:
                 if cfg.eval_every_steps and self.step % cfg.eval_every_steps == 0:
                     self._validate(logger)
                 if self._checkpoint_due():
-                    finite_or_raise(running, f"by step {self.step} (epoch {self.epoch + 1}){self._where()}")
+                    finite_or_raise(_means(running), f"by step {self.step} (epoch {self.epoch + 1}){self._where()}")
                     self.save()
                 if self._finished():
                     break
@@ -431,6 +431,16 @@ class Trainer:
 
     def _where(self) -> str:
         return f" (last good checkpoint in {self.run_dir / 'checkpoints'})" if self.run_dir else ""
+
+
+def _all_finite(values: dict) -> bool:
+    """Whether every scalar tensor in `values` is finite: one host read each (cheap on the CPU, where it is used)."""
+    return all(math.isfinite(v.item()) for v in values.values() if isinstance(v, torch.Tensor) and v.numel() == 1)
+
+
+def _means(running: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The mean of each logged scalar's values since the last log (on the device: no host read)."""
+    return {k: torch.stack(vs).float().mean() for k, vs in running.items() if vs}
 
 
 def _skip(it, n: int):
