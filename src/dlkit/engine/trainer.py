@@ -34,6 +34,9 @@ from .seeding import get_rng_state, set_rng_state
 from .task import StepContext, Task, TrainingPlan
 
 
+EPOCH_CHECKPOINT_MIN_SECONDS = 10.0  # an epoch-end checkpoint is skipped when the newest one is younger
+
+
 @dataclass
 class TrainerConfig:
     """Options of the training loop (every recipe that trains through the Trainer accepts them as --set)."""
@@ -283,7 +286,8 @@ class Trainer:
         self._evaluated_step = self.step
         self.last_metrics.update(metrics)
         logger.log(self.step, self.epoch + 1, metrics)
-        where = (f"epoch {self.epoch + 1}/{self.cfg.epochs}, " if self.sized and self.cfg.max_steps is None else "")
+        epoch = min(self.epoch + 1, self.cfg.epochs)  # after the last epoch the counter has already moved on
+        where = f"epoch {epoch}/{self.cfg.epochs}, " if self.sized and self.cfg.max_steps is None else ""
         echo(f"{where}step {self.step}/{self.plan.total_steps}: "
              + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()), self.dist.is_main)
         for s in self.schedulers:
@@ -367,8 +371,8 @@ class Trainer:
                     self._validate(logger)
                 self.epoch += 1
                 self.batch_in_epoch = 0
-                if not self._stop:
-                    self.save()
+                if not self._stop and time.perf_counter() - self._last_save >= EPOCH_CHECKPOINT_MIN_SECONDS:
+                    self.save()  # at epoch ends, unless the newest checkpoint is only seconds old (tiny epochs)
             if not self._stop:
                 self._validate(logger)  # the final weights are always scored
         finally:
