@@ -17,17 +17,19 @@ class AdamW(Adam):
 
     Notes: 002 §1.4.4. `theta <- theta - lr m^ / (sqrt(s^) + eps) - lambda theta` with `lambda = lr * wd`
     (form 'torch', the default) or `lambda = wd` (form 'notes'); m^, s^ as in Adam, computed from the plain gradient.
+    The decay comes first, `theta <- (1 - lambda) theta`, then the Adam step, as in torch.optim.AdamW. `impl` as in
+    Adam ("auto", "compiled", "foreach", "reference", "fused").
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False, foreach: bool = True,
-                 fused: bool = False, form: str = "torch"):
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
+                 foreach: bool | None = None, fused: bool | None = None, impl: str = "auto", form: str = "torch"):
         check(form in ("torch", "notes"), "AdamW form", "'torch' (decay lr * wd) or 'notes' (decay wd)", form)
         if form == "notes":
             check(weight_decay < 1, "AdamW(form='notes') weight_decay", "< 1 (theta <- (1 - wd) theta)", weight_decay,
                   "The notes' decay is not multiplied by lr, so use a small value such as lr * 1e-2.")
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, foreach=foreach,
-                         fused=fused, decoupled_weight_decay=True)
+                         fused=fused, impl=impl, decoupled_weight_decay=True)
         self.defaults["form"] = form
         for group in self.param_groups:
             group.setdefault("form", form)

@@ -1,0 +1,142 @@
+"""Object detection: the contract every detector trains and is scored through (Notes: 002 §4, §4.1).
+
+Contract (torchvision's `GeneralizedRCNN` convention, DESIGN.md "Tasks"):
+- a batch is `(images, targets)`: images a tensor [B, C, H, W] (or a list of [C, H, W]), targets a list of B dicts
+  `{"boxes": [M, 4] float (x1, y1, x2, y2) in pixels, "labels": [M] int64 in 1..C}` (0 is the background);
+- in training mode `model(images, targets)` returns a dict of scalar losses (e.g. `loss_classifier`,
+  `loss_box_reg`, `loss_objectness`); the task minimises their (weighted) sum and logs each one;
+- in eval mode `model(images)` returns a list of B dicts `{"boxes": [N, 4] xyxy, "scores": [N], "labels": [N]}`
+  (plus `masks` for instance segmentation), the detections after the model's own post-processing (NMS).
+The notes write a box as (centre x, centre y, w, h) (§4); the contract uses corners, as torchvision and COCO's
+evaluation code do, and the box conversions come with the detection issue.
+
+Evaluation is a pluggable metric object (`metric=`, a factory of `metrics.meter.Metric` whose `update(preds,
+targets)` takes one batch and whose `compute()` returns a dict). COCO mAP, equal to pycocotools, plugs in there
+when the detection issue adds it; until then the default is `BoxRecallIoU`: for every ground-truth box the best
+IoU reached by a detection of its class (scored >= `score_threshold`), averaged over the boxes, and the fraction
+of boxes where that IoU is >= 0.5. It is a plain sum over boxes, so it adds up across DDP ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ..data.loader import to_device
+from ..engine.task import Task
+from ..errors import ConfigError
+from ..metrics.meter import Metric
+from .optimization import build_optimizers
+
+
+def box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """Pairwise IoU [N, M] of boxes a [N, 4] and b [M, 4] in (x1, y1, x2, y2), area (x2 - x1)(y2 - y1).
+
+    Notes: 002 §4.1, `IoU = |A n B| / (|A| + |B| - |A n B|)` (the notes' denominator subtracts the union: a typo).
+    A private copy of what dlkit.ops will provide; an empty box against itself has IoU 0.
+    """
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=2)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(inter.dtype).tiny), torch.zeros_like(inter))
+
+
+class BoxRecallIoU(Metric):
+    """Per ground-truth box, the best IoU of a same-class detection scored >= `score_threshold` (0 if none):
+    `mean_iou` over all boxes and `recall@{iou_threshold}`, the fraction of boxes with best IoU >= the threshold.
+
+    Notes: 002 §4.1 (IoU; recall = matched GT boxes / GT boxes). A stand-in for COCO mAP until it exists: it
+    ignores false positives, so a detector that fires everywhere scores high; it is honest about localisation.
+    """
+
+    def __init__(self, score_threshold: float = 0.0, iou_threshold: float = 0.5):
+        super().__init__()
+        self.score_threshold, self.iou_threshold = score_threshold, iou_threshold
+        self.add_state("iou_sum", torch.zeros((), dtype=torch.float64))
+        self.add_state("hits", torch.zeros((), dtype=torch.int64))
+        self.add_state("boxes", torch.zeros((), dtype=torch.int64))
+
+    @torch.no_grad()
+    def update(self, preds: list[Mapping[str, Tensor]], targets: list[Mapping[str, Tensor]]) -> None:
+        check_detections(preds, len(targets))
+        for pred, target in zip(preds, targets):
+            gt_boxes, gt_labels = target["boxes"].float(), target["labels"]
+            if len(gt_boxes) == 0:
+                continue
+            keep = pred["scores"] >= self.score_threshold
+            boxes, labels = pred["boxes"][keep].float(), pred["labels"][keep]
+            iou = box_iou(gt_boxes, boxes) if len(boxes) else gt_boxes.new_zeros(len(gt_boxes), 0)
+            iou = iou * (gt_labels[:, None] == labels[None, :])  # a detection of another class does not count
+            best = iou.max(dim=1).values if iou.shape[1] else iou.new_zeros(len(gt_boxes))
+            self.iou_sum = self.iou_sum.to(best.device) + best.double().sum()
+            self.hits = self.hits.to(best.device) + (best >= self.iou_threshold).sum()
+            self.boxes = self.boxes.to(best.device) + len(gt_boxes)
+
+    def compute(self) -> dict[str, float]:
+        n = self.synced("boxes").item()
+        if n == 0:
+            raise ConfigError("BoxRecallIoU.compute() before any ground-truth box: is the evaluation data empty?")
+        return {"mean_iou": self.synced("iou_sum").item() / n,
+                f"recall@{self.iou_threshold:g}": self.synced("hits").item() / n}
+
+
+def check_detections(preds, n_images: int) -> None:
+    """Refuse a model output that is not one {boxes [N, 4], scores [N], labels [N]} dict per image."""
+    if not isinstance(preds, list | tuple) or len(preds) != n_images:
+        raise ConfigError(f"a detector in eval mode must return a list of {n_images} dicts (one per image) with "
+                          f"boxes, scores and labels; got {type(preds).__name__}"
+                          f"{f' of length {len(preds)}' if isinstance(preds, list | tuple) else ''}")
+    for p in preds:
+        missing = {"boxes", "scores", "labels"} - set(p) if isinstance(p, Mapping) else {"a dict"}
+        if missing:
+            raise ConfigError(f"each detection dict needs boxes [N, 4], scores [N] and labels [N]; missing "
+                              f"{sorted(missing)}")
+        n = len(p["scores"])
+        if p["boxes"].shape != (n, 4) or p["labels"].shape != (n,):
+            raise ConfigError(f"detections must be boxes [N, 4], scores [N], labels [N]; got boxes "
+                              f"{tuple(p['boxes'].shape)}, scores {tuple(p['scores'].shape)}, labels "
+                              f"{tuple(p['labels'].shape)}")
+
+
+class DetectionTask(Task):
+    """Trains a detector on the sum of the loss dict its forward returns; evaluates its detections.
+
+    Notes: 002 §4. `loss_weights` scales named terms (others weigh 1); the step logs every term. `metric` is a
+    factory of the evaluation metric (default `BoxRecallIoU`; COCO mAP later). Optimizer and schedule from
+    `cfg` (`tasks.optimization.build_optimizers`).
+    """
+
+    def __init__(self, model: nn.Module, cfg, metric: Callable[[], Metric] = BoxRecallIoU,
+                 loss_weights: Mapping[str, float] | None = None):
+        super().__init__(model)
+        self.cfg, self.metric, self.loss_weights = cfg, metric, dict(loss_weights or {})
+
+    def configure_optimizers(self, plan):
+        return build_optimizers(self.model.parameters(), self.cfg, plan)
+
+    def training_step(self, model, batch, ctx):
+        images, targets = batch
+        losses = model(images, targets)
+        if not isinstance(losses, Mapping) or not losses:
+            raise ConfigError("a detector in training mode must return a dict of scalar losses from "
+                              f"model(images, targets); got {type(losses).__name__}")
+        unknown = set(self.loss_weights) - set(losses)
+        if unknown:
+            raise ConfigError(f"loss_weights names {sorted(unknown)}, which the model does not return; it returns "
+                              f"{sorted(losses)}")
+        total = sum(self.loss_weights.get(k, 1.0) * v for k, v in losses.items())
+        return {"loss": total, **{k: v.detach() for k, v in losses.items()}}
+
+    def evaluate(self, model, data):
+        metric = self.metric()
+        device = next(model.parameters()).device
+        for images, targets in data:
+            images, targets = to_device((images, targets), device)
+            metric.update(model(images), targets)
+        out = metric.compute()
+        return out if isinstance(out, Mapping) else {"metric": out}
