@@ -1,5 +1,5 @@
 """Sentence-level data for encoders such as BERT: the spoken lines of a play, next-sentence pairs cut from a
-token stream, and a generated word-order classification task.
+token stream, masked pre-training batches of a corpus, and a generated word-order classification task.
 
 Notes: 004 BERT. Pre-training reads pairs of text segments "[CLS] A [SEP] B [SEP]" with segment ids 0 for A
 and 1 for B; next-sentence prediction asks whether B follows A in the text (Training BERT, step 2). Fine-tuning
@@ -16,7 +16,11 @@ from typing import NamedTuple
 import torch
 
 from ..errors import ConfigError
-from .text import word_tokenize
+from .text import PAD, UNK, Vocab, word_tokenize
+
+CLS, SEP, MASK = "[CLS]", "[SEP]", "[MASK]"
+BERT_SPECIALS = (PAD, UNK, CLS, SEP, MASK)  # <PAD> first: id 0 is BertModel's padding id
+TOKENIZERS: dict[str, Callable[[str], list[str]]] = {"char": list, "word": word_tokenize}
 
 
 def speech_lines(text: str) -> list[str]:
@@ -132,3 +136,73 @@ def sentence_pairs(ids: torch.Tensor, n: int, len_a: int, len_b: int, cls_id: in
     token_type_ids = torch.zeros_like(input_ids)
     token_type_ids[:, len_a + 2:] = 1
     return input_ids, token_type_ids, is_next
+
+
+class MaskedLMCorpus:
+    """A BERT pre-training corpus: the token streams of training and held-out lines and their vocabulary.
+
+    Notes: 004 Training BERT. Lines are tokenised by characters (`level="char"`) or words, each ended by "\n"
+    (dropped by the word tokenizer); the vocabulary (`BERT_SPECIALS` first, then the training tokens, most
+    frequent first, at most `vocab_size` in all when > 0) comes from the training lines only. `batch` draws
+    masked next-sentence-prediction batches; `encode_sentences` makes [CLS] line [SEP] inputs for fine-tuning.
+    """
+
+    def __init__(self, train_lines: Sequence[str], test_lines: Sequence[str], level: str = "char",
+                 vocab_size: int = 0):
+        if level not in TOKENIZERS:
+            raise ConfigError(f"level must be one of {sorted(TOKENIZERS)}; got {level!r}")
+        self.level, self.tokenize = level, TOKENIZERS[level]
+        train = [t for line in train_lines for t in self.tokenize(line + "\n")]
+        test = [t for line in test_lines for t in self.tokenize(line + "\n")]
+        self.vocab = v = Vocab.build([train], max_size=vocab_size or None, specials=BERT_SPECIALS)
+        self.cls_id, self.sep_id, self.mask_id, self.pad_id = v[CLS], v[SEP], v[MASK], v.pad_id
+        self.special_ids = [v[s] for s in BERT_SPECIALS]  # <UNK> is never a target either
+        self.train_ids, self.test_ids = v.encode(train), v.encode(test)
+        self.most_frequent = len(BERT_SPECIALS)  # Vocab puts the most frequent training token first
+
+    def batch(self, ids: torch.Tensor, n: int, segment_len: int, generator: torch.Generator | None = None,
+              mlm_prob: float = 0.15) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A masked next-sentence-prediction batch of `n` pairs of `segment_len`-token segments of `ids`:
+        (corrupted ids, segment ids, MLM labels (-100 where not chosen), is_next)."""
+        from ..models.sequence.bert import mask_tokens
+
+        x, types, is_next = sentence_pairs(ids, n, segment_len, segment_len, self.cls_id, self.sep_id, generator)
+        corrupted, labels = mask_tokens(x, len(self.vocab), self.mask_id, self.special_ids, mlm_prob, generator)
+        return corrupted, types, labels, is_next
+
+    def heldout_batches(self, n_batches: int, n: int, segment_len: int, seed: int) -> list[tuple]:
+        """`n_batches` fixed batches of the held-out stream, drawn from a generator seeded `seed` (the same
+        batches every time they are asked for)."""
+        g = torch.Generator().manual_seed(seed)
+        return [self.batch(self.test_ids, n, segment_len, g) for _ in range(n_batches)]
+
+    def stream(self, n: int, segment_len: int, seed: int) -> MaskedLMStream:
+        """The endless stream of training batches (see `MaskedLMStream`)."""
+        return MaskedLMStream(self, n, segment_len, seed)
+
+    def encode_sentences(self, token_lists: Sequence[Sequence[str]], max_len: int) -> torch.Tensor:
+        """[CLS] line [SEP] <PAD>... for fine-tuning; a line is its words joined by spaces, then tokenised."""
+        return encode_single_sentences([self.vocab.encode(self.tokenize(" ".join(t))) for t in token_lists],
+                                       max_len, self.cls_id, self.sep_id, self.pad_id)
+
+
+class MaskedLMStream:
+    """An endless iterable of masked pre-training batches of a corpus's training stream, all drawn from one
+    generator seeded `seed`; its state (the generator's) goes into the Trainer's checkpoints, so a resumed run
+    draws the batches an uninterrupted one would have drawn. Notes: 004 Training BERT."""
+
+    def __init__(self, corpus: MaskedLMCorpus, n: int, segment_len: int, seed: int = 0):
+        if n < 1 or segment_len < 1:
+            raise ConfigError(f"batch size and segment_len must be >= 1; got {n}, {segment_len}")
+        self.corpus, self.n, self.segment_len = corpus, n, segment_len
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __iter__(self):
+        while True:
+            yield self.corpus.batch(self.corpus.train_ids, self.n, self.segment_len, self.generator)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

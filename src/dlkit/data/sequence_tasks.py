@@ -79,6 +79,65 @@ class SequenceTask:
             T = int((tgt[idx] != self.tgt_vocab.pad_id).sum(1).max())
             yield PaddedBatch(src.ids[idx, :L], src.lengths[idx], src.padding_mask[idx, :L]), tgt[idx, :T]
 
+    def loader(self, split: str = "train", batch_size: int = 64, shuffle: bool = True, seed: int = 0,
+               bucket: bool = True, rank: int = 0, world_size: int = 1) -> SequenceBatches:
+        """The split as a Trainer-ready loader of (source ids, source lengths, targets) batches; see
+        `SequenceBatches`."""
+        return SequenceBatches(self, split, batch_size, shuffle=shuffle, seed=seed, bucket=bucket, rank=rank,
+                               world_size=world_size)
+
+
+class SequenceBatches:
+    """Mini-batches (source ids [B, S], source lengths [B], targets [B, T]) of one split of a `SequenceTask`.
+
+    Targets are [<SOS>, t_1..t_n, <EOS>, <PAD>...] (Notes: 003 §9). With `bucket` (training) the batches are
+    those of `SequenceTask.batches`: sequences of similar source length (`BucketBatchSampler`, a new order per
+    epoch from (seed, epoch)), each batch cut to its longest source and target. Without it (evaluation) the
+    split is cut in order into consecutive batches padded to the split's widths. Sized, with `set_epoch` and
+    `iter_from(batch)`, so a Trainer run resumed mid-epoch sees the batches it would have seen. Under DDP
+    (`world_size` > 1) each bucketed batch, the global batch, is split into contiguous per-rank slices.
+    """
+
+    def __init__(self, task: SequenceTask, split: str = "train", batch_size: int = 64, shuffle: bool = True,
+                 seed: int = 0, bucket: bool = True, rank: int = 0, world_size: int = 1):
+        if batch_size < 1 or batch_size % world_size:
+            raise ConfigError(f"batch_size must be a positive multiple of the number of processes ({world_size}); "
+                              f"got {batch_size}")
+        self.task, self.split, self.batch_size, self.bucket = task, split, batch_size, bucket
+        self.rank, self.world_size = rank, world_size
+        self.src, self.tgt = task.tensors(split)
+        self.pad_id = task.tgt_vocab.pad_id
+        self.sampler = BucketBatchSampler(self.src.lengths, batch_size, shuffle=shuffle, seed=seed) if bucket else None
+
+    def __len__(self) -> int:
+        return len(self.sampler) if self.bucket else -(-len(self.tgt) // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the batch order of `epoch` (bucketed batches only; in-order batches never change)."""
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+
+    def iter_from(self, start: int = 0):
+        """The epoch's batches from batch index `start`."""
+        if not self.bucket:
+            for b in range(start, len(self)):
+                sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+                yield self.src.ids[sl], self.src.lengths[sl], self.tgt[sl]
+            return
+        for b, idx in enumerate(self.sampler):
+            if b < start:
+                continue
+            idx = torch.tensor(idx)
+            L = int(self.src.lengths[idx].max())
+            T = int((self.tgt[idx] != self.pad_id).sum(1).max())
+            if self.world_size > 1:  # the same widths on every rank; a short last batch split as evenly as it goes
+                step = -(-len(idx) // self.world_size)
+                idx = idx[self.rank * step: (self.rank + 1) * step]
+            yield self.src.ids[idx, :L], self.src.lengths[idx], self.tgt[idx, :T]
+
+    def __iter__(self):
+        return self.iter_from(0)
+
 
 def _split_sizes(n_train: int, n_test: int, available: int, what: str) -> None:
     if n_train < 1 or n_test < 0:

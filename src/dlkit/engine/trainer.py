@@ -33,7 +33,6 @@ from .machine import resolve_bf16
 from .seeding import get_rng_state, set_rng_state
 from .task import StepContext, Task, TrainingPlan
 
-
 EPOCH_CHECKPOINT_MIN_SECONDS = 10.0  # an epoch-end checkpoint is skipped when the newest one is younger
 
 

@@ -9,18 +9,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlkit import create_model
+from dlkit.data.sequence_tasks import reversal_task
 from dlkit.errors import ConfigError
 from dlkit.models.sequence.transformer import Transformer, add_special_tokens, shift_targets
 
 PAD, SOS, EOS = 0, 1, 2
 
 
-def test_reversal_batch_hand_check():
-    torch.manual_seed(3)
-    src, tgt = _reversal_batch(4)
-    for s, t in zip(src.tolist(), tgt.tolist()):
-        toks = [x for x in s if x != PAD]
-        assert t[: len(toks) + 2] == [SOS, *toks[::-1], EOS] and set(t[len(toks) + 2 :]) <= {PAD}
+def test_reversal_task_targets_are_the_reversed_sources_encoded_by_hand():
+    # data.sequence_tasks.reversal_task against the rule written out: letter k of the alphabet has id 4 + k
+    # (after <PAD>, <SOS>, <EOS>, <UNK>) and a target row is [<SOS>, reversed source ids, <EOS>, <PAD>...]
+    task = reversal_task(30, 5, num_symbols=3, min_len=2, max_len=4, seed=0)
+    assert [t for _, t in task.train + task.test] == [s[::-1] for s, _ in task.train + task.test]
+    src, tgt = task.tensors("train")
+    for i, (s, _) in enumerate(task.train):
+        ids = [4 + "abc".index(ch) for ch in s]
+        assert src.ids[i].tolist() == ids + [PAD] * (src.ids.shape[1] - len(s))
+        assert tgt[i].tolist() == [SOS, *ids[::-1], EOS] + [PAD] * (tgt.shape[1] - len(s) - 2)
+    assert task.src_vocab.itos[4:] == ["a", "b", "c"] and len({s for s, _ in task.train + task.test}) == 35
 
 
 def test_shift_targets_hand_example():

@@ -117,9 +117,12 @@ class BertForPreTraining(nn.Module):
         nn.init.zeros_(self.mlm.decoder.bias)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None,
-                key_padding_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                key_padding_mask: Tensor | None = None, masked: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(MLM logits [B, T, V], NSP logits [B, 2]); given `masked` (bool [B, T]), the MLM logits of the masked
+        positions only, [M, V] in row-major order: the loss covers nothing else, so most of the head's work is
+        saved."""
         h, pooled = self.bert(input_ids, token_type_ids, key_padding_mask)
-        return self.mlm(h), self.nsp(pooled)
+        return self.mlm(h if masked is None else h[masked]), self.nsp(pooled)
 
     def loss(self, input_ids: Tensor, mlm_labels: Tensor, nsp_labels: Tensor | None = None,
              token_type_ids: Tensor | None = None, key_padding_mask: Tensor | None = None) -> Tensor:

@@ -157,8 +157,11 @@ class Word2Vec(nn.Module):
         v = self.in_embed(inputs.clamp_min(0)) * mask
         return v.sum(1) / mask.sum(1)
 
-    def forward(self, inputs: Tensor) -> Tensor:
-        """Full-softmax logits U h [B, V]."""
+    def forward(self, inputs: Tensor, targets: Tensor | None = None, negatives: Tensor | None = None) -> Tensor:
+        """Full-softmax logits U h [B, V]; given `targets`, the training loss of `loss` instead (a training step
+        calls the module, so that wrappers such as DDP see the call)."""
+        if targets is not None:
+            return self.loss(inputs, targets, negatives)
         return self.hidden(inputs) @ self.out_embed.weight.t()
 
     def sample_negatives(self, n: int, generator: torch.Generator | None = None) -> Tensor:
