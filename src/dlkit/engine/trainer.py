@@ -288,7 +288,8 @@ class Trainer:
         epoch = min(self.epoch + 1, self.cfg.epochs)  # after the last epoch the counter has already moved on
         where = f"epoch {epoch}/{self.cfg.epochs}, " if self.sized and self.cfg.max_steps is None else ""
         echo(f"{where}step {self.step}/{self.plan.total_steps}: "
-             + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()), self.dist.is_main)
+             + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()),
+             self.dist.is_main and (self.cfg.progress or self.run_dir is not None))  # headless fit(): quiet
         for s in self.schedulers:
             if isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 s.step(metrics.get(self.cfg.monitor, float("nan")))
