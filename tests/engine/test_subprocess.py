@@ -28,35 +28,48 @@ def weights(run_dir: Path) -> dict:
     return load_file(str(run_dir / "model.safetensors"))
 
 
-def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path):
-    opts = ["--set", "epochs=3", "--set", "checkpoint_every_steps=10", "--set", "log_every=5"]
-    run_ok(DLKIT + ["run", "mlp-digits", "--out", str(tmp_path / "full"), *opts])
+def kill_after_checkpoints_then_resume(recipe: str, opts: list, tmp_path: Path, checkpoints: int = 3) -> None:
+    """Run `recipe` uninterrupted, then again killed with SIGKILL once `checkpoints` checkpoints exist, resume the
+    killed run, and assert that both end with the same weights to the bit."""
+    run_ok(DLKIT + ["run", recipe, "--out", str(tmp_path / "full"), *opts])
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(DLKIT + ["run", "mlp-digits", "--out", str(killed), *opts], env=ENV,
+    proc = subprocess.Popen(DLKIT + ["run", recipe, "--out", str(killed), *opts], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpts = killed / "checkpoints"
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(ckpts.glob("step_*.json"))) < 3:  # steps 10, 20, 30: mid epoch 1
-        time.sleep(0.02)
+    while time.time() < deadline and len(list(ckpts.glob("step_*.json"))) < checkpoints:
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (killed / "summary.json").exists(), "the run finished before it was killed"
-    out = run_ok(DLKIT + ["run", "mlp-digits", "--resume", str(killed)])
+    out = run_ok(DLKIT + ["run", recipe, "--resume", str(killed)])
     assert "resumed from" in out.stderr
     a, b = weights(tmp_path / "full"), weights(killed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.slow
-def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
-    opts = ["--smoke", "--set", "dropout=0.0", "--set", "batch_size=64", "--set", "epochs=2"]
-    run_ok(DLKIT + ["run", "mlp-digits", "--out", str(tmp_path / "one"), *opts])
+def one_and_two_processes(recipe: str, opts: list, tmp_path: Path) -> tuple[dict, dict]:
+    """Weights of `recipe` trained by one process and by two torchrun gloo processes with the same global batch;
+    asserts they agree to 1e-5."""
+    run_ok(DLKIT + ["run", recipe, "--out", str(tmp_path / "one"), *opts])
     run_ok([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dlkit",
-            "run", "mlp-digits", "--out", str(tmp_path / "two"), *opts])
+            "run", recipe, "--out", str(tmp_path / "two"), *opts])
     a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
     for k in a:
         torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-5)
+    return a, b
+
+
+def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path):
+    opts = ["--set", "epochs=3", "--set", "checkpoint_every_steps=10", "--set", "log_every=5"]
+    kill_after_checkpoints_then_resume("mlp-digits", opts, tmp_path)  # steps 10, 20, 30: mid epoch 1
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    opts = ["--smoke", "--set", "dropout=0.0", "--set", "batch_size=64", "--set", "epochs=2"]
+    a, _ = one_and_two_processes("mlp-digits", opts, tmp_path)
     assert not torch.equal(a["layers.1.weight"], torch.zeros_like(a["layers.1.weight"]))
 
 
@@ -66,35 +79,14 @@ GPT_OPTS = ["--smoke", "--set", "max_steps=240", "--set", "lr_decay_steps=240", 
 
 
 def test_char_gpt_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path, data_root):
-    opts = [*GPT_OPTS, "--data-dir", str(data_root)]
-    run_ok(DLKIT + ["run", "char-gpt-shakespeare", "--out", str(tmp_path / "full"), *opts])
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(DLKIT + ["run", "char-gpt-shakespeare", "--out", str(killed), *opts], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpts = killed / "checkpoints"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(ckpts.glob("step_*.json"))) < 3:  # steps 10, 20, 30 (of 240)
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert not (killed / "summary.json").exists(), "the run finished before it was killed"
-    out = run_ok(DLKIT + ["run", "char-gpt-shakespeare", "--resume", str(killed)])
-    assert "resumed from" in out.stderr
-    a, b = weights(tmp_path / "full"), weights(killed)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    kill_after_checkpoints_then_resume("char-gpt-shakespeare", [*GPT_OPTS, "--data-dir", str(data_root)], tmp_path)
 
 
 @pytest.mark.slow
 def test_char_gpt_torchrun_two_processes_match_one_process_with_the_same_global_batch(tmp_path, data_root):
     opts = [*GPT_OPTS, "--set", "max_steps=30", "--set", "lr_decay_steps=30", "--set", "batch_size=8",
             "--data-dir", str(data_root)]
-    run_ok(DLKIT + ["run", "char-gpt-shakespeare", "--out", str(tmp_path / "one"), *opts])
-    run_ok([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dlkit",
-            "run", "char-gpt-shakespeare", "--out", str(tmp_path / "two"), *opts])
-    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-5)
+    one_and_two_processes("char-gpt-shakespeare", opts, tmp_path)
     s1 = json.loads((tmp_path / "one" / "summary.json").read_text())
     s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert s2["world_size"] == 2 and s2["value"] == pytest.approx(s1["value"], abs=1e-5)  # sharded validation
