@@ -1,5 +1,6 @@
-"""Real `dlkit run` processes: a SIGKILL mid-epoch then --resume, and torchrun with two gloo processes (an
-epoch-based MLP and the step-based char-GPT on an endless stream)."""
+"""Real `dlkit run` processes: a SIGKILL mid-epoch then --resume (an MLP, LeNet-5 with channels-last and the
+char-GPT), and torchrun with two gloo processes (an epoch-based MLP and the step-based char-GPT on an endless
+stream)."""
 
 import json
 import math
@@ -28,25 +29,37 @@ def weights(run_dir: Path) -> dict:
     return load_file(str(run_dir / "model.safetensors"))
 
 
+def interrupted_run(recipe: str, opts: list, out: Path, checkpoints: int = 3,
+                    sig: signal.Signals = signal.SIGKILL) -> subprocess.CompletedProcess:
+    """Start `dlkit run recipe --out out`, send it `sig` once `checkpoints` checkpoint files exist (step 0 is the
+    first) and wait for it; asserts it did not finish first. Returns the process (its stderr as text)."""
+    proc = subprocess.Popen(DLKIT + ["run", recipe, "--out", str(out), *opts], env=ENV, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpts = out / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(ckpts.glob("step_*.json"))) < checkpoints and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert not (out / "summary.json").exists(), "the run finished before it was interrupted"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, None, err)
+
+
+def resume_gives_the_same_weights(recipe: str, full: Path, interrupted: Path) -> None:
+    """`dlkit run recipe --resume interrupted` ends with the weights of the uninterrupted run `full`, to the bit."""
+    out = run_ok(DLKIT + ["run", recipe, "--resume", str(interrupted)])
+    assert "resumed from" in out.stderr
+    a, b = weights(full), weights(interrupted)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def kill_after_checkpoints_then_resume(recipe: str, opts: list, tmp_path: Path, checkpoints: int = 3) -> None:
     """Run `recipe` uninterrupted, then again killed with SIGKILL once `checkpoints` checkpoints exist, resume the
     killed run, and assert that both end with the same weights to the bit."""
     run_ok(DLKIT + ["run", recipe, "--out", str(tmp_path / "full"), *opts])
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(DLKIT + ["run", recipe, "--out", str(killed), *opts], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpts = killed / "checkpoints"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(ckpts.glob("step_*.json"))) < checkpoints:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert not (killed / "summary.json").exists(), "the run finished before it was killed"
-    out = run_ok(DLKIT + ["run", recipe, "--resume", str(killed)])
-    assert "resumed from" in out.stderr
-    a, b = weights(tmp_path / "full"), weights(killed)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    killed = interrupted_run(recipe, opts, tmp_path / "killed", checkpoints)
+    assert killed.returncode == -signal.SIGKILL
+    resume_gives_the_same_weights(recipe, tmp_path / "full", tmp_path / "killed")
 
 
 def one_and_two_processes(recipe: str, opts: list, tmp_path: Path) -> tuple[dict, dict]:
@@ -63,7 +76,7 @@ def one_and_two_processes(recipe: str, opts: list, tmp_path: Path) -> tuple[dict
 
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path):
     opts = ["--set", "epochs=3", "--set", "checkpoint_every_steps=10", "--set", "log_every=5"]
-    kill_after_checkpoints_then_resume("mlp-digits", opts, tmp_path)  # steps 10, 20, 30: mid epoch 1
+    kill_after_checkpoints_then_resume("mlp-digits", opts, tmp_path)  # steps 0, 10, 20: mid epoch 1
 
 
 @pytest.mark.slow
@@ -71,6 +84,13 @@ def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(tmp
     opts = ["--smoke", "--set", "dropout=0.0", "--set", "batch_size=64", "--set", "epochs=2"]
     a, _ = one_and_two_processes("mlp-digits", opts, tmp_path)
     assert not torch.equal(a["layers.1.weight"], torch.zeros_like(a["layers.1.weight"]))
+
+
+def test_lenet5_mnist_with_its_defaults_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path, data_root):
+    # its defaults: channels-last weights, torch's fused Adam, one-cycle schedule; 3 x 16 steps of 32 images
+    opts = ["--smoke", "--set", "batch_size=32", "--set", "epochs=3", "--set", "checkpoint_every_steps=4",
+            "--data-dir", str(data_root)]
+    kill_after_checkpoints_then_resume("lenet5-mnist", opts, tmp_path)  # killed after the step-8 checkpoint
 
 
 # char-gpt-shakespeare in smoke mode, a few hundred steps on an endless stream of random windows (Notes: 004 GPT)

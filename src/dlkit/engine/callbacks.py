@@ -11,6 +11,7 @@ early stopping as a regulariser).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -101,11 +102,15 @@ class LambdaCallback(Callback):
             setattr(self, name, fn)
 
 
-def finite_or_raise(values: dict, where: str) -> None:
-    """Raise TrainingDiverged if a scalar tensor in `values` is NaN or infinite (the NaN guard)."""
+DIVERGED_ADVICE = ". Lower the learning rate or enable gradient clipping (--set grad_clip_norm=1.0)"
+
+
+def finite_or_raise(values: dict, where: str, remedy: str | Callable[[], str] = DIVERGED_ADVICE) -> None:
+    """Raise TrainingDiverged if a scalar tensor in `values` is NaN or infinite (the NaN guard); the message is
+    "<name> became nan <where>: training stopped<remedy>" (`remedy` may be a function, called only then)."""
     from ..errors import TrainingDiverged
 
     for name, v in values.items():
         if isinstance(v, torch.Tensor) and v.numel() == 1 and not torch.isfinite(v.detach()).item():
-            raise TrainingDiverged(f"{name} became {v.item()} {where}: training stopped. Lower the learning rate or "
-                                   "enable gradient clipping (--set grad_clip_norm=1.0)")
+            advice = remedy() if callable(remedy) else remedy
+            raise TrainingDiverged(f"{name} became {v.item()} {where}: training stopped{advice}")

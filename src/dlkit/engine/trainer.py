@@ -7,29 +7,34 @@ checkpoints every N epochs or every N steps. Around it: gradient clipping, LR sc
 autocast, torch.compile, channels-last, EMA of weights, DDP under torchrun, callbacks (early
 stopping is one), a NaN/Inf guard, metrics to CSV/TensorBoard, and atomic checkpoints at epoch
 ends and every few minutes, from which a run resumes bit-exactly. `fit()` is the headless form
-(no run folder) that a comparison of several trainings calls once per sub-training.
+(no run folder) that a comparison of several trainings calls once per sub-training. SIGTERM and SIGINT
+during `Trainer.fit` stop the run at the next step boundary with a checkpoint (engine/preemption.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import shlex
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
+import torch.distributed as tdist
 
 from ..data.loader import to_device
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingDiverged
 from ..metrics.meter import ranks_synced
 from . import checkpoint as ckpt
 from . import global_state
-from .callbacks import Callback, EarlyStopping, finite_or_raise
-from .distributed import DistInfo, init_distributed
+from .callbacks import DIVERGED_ADVICE, Callback, EarlyStopping, finite_or_raise
+from .distributed import DistInfo, barrier, init_distributed
 from .ema import ModelEMA
 from .logger import MetricLogger, Progress, echo
 from .machine import resolve_bf16
+from .preemption import Preempted, SignalWatch, signal_name
 from .seeding import get_rng_state, set_rng_state
 from .task import StepContext, Task, TrainingPlan
 
@@ -70,38 +75,56 @@ class TrainerConfig:
     def types(cls) -> dict[str, str]:
         return {f.name: str(f.type) for f in fields(cls)}
 
+    MAX_COUNT = 2**31 - 1  # the largest whole-number option (steps, epochs, intervals): what int32 counters take
+    MAX_THREADS = 1024     # more intra-op threads than any CPU has cores only oversubscribes it
+
     def validate(self) -> None:
-        """Refuse values the loop cannot run with, before anything runs (expected versus got)."""
-        def positive(name, allow_none=True, kind=int):
+        """Refuse values the loop cannot run with, before anything runs (what is wrong, what was expected, how to
+        fix it)."""
+        import re
+
+        def fix(name, example="null"):
+            default = getattr(TrainerConfig, name, None)
+            return f" (e.g. --set {name}={example if default is None else default})"
+
+        def whole(name, allow_none=True):
             v = getattr(self, name)
             if v is None and allow_none:
                 return
-            if isinstance(v, bool) or not isinstance(v, kind if kind is float else int) or not v > 0 or \
-                    (kind is float and not math.isfinite(v)):
-                what = "a positive number" if kind is float else "a positive whole number"
-                raise ConfigError(f"{name} must be {what}{' or null' if allow_none else ''}; got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= self.MAX_COUNT:
+                raise ConfigError(f"{name} must be a positive whole number (at most {self.MAX_COUNT})"
+                                  f"{' or null' if allow_none else ''}; got {v!r}{fix(name, 10)}")
+
+        def number(name, low, high, text):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)
+                                  or not low < v < high):
+                raise ConfigError(f"{name} must be {text} or null; got {v!r}{fix(name)}")
 
         for name in ("max_steps", "eval_every_epochs", "eval_every_steps", "checkpoint_every_steps", "threads",
                      "early_stopping_patience"):
-            positive(name)
+            whole(name)
         for name in ("epochs", "log_every"):
-            positive(name, allow_none=False)
+            whole(name, allow_none=False)
+        if self.threads is not None and self.threads > self.MAX_THREADS:
+            raise ConfigError(f"threads must be at most {self.MAX_THREADS} (CPU threads of one process); got "
+                              f"{self.threads}{fix('threads', 1)}")
         for name in ("grad_clip_norm", "grad_clip_value", "checkpoint_every_minutes"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not v > 0
-                                  or not math.isfinite(v)):
-                raise ConfigError(f"{name} must be a positive number or null; got {v!r}")
-        d = self.ema_decay
-        if d is not None and (isinstance(d, bool) or not isinstance(d, int | float) or not 0.0 < d < 1.0):
-            raise ConfigError(f"ema_decay must be a number in (0, 1) or null; got {self.ema_decay!r}")
-        if not isinstance(self.keep_checkpoints, int) or isinstance(self.keep_checkpoints, bool) \
-                or self.keep_checkpoints < 1:
-            raise ConfigError(f"keep_checkpoints must be a whole number >= 1; got {self.keep_checkpoints!r}")
+            number(name, 0.0, math.inf, "a positive number")
+        number("ema_decay", 0.0, 1.0, "a number in (0, 1), such as 0.999,")
+        k = self.keep_checkpoints
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.MAX_COUNT:
+            raise ConfigError(f"keep_checkpoints must be a whole number >= 1 (the newest checkpoints kept); got "
+                              f"{k!r}{fix('keep_checkpoints')}")
         if self.monitor_mode not in ("min", "max"):
-            raise ConfigError(f"monitor_mode must be 'min' or 'max'; got {self.monitor_mode!r}")
-        dev = str(self.device)
-        if not (dev == "cpu" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
-            raise ConfigError(f"device must be cpu, cuda or cuda:N; got {self.device!r}")
+            raise ConfigError(f"monitor_mode must be 'min' or 'max'; got {self.monitor_mode!r}{fix('monitor_mode')}")
+        m = self.monitor
+        if not (isinstance(m, str) and len(m.split("/")) >= 2 and all(m.split("/")) and m.strip() == m):
+            raise ConfigError(f"monitor must name a logged metric as SPLIT/NAME, such as val/loss or val/accuracy; "
+                              f"got {m!r}")
+        dev = self.device
+        if not (isinstance(dev, str) and (dev in ("cpu", "cuda") or re.fullmatch(r"cuda:[0-9]{1,4}", dev))):
+            raise ConfigError(f"device must be cpu, cuda or cuda:N (N: a GPU index); got {dev!r} (--device cpu)")
         resolve_bf16(self.bf16, dev)  # raises on anything but true, false or auto
 
 
@@ -139,6 +162,8 @@ class Trainer:
         self.stop_reason = ""
         self._stop = False
         self._saved_step: int | None = None
+        self._last_checkpoint: Path | None = None  # the newest checkpoint written or resumed from
+        self._signals = SignalWatch()  # entered by fit(): SIGTERM/SIGINT stop at the next step boundary
         self._evaluated_step: int | None = None
         self.train_seconds = 0.0
         self.callbacks = list(callbacks)
@@ -219,7 +244,8 @@ class Trainer:
             "optimizers": [o.state_dict() for o in self.optimizers],
             "schedulers": [s.state_dict() for s in self.schedulers],
             "trainer": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                        "config": asdict(self.cfg), "evaluated_step": self._evaluated_step},
+                        "config": asdict(self.cfg), "evaluated_step": self._evaluated_step,
+                        "stop_reason": self.stop_reason if self._stop else None},  # a callback's request_stop
             "callbacks": [c.state_dict() for c in self.callbacks],
             "rng": rng_tensors, "rng_values": rng_values,
         }
@@ -233,11 +259,14 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         for o, s in zip(self.optimizers, state["optimizers"], strict=True):
             o.load_state_dict(s)
+            _state_in_param_layout(o)
         for sch, s in zip(self.schedulers, state["schedulers"], strict=True):
             sch.load_state_dict(s)
         t = state["trainer"]
         self.step, self.epoch, self.batch_in_epoch = t["step"], t["epoch"], t["batch_in_epoch"]
         self._evaluated_step = t.get("evaluated_step")
+        if t.get("stop_reason"):
+            self._stop, self.stop_reason = True, t["stop_reason"]
         for c, s in zip(self.callbacks, state.get("callbacks", []), strict=False):
             c.load_state_dict(s)
         if "data" in state and hasattr(self.train_data, "load_state_dict"):
@@ -247,22 +276,75 @@ class Trainer:
         set_rng_state(state["rng"], state["rng_values"])
 
     def save(self) -> Path | None:
-        """Write a checkpoint of everything needed to continue bit-exactly (rank 0 only)."""
+        """Write a checkpoint of everything needed to continue bit-exactly (rank 0 only). Weights that are no longer
+        finite are never saved: that raises TrainingDiverged, pointing at the previous checkpoint."""
         self._last_save = time.perf_counter()
         if self.run_dir is None or not self.dist.is_main or self._saved_step == self.step:
             return None
+        params = [p.detach() for p in self.model.parameters() if p.is_floating_point()]
+        if params and not torch.stack([torch.isfinite(p).all() for p in params]).all().item():
+            raise TrainingDiverged(f"the weights are no longer finite at step {self.step} (epoch {self.epoch + 1}): "
+                                   f"training stopped{self._divergence_remedy()}")
         self._saved_step = self.step
-        return ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, self.state_dict(),
-                                    keep=self.cfg.keep_checkpoints)
+        self._last_checkpoint = ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, self.state_dict(),
+                                                     keep=self.cfg.keep_checkpoints)
+        return self._last_checkpoint
 
-    def resume(self, run_dir: str | Path) -> Path:
-        """Continue from the newest intact checkpoint in `run_dir` (or its checkpoints/ folder)."""
+    def resume(self, run_dir: str | Path, lr: float | None = None) -> Path:
+        """Continue from the newest intact checkpoint in `run_dir` (or its checkpoints/ folder). With `lr` (say,
+        lower after a divergence), every learning rate of the run is scaled by lr / its base lr (the first param
+        group's `max_lr`, else `initial_lr`, else `lr`): the param groups' lr, initial_lr and max_lr and each
+        schedule's base_lrs, so the schedule continues from the new base and groups keep their ratios."""
         run_dir = Path(run_dir)
         folder = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
         state, path = ckpt.load_latest_checkpoint(folder)
         self.load_state_dict(state)
+        if lr is not None:
+            self._rescale_lr(lr)
         self._saved_step = self.step
+        self._last_checkpoint = path
         return path
+
+    def _rescale_lr(self, lr: float) -> None:
+        if isinstance(lr, bool) or not isinstance(lr, int | float) or not (math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"the learning rate to resume with must be a positive number; got {lr!r}")
+        if not self.optimizers:
+            raise ConfigError("lr was given on resume, but the task has no optimizer whose learning rate could change; "
+                              "resume without --set lr")
+        first = self.optimizers[0].param_groups[0]
+        old = float(first.get("max_lr", first.get("initial_lr", first["lr"])))
+        if not old > 0:
+            raise ConfigError(f"cannot rescale the learning rate to {lr}: the run's base learning rate is {old}; "
+                              "resume without --set lr")
+        factor = lr / old
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                for key in ("lr", "initial_lr", "max_lr"):
+                    if key in group:
+                        group[key] = lr if group[key] == old else group[key] * factor
+        for sch in self.schedulers:
+            if hasattr(sch, "base_lrs"):
+                sch.base_lrs = [lr if b == old else b * factor for b in sch.base_lrs]
+            sch._last_lr = [group["lr"] for group in sch.optimizer.param_groups]
+
+    def _resume_command(self, lower_lr: bool = False) -> str:
+        """The command that continues this run (the recipe's name and lr from the run folder's config.json)."""
+        recipe, lr = "RECIPE", None
+        with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+            meta = json.loads((self.run_dir / "config.json").read_text())
+            recipe, lr = str(meta["recipe"]), meta.get("config", {}).get("lr")
+        cmd = f"dlkit run {shlex.quote(recipe)} --resume {shlex.quote(str(self.run_dir))}"
+        if lower_lr:
+            good = isinstance(lr, int | float) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0
+            cmd += f" --set lr={lr / 10:g}" if good else " --set lr=LOWER"
+        return cmd
+
+    def _divergence_remedy(self) -> str:
+        """What the NaN guard tells a user to do: resume from the newest checkpoint (which exists) with a lower lr."""
+        if self._last_checkpoint is None or not self._last_checkpoint.is_file():
+            return DIVERGED_ADVICE
+        return (f"; the last good checkpoint is {self._last_checkpoint}. Continue from it with a lower learning rate: "
+                f"{self._resume_command(lower_lr=True)} (or enable gradient clipping: --set grad_clip_norm=1.0)")
 
     # -- evaluation -------------------------------------------------------------------------------
     def evaluate(self, data, prefix: str) -> dict[str, float]:
@@ -343,25 +425,35 @@ class Trainer:
             return True
         return self._stop
 
-    def fit(self, resume: str | Path | None = None) -> dict[str, float]:
+    def fit(self, resume: str | Path | None = None, lr: float | None = None) -> dict[str, float]:
         """Train until the epochs or `max_steps` are done (or a callback stops it); return the last metrics.
-        Every process-wide torch setting it changes (threads, deterministic flags) is restored on return."""
-        with global_state.restored():
+        `resume`: a run folder to continue from (`lr`: a new base learning rate for it, see `resume`).
+        Every process-wide torch setting it changes (threads, deterministic flags) is restored on return, and so
+        are the SIGTERM/SIGINT handlers: while it runs, either signal stops training at the next step boundary
+        with a checkpoint and raises `Preempted` (exit code 143 or 130 on the command line)."""
+        with global_state.restored(), SignalWatch() as signals:
+            self._signals = signals
             if self.cfg.threads is not None:
                 torch.set_num_threads(self.cfg.threads)  # on a busy machine 1 avoids threads spinning on each other
-            return self._fit(resume)
+            return self._fit(resume, lr)
 
-    def _fit(self, resume) -> dict[str, float]:
+    def _fit(self, resume, lr=None) -> dict[str, float]:
         cfg, main = self.cfg, self.dist.is_main
         if resume is not None:
-            path = self.resume(resume)
-            echo(f"resumed from {path} (step {self.step}, epoch {self.epoch + 1})", main)
+            path = self.resume(resume, lr)
+            at_lr = f", lr scaled to {lr:g}" if lr is not None else ""
+            echo(f"resumed from {path} (step {self.step}, epoch {self.epoch + 1}{at_lr})", main)
+        elif lr is not None:
+            raise ConfigError("lr= is for resuming a run (fit(resume=..., lr=...)); set the learning rate of a new "
+                              "run in its task")
         logger = MetricLogger(self.run_dir, enabled=main, tensorboard=cfg.tensorboard,
                               resume_step=self.step if resume is not None else None)
         self.model.train()
         t0 = self._last_save = time.perf_counter()
         for c in self.callbacks:
             c.on_train_start(self)
+        if resume is None:
+            self.save()  # step 0: a divergence or a signal before the first periodic checkpoint can still resume
         try:
             while not self._finished() and (not self.sized or self.epoch < cfg.epochs):
                 self._run_epoch(logger)
@@ -399,14 +491,16 @@ class Trainer:
                 self.step += 1
                 self.batch_in_epoch += 1
                 if cpu and not _all_finite(out):  # no host sync to avoid: name the exact step (else at log time)
-                    finite_or_raise(out, f"at step {self.step} (epoch {self.epoch + 1}){self._where()}")
+                    finite_or_raise(out, f"at step {self.step} (epoch {self.epoch + 1})",
+                                    self._divergence_remedy)
                 for k, v in out.items():
                     if isinstance(v, torch.Tensor) and v.numel() == 1:
                         running.setdefault(k, []).append(v.detach())
                 end_of_epoch = self.sized and self.batch_in_epoch == self.plan.steps_per_epoch
                 if self.step % cfg.log_every == 0 or end_of_epoch or self._finished():
                     means = _means(running)
-                    finite_or_raise(means, f"by step {self.step} (epoch {self.epoch + 1}){self._where()}")
+                    finite_or_raise(means, f"by step {self.step} (epoch {self.epoch + 1})",
+                                    self._divergence_remedy)
                     vals = {f"train/{k}": v.item() for k, v in means.items()}
                     vals["lr"] = self.optimizers[0].param_groups[0]["lr"] if self.optimizers else 0.0
                     logger.log(self.step, self.epoch + 1, vals)
@@ -419,8 +513,12 @@ class Trainer:
                 if cfg.eval_every_steps and self.step % cfg.eval_every_steps == 0:
                     self._validate(logger)
                 if self._checkpoint_due():
-                    finite_or_raise(_means(running), f"by step {self.step} (epoch {self.epoch + 1}){self._where()}")
+                    finite_or_raise(_means(running), f"by step {self.step} (epoch {self.epoch + 1})",
+                                    self._divergence_remedy)
                     self.save()
+                signum = self._signal_received()
+                if signum:
+                    self._preempt(signum, running)
                 if self._finished():
                     break
         finally:
@@ -433,13 +531,50 @@ class Trainer:
         return bool(cfg.checkpoint_every_minutes) and \
             time.perf_counter() - self._last_save >= 60.0 * cfg.checkpoint_every_minutes
 
-    def _where(self) -> str:
-        return f" (last good checkpoint in {self.run_dir / 'checkpoints'})" if self.run_dir else ""
+    def _signal_received(self) -> int:
+        """The number of the SIGTERM/SIGINT received since fit() began (0: none). Under DDP the ranks agree: the
+        flag is all-reduced (max) at every step boundary, so all of them stop after the same step."""
+        signum = self._signals.received or 0
+        if self.dist.enabled:
+            on = self.device if tdist.get_backend() == "nccl" else torch.device("cpu")
+            flag = torch.tensor([signum], dtype=torch.int32, device=on)
+            tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
+            signum = int(flag.item())
+        return signum
+
+    def _preempt(self, signum: int, running: dict) -> None:
+        """Checkpoint this step (unless the loss diverged) and raise Preempted, on every rank."""
+        where = f"by step {self.step} (epoch {self.epoch + 1})"
+        finite_or_raise(_means(running), where, self._divergence_remedy)
+        self.save()
+        barrier(self.dist)  # the other ranks wait until rank 0 has written the checkpoint
+        name = signal_name(signum)
+        if self.run_dir is None:
+            raise Preempted(f"stopped by {name} after step {self.step}; this headless training keeps no checkpoint",
+                            signum)
+        saved = self._last_checkpoint if self.dist.is_main else self.run_dir / "checkpoints"
+        raise Preempted(f"stopped by {name} after step {self.step}; checkpoint saved in {saved}; continue with "
+                        f"{self._resume_command()}", signum)
 
 
 def _all_finite(values: dict) -> bool:
     """Whether every scalar tensor in `values` is finite: one host read each (cheap on the CPU, where it is used)."""
     return all(math.isfinite(v.item()) for v in values.values() if isinstance(v, torch.Tensor) and v.numel() == 1)
+
+
+def _state_in_param_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each optimizer state tensor shaped like its parameter the parameter's memory layout.
+
+    A checkpoint stores tensors contiguous, and `Optimizer.load_state_dict` keeps that layout, so after a resume
+    the moments of a channels-last weight were contiguous while the weight and its gradient were not. torch's
+    fused CPU kernels (`_fused_adam_`, `_fused_sgd_`, ...) walk the raw memory of all of them in step, so they
+    then paired each moment with another element of the weight: the resumed run silently trained differently."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p)
+            for key, value in (state or {}).items():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def _means(running: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -56,8 +56,8 @@ def restore_defaults(optimizer: torch.optim.Optimizer) -> None:
     for group in optimizer.param_groups:
         for key, value in optimizer.defaults.items():
             group.setdefault(key, value)
-        if group.get("foreach") is None:
-            group["foreach"] = True
+        if group.get("foreach") is None:  # torch.optim's "let torch decide": this optimizer's own choice
+            group["foreach"] = optimizer.defaults.get("foreach", True)
         for p in group["params"]:
             state = optimizer.state.get(p)
             if state and "step" in state and not torch.is_tensor(state["step"]):
