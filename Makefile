@@ -12,19 +12,23 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q -e .
+# pyproject.toml declares compatible ranges; constraints.txt pins the exact versions the project is tested against.
+PIP_INSTALL := $(BIN)/python -m pip install -q -c constraints.txt
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP_INSTALL) -e .
 	touch $@
 
-$(VENV)/.installed-test: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q -e ".[test,tb]"
+# the test run needs the dev extra too: tests/test_lint.py runs ruff
+$(VENV)/.installed-test: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP_INSTALL) -e ".[test,dev,tb]"
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 run: install
-	$(BIN)/dlkit run mlp-digits --out runs/mlp-digits
+	$(BIN)/dlkit run mlp-digits --out runs/mlp-digits --overwrite
 
 test: install-test
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=15

@@ -108,3 +108,89 @@ def test_no_good_checkpoint_is_an_error_naming_the_folder(tmp_path):
 def test_unsupported_values_are_refused_not_pickled(tmp_path):
     with pytest.raises(CheckpointError, match="never pickled"):
         save_checkpoint(tmp_path, 1, {"f": lambda x: x})
+
+
+def _forge(path, meta: dict) -> None:
+    """Rewrite a checkpoint's JSON as `meta`, keeping its state checksum consistent (a deliberate forgery)."""
+    from dlkit.engine.checkpoint import _skeleton_digest
+
+    if isinstance(meta.get("state"), dict) and "state_sha256" in meta:
+        meta["state_sha256"] = _skeleton_digest(meta["state"])
+    path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage", ["null", "list", "no_sha", "int_sha", "short_sha", "emptied_state", "no_state",
+                                    "edited_state", "dangling_tensor", "bad_dict_entry", "deep_nesting",
+                                    "forged_sha_bad_tensors", "not_utf8"])
+def test_a_checkpoint_of_the_wrong_shape_falls_back_to_the_previous_good_one(tmp_path, damage):
+    import hashlib
+
+    save_checkpoint(tmp_path, 1, state(1.0))
+    newest = save_checkpoint(tmp_path, 2, state(2.0))
+    meta = json.loads(newest.read_text())
+    if damage == "null":
+        newest.write_text("null")
+    elif damage == "list":
+        newest.write_text("[1, 2]")
+    elif damage == "no_sha":
+        del meta["sha256"]
+        _forge(newest, meta)
+    elif damage == "int_sha":
+        meta["sha256"] = 12
+        _forge(newest, meta)
+    elif damage == "short_sha":
+        meta["sha256"] = meta["sha256"][:10]
+        _forge(newest, meta)
+    elif damage == "emptied_state":
+        meta["state"] = {"__dict__": []}
+        _forge(newest, meta)
+    elif damage == "no_state":
+        del meta["state"]
+        _forge(newest, meta)
+    elif damage == "edited_state":  # the JSON state changed behind the checksum's back
+        meta["state"]["__dict__"] = meta["state"]["__dict__"][:1]
+        newest.write_text(json.dumps(meta))
+    elif damage == "dangling_tensor":
+        meta["state"]["__dict__"][0][1]["__dict__"][0][1] = {"__tensor__": "nope"}
+        _forge(newest, meta)
+    elif damage == "bad_dict_entry":
+        meta["state"]["__dict__"][0] = "model"
+        _forge(newest, meta)
+    elif damage == "deep_nesting":
+        newest.write_text('{"format": "dlkit-checkpoint-1", "state": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    elif damage == "forged_sha_bad_tensors":  # garbage tensors with a recomputed, matching checksum
+        blob = newest.with_suffix(".safetensors")
+        blob.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage" + b"\x00" * 32)
+        meta["sha256"] = hashlib.sha256(blob.read_bytes()).hexdigest()
+        newest.write_text(json.dumps(meta))
+    else:
+        newest.write_bytes(b"\xff\xfe{" + newest.read_bytes())
+    with pytest.raises(CheckpointError, match="step_000000002") as err:
+        load_checkpoint_file(newest)
+    assert "\n" not in str(err.value)
+    with pytest.warns(UserWarning, match="falling back"):
+        loaded, path = load_latest_checkpoint(tmp_path)
+    assert path.name == "step_000000001.json"
+    assert_state_equal(loaded, state(1.0))
+
+
+def test_when_no_checkpoint_is_good_the_error_is_one_line_and_says_what_to_do(tmp_path):
+    save_checkpoint(tmp_path, 1, state(1.0)).write_text("null")
+    save_checkpoint(tmp_path, 2, state(2.0)).write_text('{"format": "dlkit-checkpoint-1", "sha256": 5}')
+    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="every checkpoint") as err:
+        load_latest_checkpoint(tmp_path)
+    msg = str(err.value)
+    assert "\n" not in msg and "--overwrite" in msg and "step_000000001" in msg and "step_000000002" in msg
+
+
+def test_checkpoints_written_before_the_state_checksum_still_load(tmp_path):
+    path = save_checkpoint(tmp_path, 4, state(4.0))
+    meta = json.loads(path.read_text())
+    del meta["state_sha256"]
+    path.write_text(json.dumps(meta))
+    assert_state_equal(load_checkpoint_file(path), state(4.0))
+
+
+def test_an_empty_state_is_refused_when_saving(tmp_path):
+    with pytest.raises(CheckpointError, match="non-empty dict"):
+        save_checkpoint(tmp_path, 1, {})

@@ -3,8 +3,9 @@
 A checkpoint `step_000123` is two files written atomically (temporary file, fsync, rename):
 `step_000123.safetensors` (every tensor of the nested state) and `step_000123.json` (the
 rest of the state, with each tensor replaced by a reference, and the sha256 of the tensor
-file). The JSON is written last, so a checkpoint without it never existed; the sha256 catches
-a truncated or corrupted tensor file, and loading falls back to the previous good checkpoint.
+file, and the sha256 of the JSON state itself). The JSON is written last, so a checkpoint without
+it never existed; the checksums and a check of the JSON's shape catch a truncated, corrupted or
+edited checkpoint, and loading falls back to the previous good checkpoint with a warning.
 """
 
 from __future__ import annotations
@@ -48,16 +49,34 @@ def flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "") -> Any
 
 
 def unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    """Inverse of `flatten`."""
+    """Inverse of `flatten`. A skeleton that `flatten` cannot have written (a malformed entry, a reference to a
+    tensor that is not there) raises ValueError."""
     if isinstance(obj, dict):
         if "__tensor__" in obj:
-            return tensors[obj["__tensor__"]]
+            key = obj["__tensor__"]
+            if not isinstance(key, str) or key not in tensors:
+                raise ValueError(f"it refers to a tensor {key!r} that its tensor file does not hold")
+            return tensors[key]
         if "__dict__" in obj:
-            return {k: unflatten(v, tensors) for k, v in obj["__dict__"]}
+            items = obj["__dict__"]
+            if not isinstance(items, list) or not all(isinstance(kv, list) and len(kv) == 2
+                                                      and isinstance(kv[0], str | int) for kv in items):
+                raise ValueError("a dict entry is not a list of [key, value] pairs")
+            return {k: unflatten(v, tensors) for k, v in items}
         if "__list__" in obj:
+            if not isinstance(obj["__list__"], list):
+                raise ValueError("a list entry is not a list")
             items = [unflatten(v, tensors) for v in obj["__list__"]]
             return tuple(items) if obj.get("tuple") else items
+        raise ValueError(f"an entry with keys {sorted(obj)[:4]} is none of __tensor__, __dict__ or __list__")
+    if isinstance(obj, list):
+        raise ValueError("a bare list (flatten writes lists as {'__list__': ...})")
     return obj
+
+
+def _skeleton_digest(skeleton: Any) -> str:
+    """sha256 of the JSON skeleton (so an edited or emptied state is caught like a damaged tensor file)."""
+    return hashlib.sha256(json.dumps(skeleton, separators=(",", ":")).encode()).hexdigest()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -90,6 +109,8 @@ def _tensor_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
 
 def save_checkpoint(directory: str | Path, step: int, state: dict, keep: int = 3) -> Path:
     """Write `state` as checkpoint `step` under `directory`; keep the newest `keep` checkpoints."""
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(f"a checkpoint state must be a non-empty dict; got {type(state).__name__} {state!r:.40}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
@@ -98,7 +119,7 @@ def save_checkpoint(directory: str | Path, step: int, state: dict, keep: int = 3
     stem = f"step_{step:09d}"
     _atomic_write(directory / f"{stem}.safetensors", data)
     meta = {"format": "dlkit-checkpoint-1", "step": step, "sha256": hashlib.sha256(data).hexdigest(),
-            "state": skeleton}
+            "state_sha256": _skeleton_digest(skeleton), "state": skeleton}
     _atomic_write(directory / f"{stem}.json", json.dumps(meta).encode())
     if keep:
         for old in list_checkpoints(directory)[:-keep]:
@@ -117,24 +138,56 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
 
 
 def load_checkpoint_file(path: str | Path) -> dict:
-    """Read one checkpoint (its .json path) and check its tensor file's sha256."""
+    """Read one checkpoint (its .json path), checking everything that can be damaged: the JSON and its shape (an
+    object with format, a sha256 of 64 hex digits and a non-empty state that matches its own sha256), the tensor
+    file's sha256, and that the tensor file parses and holds every tensor the state refers to. Any damage raises
+    a one-line CheckpointError naming the file."""
     path = Path(path)
+
+    def damaged(why: str) -> CheckpointError:
+        return CheckpointError(f"checkpoint {path} is damaged ({why})")
+
     try:
         meta = json.loads(path.read_text())
-        if meta.get("format") != "dlkit-checkpoint-1":
-            raise ValueError(f"unknown format {meta.get('format')!r}")
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path} is unreadable ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:  # unreadable, not UTF-8, not JSON, nested too deeply
+        why = "nested too deeply" if isinstance(e, RecursionError) else (getattr(e, "strerror", None) or str(e))
+        raise CheckpointError(f"checkpoint {path} is unreadable ({why})") from None
+    if not isinstance(meta, dict):
+        raise damaged(f"expected a JSON object, got {type(meta).__name__}")
+    if meta.get("format") != "dlkit-checkpoint-1":
+        raise damaged(f"unknown format {meta.get('format')!r}, expected 'dlkit-checkpoint-1'")
+    sha = meta.get("sha256")
+    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        raise damaged(f"its sha256 is {str(sha)[:20]!r}, expected 64 hex digits")
+    skeleton = meta.get("state")
+    if not (isinstance(skeleton, dict) and isinstance(skeleton.get("__dict__"), list) and skeleton["__dict__"]):
+        raise damaged("its state is missing or empty")
+    state_sha = meta.get("state_sha256")  # absent in checkpoints written before it existed
+    try:
+        if state_sha is not None and state_sha != _skeleton_digest(skeleton):
+            raise damaged("its state does not match its state_sha256: the JSON was edited or corrupted")
+    except RecursionError:
+        raise damaged("its state is nested too deeply") from None
     blob_path = path.with_suffix(".safetensors")
     try:
         data = blob_path.read_bytes()
     except OSError as e:
         raise CheckpointError(f"checkpoint tensors {blob_path} are missing ({e.strerror})") from None
     digest = hashlib.sha256(data).hexdigest()
-    if digest != meta["sha256"]:
+    if digest != sha:
         raise CheckpointError(f"checkpoint {blob_path} is truncated or corrupted "
-                              f"(sha256 {digest[:12]}…, expected {meta['sha256'][:12]}…)")
-    return unflatten(meta["state"], st_load(data))
+                              f"(sha256 {digest[:12]}…, expected {sha[:12]}…)")
+    try:
+        tensors = st_load(data)
+    except Exception as e:  # safetensors' own error type; a forged sha256 gets this far
+        raise CheckpointError(f"checkpoint tensors {blob_path} do not parse as safetensors "
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
+    try:
+        return unflatten(skeleton, tensors)
+    except ValueError as e:
+        raise damaged(f"its state is malformed: {e}") from None
+    except RecursionError:
+        raise damaged("its state is nested too deeply") from None
 
 
 def load_latest_checkpoint(directory: str | Path) -> tuple[dict, Path]:
@@ -152,4 +205,5 @@ def load_latest_checkpoint(directory: str | Path) -> tuple[dict, Path]:
             warnings.warn(f"{e}; falling back to an older checkpoint", stacklevel=2)
             continue
         return state, path
-    raise CheckpointError("every checkpoint in {} is damaged: {}".format(directory, "; ".join(errors)))
+    raise CheckpointError("every checkpoint in {} is damaged, so the run cannot continue; start it again with "
+                          "--overwrite (or another --out). {}".format(directory, "; ".join(errors)))

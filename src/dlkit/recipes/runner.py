@@ -3,15 +3,19 @@
 The run folder holds config.json, metrics.csv, checkpoints/, model.safetensors + model.json (what
 `dlkit.load_run` rebuilds the model from), figures/, summary.json and report.html. `--resume DIR`
 continues from the newest intact checkpoint; a run killed before its first checkpoint is restarted
-from step 0 with the configuration it saved.
+from step 0 with the configuration it saved. Paths are checked and the folder is locked for this
+process before any work (dlkit.run_folder); `--set` on `--resume` may change only RESUME_OPTIONS, and
+config.json records such changes under `resumes`.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,73 +23,186 @@ from typing import Any
 import torch
 
 from ..engine import global_state
-from ..engine.checkpoint import list_checkpoints
-from ..engine.distributed import barrier, cleanup, init_distributed
+from ..engine.checkpoint import list_checkpoints, load_latest_checkpoint
+from ..engine.distributed import barrier, broadcast_object, cleanup, init_distributed
 from ..engine.logger import echo
 from ..engine.seeding import seed_everything
 from ..engine.trainer import Trainer
-from ..errors import ConfigError
-from .options import Config, make_config, set_option, trainer_config
+from ..errors import ConfigError, DlkitError
+from ..run_folder import RunLock, check_output_path, claim_run_dir
+from .options import Config, make_config, parse_value, set_option, trainer_config
 from .registry import Recipe, Setup, Study, get_recipe
 from .verify import git_commit
 
+# Options that `--set` may change on `--resume`: they steer what is still to come (how long, how fast, where,
+# how often to evaluate, log and checkpoint, when to stop, how to clip) and leave what was already computed
+# valid. Any other option (model sizes, data, batch_size, seed, optimizer, schedule shape, EMA, precision,
+# memory format...) shaped the weights and optimizer state in the checkpoint, so changing it is refused.
+RESUME_OPTIONS = ("lr", "epochs", "max_steps", "device", "threads", "data_dir", "log_every", "progress",
+                  "tensorboard", "eval_every_epochs", "eval_every_steps", "checkpoint_every_steps",
+                  "checkpoint_every_minutes", "keep_checkpoints", "early_stopping_patience", "grad_clip_norm",
+                  "grad_clip_value")
 
-def _default_run_dir(name: str, smoke: bool) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / name / (stamp + ("-smoke" if smoke else ""))
 
-
-def _resumed_config(recipe: Recipe, run_dir: Path, overrides: Mapping) -> tuple[Config, bool]:
+def _read_run_config(recipe: Recipe, run_dir: Path) -> dict:
+    """The run folder's config.json, checked: a JSON object naming this recipe, with options of the right types."""
     saved = run_dir / "config.json"
     if not saved.is_file():
         raise ConfigError(f"--resume {run_dir}: expected a run folder with config.json (written by dlkit run); "
                           "none found")
+
+    def damaged(why: str) -> ConfigError:
+        return ConfigError(f"--resume {run_dir}: {saved} is damaged or not a dlkit run configuration ({why}); start "
+                           "a new run with --out, or replace this one with --overwrite")
+
     try:
         meta = json.loads(saved.read_text())
-        options = meta["config"]
-    except (ValueError, KeyError, TypeError):
-        raise ConfigError(f"--resume {run_dir}: config.json is not a dlkit run configuration; start a new run "
-                          "with --out instead") from None
-    if meta.get("recipe") != recipe.name:
-        raise ConfigError(f"--resume {run_dir}: that folder is a run of recipe '{meta.get('recipe')}', not "
-                          f"'{recipe.name}'; run `dlkit run {meta.get('recipe')} --resume {run_dir}`")
-    cfg = Config({**recipe.options(), **options})
+    except (OSError, ValueError, RecursionError) as e:
+        raise damaged(f"not readable JSON: {type(e).__name__}") from None
+    if not (isinstance(meta, dict) and isinstance(meta.get("config"), dict) and isinstance(meta.get("recipe"), str)):
+        raise damaged('expected {"recipe": NAME, "config": {...}, ...}')
+    resumes = meta.get("resumes", [])
+    if not (isinstance(resumes, list) and all(isinstance(r, dict) and type(r.get("step")) is int
+                                              and isinstance(r.get("overrides"), dict) for r in resumes)):
+        raise damaged('expected "resumes" to be a list of {"step": N, "overrides": {...}}')
+    if meta["recipe"] != recipe.name:
+        raise ConfigError(f"--resume {run_dir}: that folder is a run of recipe '{meta['recipe']}', not "
+                          f"'{recipe.name}'; run `dlkit run {meta['recipe']} --resume {run_dir}`")
+    types = recipe.option_types()
+    for key, value in meta["config"].items():
+        if key in types:
+            try:
+                parse_value(key, value, types[key])
+            except ConfigError as e:
+                raise damaged(f"option {key}: {e}") from None
+    return meta
+
+
+def _resumed_config(recipe: Recipe, run_dir: Path, overrides: Mapping) -> tuple[Config, bool, dict]:
+    """The saved configuration of the run in `run_dir` with `overrides` applied, whether it was a smoke run, and
+    the options that changed ({key: (saved, new)}); an override of an option outside RESUME_OPTIONS that changes
+    its value is refused."""
+    meta = _read_run_config(recipe, run_dir)
+    cfg = Config({**recipe.options(), **meta["config"]})
+    saved = dict(cfg)
+    changed = {}
     for key, text in overrides.items():
         set_option(recipe, cfg, key, text)
-    return cfg, bool(meta.get("smoke", False))
+        if dict.__getitem__(cfg, key) != saved[key]:
+            changed[key] = (saved[key], dict.__getitem__(cfg, key))
+    refused = sorted(k for k in changed if k not in RESUME_OPTIONS)
+    if refused:
+        allowed = ", ".join(k for k in RESUME_OPTIONS if k in cfg)
+        raise ConfigError(f"--resume {run_dir}: {', '.join(refused)} cannot change on resume (the run so far was "
+                          f"computed with {', '.join(f'{k}={saved[k]!r}' for k in refused)}); a resumed run may "
+                          f"change only {allowed}. Start a new run (--out or --overwrite) to change the others")
+    return cfg, bool(meta.get("smoke", False)), changed
+
+
+def _prepare_resume(run_dir: Path, cfg: Config, changed: dict) -> float | None:
+    """Record a resume that changes options in config.json (`config` then holds the values in use from now on,
+    and `resumes` gets {step, overrides, previous}) and return the learning rate the restored optimizer must take:
+    the config's lr when this resume changes it, or when an earlier resume changed it and no checkpoint written
+    since holds it (that run was stopped before its next checkpoint); else None (the checkpoint's own)."""
+    path = run_dir / "config.json"
+    meta = json.loads(path.read_text())  # checked by _read_run_config
+    lr_resumes = [r for r in meta.get("resumes", []) if "lr" in r["overrides"]]
+    if not changed and not lr_resumes:
+        return None
+    with warnings.catch_warnings():  # the Trainer reports a fallback past a damaged checkpoint itself
+        warnings.simplefilter("ignore")
+        _, newest = load_latest_checkpoint(run_dir / "checkpoints")  # the one the Trainer will continue from
+    step = int(newest.stem.split("_")[-1])
+    if changed:
+        meta["config"] = dict(cfg)
+        meta.setdefault("resumes", []).append({"step": step, "overrides": {k: new for k, (_, new) in changed.items()},
+                                               "previous": {k: old for k, (old, _) in changed.items()}})
+        _write_config(path, meta)
+    if "lr" in changed or any(r["step"] >= step for r in lr_resumes):
+        return dict.__getitem__(cfg, "lr")
+    return None
+
+
+def _write_config(path: Path, meta: dict) -> None:
+    """Write config.json whole or not at all (a temporary file renamed over it)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _on_main(fn, dist):
+    """`fn()` on rank 0, its result on every rank; a DlkitError of rank 0 is raised on every rank (none hangs)."""
+    result, error = None, None
+    if dist.is_main:
+        try:
+            result = fn()
+        except DlkitError as e:
+            if not dist.enabled:
+                raise
+            error = str(e)
+    result, error = broadcast_object((result, error), dist)
+    if error is not None:
+        raise ConfigError(error)
+    return result
 
 
 def run_recipe(name: str, *, overrides: Mapping | None = None, epochs: int | None = None, device: str | None = None,
                seed: int | None = None, out: str | Path | None = None, resume: str | Path | None = None,
-               smoke: bool = False, data_dir: str | None = None, report: bool = True) -> dict:
+               smoke: bool = False, data_dir: str | None = None, report: bool = True,
+               overwrite: bool = False) -> dict:
     """Train, evaluate and report recipe `name`; return its summary (also written to summary.json), whose
-    `run_dir` is the run folder."""
+    `run_dir` is the run folder. The folder is locked for this process while it runs; `out` onto a folder
+    holding a previous run is refused unless `overwrite` (which deletes that run's files first)."""
     recipe = get_recipe(name)
     overrides = dict(overrides or {})
     for key, val in (("epochs", epochs), ("device", device), ("seed", seed), ("data_dir", data_dir)):
         if val is not None:
             overrides[key] = val
+    changed: dict = {}
     if resume is not None:
         if recipe.study:
             raise ConfigError(f"recipe '{name}' is a study of several trainings, which cannot be resumed; run it "
                               "again without --resume")
-        run_dir = Path(resume)
-        cfg, smoke = _resumed_config(recipe, run_dir, overrides)
+        if overwrite:
+            raise ConfigError(f"--resume continues the run in {resume} and --overwrite replaces it; pass one of them")
+        if out is not None and Path(out) != Path(resume):
+            raise ConfigError(f"--out {out} and --resume {resume} name two folders; a resumed run stays in its "
+                              "folder, so pass only --resume")
+        run_dir: Path | None = check_output_path(resume, "--resume", must_exist=True)
+        cfg, smoke, changed = _resumed_config(recipe, run_dir, overrides)
     else:
         cfg = make_config(recipe, overrides, smoke)
-        run_dir = Path(out) if out is not None else _default_run_dir(name, smoke)
+        run_dir = check_output_path(out, "--out") if out is not None else None
+        if run_dir is None:
+            check_output_path(Path("runs") / name, "the default run folder (choose another with --out)")
     trainer_config(cfg)  # refuse bad Trainer options before anything is written
     dist = init_distributed(cfg["device"])
-    if resume is not None and not list_checkpoints(run_dir / "checkpoints"):
+    lock: RunLock | None = None
+
+    def claim() -> str:  # rank 0 creates and locks the folder; the other ranks learn its name
+        nonlocal lock
+        path, lock = claim_run_dir(run_dir, recipe=name, smoke=smoke, resume=resume is not None, overwrite=overwrite)
+        return str(path)
+
+    run_dir = Path(_on_main(claim, dist))
+    try:
+        return _run_in(recipe, cfg, run_dir, dist, smoke=smoke, resume=resume is not None, changed=changed,
+                       report=report, overridden=set(overrides))
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_in(recipe: Recipe, cfg: Config, run_dir: Path, dist, *, smoke: bool, resume: bool, changed: dict,
+            report: bool, overridden: set[str]) -> dict:
+    name = recipe.name
+    if resume and not list_checkpoints(run_dir / "checkpoints"):
         echo(f"no checkpoint in {run_dir}: the run was stopped before its first checkpoint; restarting it from step "
              "0 with its saved configuration", dist.is_main)
-        resume = None
-    if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if resume is None:
-            (run_dir / "config.json").write_text(json.dumps(
-                {"recipe": name, "smoke": smoke, "config": cfg, "world_size": dist.world_size}, indent=2,
-                default=str))
+        resume = False
+    if dist.is_main and not resume:
+        _write_config(run_dir / "config.json", {"recipe": name, "smoke": smoke, "config": cfg,
+                                                "world_size": dist.world_size})
     echo(f"run folder: {run_dir}", dist.is_main)
     seed_everything(cfg["seed"])  # the same seed on every rank: identical initial weights
     cfg.freeze()
@@ -94,11 +211,14 @@ def run_recipe(name: str, *, overrides: Mapping | None = None, epochs: int | Non
         raise TypeError(f"recipe '{name}': its builder returned a {type(setup).__name__}, so study must be "
                         f"{isinstance(setup, Study)}")
     if isinstance(setup, Study):
-        return _run_study(recipe, cfg, setup, run_dir, smoke, report, set(overrides))
+        return _run_study(recipe, cfg, setup, run_dir, smoke, report, overridden)
     trainer = Trainer(setup.task, setup.train, setup.val, trainer_config(cfg), run_dir=run_dir, dist=dist,
                       callbacks=setup.callbacks, val_prefix=setup.val_name)
+    new_lr = None  # a changed lr acts on the restored optimizer and schedule
+    if resume:  # recorded once the run is built: a run that fails to build used none of the new values
+        new_lr = _on_main(lambda: _prepare_resume(run_dir, cfg, changed), dist)
     t0 = time.perf_counter()
-    trainer.fit(resume=run_dir if resume is not None else None)
+    trainer.fit(resume=run_dir if resume else None, lr=new_lr)
     seconds = time.perf_counter() - t0
     summary: dict[str, Any] = {}
     metrics = dict(trainer.last_metrics)

@@ -28,14 +28,17 @@ def git_commit() -> str:
 
 def verify_recipe(name: str, results_dir: str | Path = "results/verify", device: str | None = None,
                   data_dir: str | None = None) -> dict:
-    """Run recipe `name` as registered and record whether it reached its expected result."""
+    """Run recipe `name` as registered (in runs/verify/NAME, replacing the previous verification run) and record
+    whether it reached its expected result. `results_dir` is checked before the training, not after it."""
+    from ..run_folder import check_output_path
     from .registry import get_recipe
     from .runner import run_recipe
 
     recipe = get_recipe(name)
+    check_output_path(results_dir, "--results")
     out = Path("runs") / "verify" / name
     t0 = time.perf_counter()
-    summary = run_recipe(name, out=out, device=device, data_dir=data_dir)
+    summary = run_recipe(name, out=out, device=device, data_dir=data_dir, overwrite=True)
     seconds = round(time.perf_counter() - t0, 2)
     record = {
         "recipe": name, "metric": recipe.metric, "value": summary["value"], "threshold": recipe.threshold,

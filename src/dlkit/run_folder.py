@@ -1,0 +1,290 @@
+"""Run folders that lose nothing: output paths checked before any work, one owning process per folder, unique
+default names, and no mixing of two runs' files.
+
+- `check_output_path` refuses, before anything runs, an output path that is a file where a folder is expected
+  (or the reverse), lies under a file, is not writable (probed by creating a file, which also holds for root),
+  or is too long for the file system; `dlkit run --out/--resume`, `dlkit verify --results` and
+  `dlkit status --out` use it.
+- `RunLock` makes a run folder owned by one process: a lock file `.dlkit.lock` (pid, host, start time, command)
+  held with `fcntl.flock`, so the kernel releases it when the process dies; a lock file left by a dead process
+  is taken over with a warning; the file is removed on release.
+- `new_run_dir` creates runs/RECIPE/YYYYmmdd-HHMMSS[-smoke] atomically (mkdir), adding -2, -3, ... when two runs
+  start in the same second.
+- `claim_run_dir` takes a folder for a run: refuses one that holds a previous run unless it is resumed or
+  overwritten (`--overwrite` first clears the previous run's files, so the two never mix).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from .errors import ConfigError
+
+LOCK_NAME = ".dlkit.lock"
+# the longest relative name dlkit writes under a run folder (checkpoints/step_000000000.safetensors.tmp is 44)
+INNER_NAME_RESERVE = 64
+# what shows that a folder holds a run that trained (finished or interrupted); a config.json alone is a run that
+# stopped before its first step (while loading its data), which a new run may replace: nothing of it is lost
+RUN_FILES = ("checkpoints", "metrics.csv", "summary.json", "model.safetensors", "model.json", "report.html",
+             "tensorboard", "figures")
+# what a run writes, so what --overwrite may delete: known folders and files with these suffixes
+RUN_FOLDERS = ("checkpoints", "tensorboard", "figures")
+RUN_SUFFIXES = (".json", ".csv", ".html", ".txt", ".png", ".safetensors", ".pt2", ".onnx", ".tmp")
+
+
+def _limits(existing: Path) -> tuple[int, int]:
+    try:
+        return os.pathconf(existing, "PC_NAME_MAX"), os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        return 255, 4096
+
+
+def check_output_path(path: str | Path, flag: str, *, folder: bool = True, must_exist: bool = False) -> Path:
+    """Refuse `path` (given as option `flag`, e.g. '--out') before any work if dlkit could not write there: a file
+    where a folder is expected (or a folder where a file is), a path under a file, an unwritable place, a name or
+    path too long for the file system. `must_exist`: the folder must already be there (--resume). Returns it."""
+    text = os.fspath(path)
+
+    def refuse(what: str, fix: str) -> ConfigError:
+        shown = text if len(text) <= 100 else text[:60] + "..." + text[-30:]
+        return ConfigError(f"{flag} {shown!r}: {what}; {fix}")
+
+    kind = "folder" if folder else "file"
+    if not text or "\0" in text:
+        raise refuse("is empty or holds a NUL character", f"pass a {kind} path")
+    try:
+        full = os.fsencode(os.path.abspath(text))
+    except (UnicodeError, ValueError):
+        raise refuse("cannot be encoded as a file name on this system", f"pass a {kind} path of plain characters") \
+            from None
+    target = Path(os.fsdecode(full))
+    # the deepest part of the path that exists, and what lies on the way to it
+    existing = target
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    name_max, path_max = _limits(existing if existing.is_dir() else existing.parent)
+    too_long = [p for p in target.parts if len(os.fsencode(p)) > name_max]
+    if too_long:
+        raise refuse(f"the name {too_long[0][:40]!r}... is {len(os.fsencode(too_long[0]))} bytes long, more than "
+                     f"the {name_max} bytes a file name may have here", "pass a shorter name")
+    reserve = INNER_NAME_RESERVE if folder else 0
+    if len(full) + reserve > path_max:
+        raise refuse(f"the path is {len(full)} bytes long; with the files written under it it must stay under "
+                     f"{path_max} bytes", "pass a shorter path")
+    if existing == target and os.path.lexists(target):
+        if folder and not target.is_dir():
+            raise refuse("is a file, not a folder", "pass a run folder written by `dlkit run`" if must_exist else
+                         "pass a folder path, or remove the file")
+        if not folder and target.is_dir():
+            raise refuse("is a folder, not a file", "pass a file path such as docs/STATUS.md")
+        if not folder and not target.is_file():  # a FIFO or a device: opening it could block or mean nothing
+            raise refuse("is not a regular file", "pass a file path such as docs/STATUS.md")
+    elif must_exist:
+        raise refuse("does not exist", "pass a run folder written by `dlkit run`")
+    elif not existing.is_dir():
+        raise refuse(f"lies under {str(existing)!r}, which is a file, so nothing can be created there",
+                     "pass a path in a folder")
+    if existing != target:
+        _probe_writable(existing, refuse)
+    elif folder:
+        _probe_writable(target, refuse)
+    else:
+        _probe_writable(target.parent, refuse)
+        try:
+            open(target, "ab").close()  # opening for append changes nothing in the file
+        except OSError as e:
+            raise refuse(f"cannot be written ({e.strerror or e})", "fix its permissions or pass another file") \
+                from None
+    return Path(text)
+
+
+def _probe_writable(folder: Path, refuse) -> None:
+    """Create and delete a file in `folder`: the only test of writability that also holds for root, read-only
+    mounts and ACLs."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".dlkit-probe-", dir=folder)
+    except OSError as e:
+        raise refuse(f"cannot write in {str(folder)!r} ({e.strerror or e})",
+                     "pass a path in a folder you can write to, or fix its permissions") from None
+    os.close(fd)
+    os.unlink(name)
+
+
+def new_run_dir(root: str | Path, name: str, smoke: bool) -> Path:
+    """Create and return runs/NAME/YYYYmmdd-HHMMSS[-smoke], with -2, -3, ... when that name is taken: mkdir is
+    atomic, so two runs started in the same second never share a folder."""
+    parent = Path(root) / name
+    parent.mkdir(parents=True, exist_ok=True)
+    stem = time.strftime("%Y%m%d-%H%M%S") + ("-smoke" if smoke else "")
+    for i in range(1, 10_000):
+        path = parent / (stem if i == 1 else f"{stem}-{i}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise ConfigError(f"{parent}: 10000 run folders named {stem}-N exist; remove old runs or pass --out")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def _describe(owner: dict) -> str:
+    return (f"process {owner.get('pid', '?')} on host {owner.get('host', '?')} ({owner.get('command', 'dlkit')}, "
+            f"started {owner.get('started', '?')})")
+
+
+class RunLock:
+    """Ownership of a run folder by this process (see the module docstring); a context manager."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_NAME
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def _read_owner(self) -> dict:
+        try:
+            owner = json.loads(self.path.read_text())
+        except (OSError, ValueError, RecursionError):
+            return {}
+        return owner if isinstance(owner, dict) else {}
+
+    def acquire(self) -> RunLock:
+        """Take the folder or raise ConfigError naming the process that holds it."""
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as e:
+                raise ConfigError(f"cannot create the lock file {self.path} ({e.strerror}); pass a run folder you "
+                                  "can write to") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked_by_kernel = True
+            except BlockingIOError:
+                os.close(fd)
+                raise ConfigError(f"run folder {self.run_dir} is in use by {_describe(self._read_owner())}; wait for "
+                                  "it to finish or stop it, or pass another --out") from None
+            except OSError as e:  # a file system without flock: fall back to the pid the file names
+                if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    os.close(fd)
+                    raise
+                locked_by_kernel = False
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # its owner released (removed) it between our open and our lock: take the new one
+                os.close(fd)
+                continue
+            break
+        owner = self._read_owner()
+        if owner and owner.get("pid") != os.getpid():
+            here = owner.get("host") == socket.gethostname()
+            if not locked_by_kernel and here and isinstance(owner.get("pid"), int) and _alive(owner["pid"]):
+                os.close(fd)
+                raise ConfigError(f"run folder {self.run_dir} is in use by {_describe(owner)}; wait for it to finish "
+                                  "or stop it, or pass another --out")
+            warnings.warn(f"run folder {self.run_dir}: taking over the lock of {_describe(owner)}, which no longer "
+                          "runs (it was killed or crashed)", stacklevel=2)
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  "command": " ".join(["dlkit", *sys.argv[1:]])[:200]}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Give the folder up: remove the lock file (while still holding it) and unlock. Idempotent."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            if os.path.exists(self.path) and os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                os.unlink(self.path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)  # closing the descriptor drops the flock
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def previous_run_files(run_dir: str | Path) -> list[str]:
+    """The files in `run_dir` that show it holds a run that trained (finished or interrupted); empty for a new or
+    empty folder and for one holding only the config.json of a run stopped before its first step."""
+    run_dir = Path(run_dir)
+    found = [n for n in RUN_FILES if os.path.lexists(run_dir / n)]
+    return ["config.json", *found] if found and (run_dir / "config.json").exists() else found
+
+
+def clear_previous_run(run_dir: str | Path) -> None:
+    """Delete the files of the run in `run_dir` (what --overwrite does). Refuses, deleting nothing, if the folder
+    holds anything a run does not write (a .git folder, sources): --overwrite replaces a run, not a project."""
+    run_dir = Path(run_dir)
+    entries = [p for p in run_dir.iterdir() if p.name != LOCK_NAME]
+    foreign = [p.name for p in entries
+               if not ((p.name in RUN_FOLDERS and p.is_dir() and not p.is_symlink())
+                       or (p.is_file() and p.suffix in RUN_SUFFIXES) or p.is_symlink())]
+    if foreign:
+        raise ConfigError(f"--overwrite {run_dir}: the folder also holds {', '.join(sorted(foreign)[:5])}, which a "
+                          "dlkit run does not write; nothing was deleted. Pass a folder that holds only a run, or "
+                          "another --out")
+    for p in entries:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def claim_run_dir(run_dir: str | Path | None, *, recipe: str, smoke: bool, resume: bool = False,
+                  overwrite: bool = False, root: str | Path = "runs") -> tuple[Path, RunLock]:
+    """Create (or take) the run folder and lock it for this process; return it with its lock, which the caller
+    releases. `run_dir` None: a new unique folder under root/RECIPE. A folder holding a previous run is refused
+    unless `resume` (continue it) or `overwrite` (its files are deleted first)."""
+    if run_dir is None:
+        run_dir = new_run_dir(root, recipe, smoke)
+    else:
+        run_dir = Path(run_dir)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"cannot create the run folder {run_dir} ({e.strerror or e}); pass another --out") \
+                from None
+    lock = RunLock(run_dir).acquire()
+    try:
+        found = previous_run_files(run_dir)
+        if found and not resume:
+            if not overwrite:
+                state = "a finished run" if (run_dir / "summary.json").exists() else "an interrupted run"
+                raise ConfigError(f"--out {run_dir} holds {state} ({', '.join(found)}); pass --resume {run_dir} to "
+                                  f"continue it, --overwrite to replace it, or another --out")
+            clear_previous_run(run_dir)
+    except BaseException:
+        lock.release()
+        raise
+    return run_dir, lock

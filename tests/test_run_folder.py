@@ -1,0 +1,271 @@
+"""Run folders lose nothing: output paths checked before any work, one owning process per folder, unique default
+names, no run written over another, resume refused for another recipe or a changed option, and a changed lr on
+resume that acts and is recorded."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from dlkit.cli import main
+from dlkit.run_folder import LOCK_NAME, RunLock, check_output_path, new_run_dir
+
+XOR = ["run", "mlp-xor", "--smoke"]
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def one_line_error(code, err, *fragments):
+    assert code == 2 and err.startswith("dlkit: error:") and err.count("\n") == 1 and "Traceback" not in err, err
+    for f in fragments:
+        assert f in err, err
+
+
+# -- output paths ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", ["a_file", "under_a_file", "long_name", "long_path"])
+def test_an_unusable_out_is_refused_before_anything_runs(capsys, tmp_path, monkeypatch, case):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "f").write_text("x")
+    out, expected = {"a_file": ("f", "is a file, not a folder"),
+                     "under_a_file": ("f/run", "lies under"),
+                     "long_name": ("r" * 256, "256 bytes long, more than the 255 bytes"),
+                     "long_path": ("/".join(["d" * 200] * 21), "bytes long; with the files written under it")}[case]
+    code, _, err = run(capsys, *XOR, "--out", out)
+    one_line_error(code, err, "--out", expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]  # no run folder, no default runs/
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through chmod; the probe is tested by the next test")
+def test_an_out_in_a_folder_without_write_permission_is_refused(capsys, tmp_path):
+    locked = tmp_path / "ro"
+    locked.mkdir(mode=0o500)
+    code, _, err = run(capsys, *XOR, "--out", locked / "run")
+    one_line_error(code, err, "cannot write in", "Permission denied")
+
+
+def test_writability_is_probed_by_creating_a_file(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    def read_only(*args, **kw):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    check_output_path(tmp_path / "run", "--out")  # writable: accepted, nothing left behind
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(Exception, match="cannot write in .*Read-only file system"):
+        check_output_path(tmp_path / "run", "--out")
+
+
+def test_verify_checks_its_results_folder_before_training(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("results").write_text("a file")
+    t0 = time.perf_counter()
+    code, _, err = run(capsys, "verify", "mlp-xor", "--results", "results")
+    one_line_error(code, err, "--results 'results': is a file, not a folder")
+    assert not Path("runs").exists() and time.perf_counter() - t0 < 5  # refused before any training
+
+
+def test_status_checks_its_out_file(capsys, tmp_path):
+    (tmp_path / "f").write_text("x")
+    code, _, err = run(capsys, "status", "--out", tmp_path / "f" / "STATUS.md", "--results", tmp_path)
+    one_line_error(code, err, "lies under")
+    code, _, err = run(capsys, "status", "--out", tmp_path, "--results", tmp_path)
+    one_line_error(code, err, "is a folder, not a file")
+    os.mkfifo(tmp_path / "pipe")  # opening it to write would block until a reader comes
+    code, _, err = run(capsys, "status", "--out", tmp_path / "pipe", "--results", tmp_path)
+    one_line_error(code, err, "is not a regular file")
+
+
+def test_a_damaged_verify_record_does_not_break_status(tmp_path):
+    from dlkit.report.status import recipe_table
+
+    (tmp_path / "mlp-xor.json").write_text("[1, 2")
+    (tmp_path / "mlp-digits.json").write_text('{"value": "high"}')
+    rows, _, _ = recipe_table(tmp_path)
+    for name in ("mlp-xor", "mlp-digits"):
+        (row,) = [r for r in rows if r.startswith(f"| `{name}`")]
+        assert "unreadable record" in row and f"dlkit verify {name}" in row
+
+
+# -- one process per folder ----------------------------------------------------------------------------------------
+def test_a_folder_in_use_by_another_process_is_refused_naming_it(capsys, tmp_path):
+    folder = tmp_path / "run"
+    _fake_run(folder, "mlp-xor")  # as a run writes it before its first step
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from dlkit.run_folder import RunLock; "
+                               "RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(120)",
+                               str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code, _, err = run(capsys, *XOR, "--out", folder)
+        one_line_error(code, err, f"is in use by process {holder.pid} on host {socket.gethostname()}")
+        code, _, err = run(capsys, "run", "mlp-xor", "--resume", folder)
+        one_line_error(code, err, f"process {holder.pid}")
+        assert sorted(os.listdir(folder)) == [LOCK_NAME, "config.json"]  # the refused runs wrote nothing
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # the killed holder's lock file remains: the next run takes it over with a warning, and removes it at the end
+    with pytest.warns(UserWarning, match=f"taking over the lock of process {holder.pid}"):
+        code, _, _ = run(capsys, "run", "mlp-xor", "--resume", folder)
+    assert code == 0 and not (folder / LOCK_NAME).exists() and (folder / "summary.json").is_file()
+
+
+def test_the_lock_is_released_when_the_run_fails(capsys, tmp_path):
+    folder = tmp_path / "run"
+    code, _, err = run(capsys, "run", "lenet5-mnist", "--smoke", "--data-dir", tmp_path / "no-data", "--out", folder)
+    assert code == 2 and "train-images-idx3-ubyte" in err
+    assert not (folder / LOCK_NAME).exists()
+    with RunLock(folder):  # free again
+        assert json.loads((folder / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert not (folder / LOCK_NAME).exists()
+
+
+def test_one_process_cannot_take_a_folder_twice(tmp_path):
+    with RunLock(tmp_path), pytest.raises(Exception, match=f"in use by process {os.getpid()}"):
+        RunLock(tmp_path).acquire()
+
+
+def test_default_run_folders_are_unique_within_one_second(tmp_path, monkeypatch):
+    monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20260101-000000")
+    made: list[Path] = []
+    threads = [threading.Thread(target=lambda: made.append(new_run_dir(tmp_path, "mlp-xor", smoke=True)))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    names = sorted(p.name for p in made)
+    assert len(set(names)) == 8 and "20260101-000000-smoke" in names and "20260101-000000-smoke-8" in names
+    assert sorted(p.name for p in (tmp_path / "mlp-xor").iterdir()) == names
+
+
+# -- no run written over another -----------------------------------------------------------------------------------
+def test_out_onto_a_previous_run_needs_resume_or_overwrite(capsys, tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()  # an empty existing folder is fine
+    assert run(capsys, *XOR, "--out", folder)[0] == 0
+    first = (folder / "metrics.csv").read_text()
+    code, _, err = run(capsys, *XOR, "--set", "lr=0.1", "--out", folder)
+    one_line_error(code, err, "holds a finished run", "--resume", "--overwrite")
+    assert (folder / "metrics.csv").read_text() == first  # untouched
+    (folder / "figures" / "stale.png").write_bytes(b"old")
+    (folder / "samples.txt").write_text("old")
+    code, _, _ = run(capsys, *XOR, "--set", "lr=0.1", "--out", folder, "--overwrite")
+    assert code == 0 and not (folder / "figures" / "stale.png").exists() and not (folder / "samples.txt").exists()
+    assert json.loads((folder / "config.json").read_text())["config"]["lr"] == 0.1
+    rows = (folder / "metrics.csv").read_text().splitlines()
+    assert len(rows) == len(first.splitlines()) and ",lr,0.1" in rows[2]  # one run's rows, not two runs' mixed
+
+
+def test_overwrite_deletes_nothing_in_a_folder_that_is_not_only_a_run(capsys, tmp_path):
+    folder = tmp_path / "project"
+    (folder / ".git").mkdir(parents=True)
+    (folder / "metrics.csv").write_text("mine")
+    code, _, err = run(capsys, *XOR, "--out", folder, "--overwrite")
+    one_line_error(code, err, "also holds .git", "nothing was deleted")
+    assert (folder / "metrics.csv").read_text() == "mine"
+
+
+def test_an_interrupted_run_is_refused_and_overwrite_contradicts_resume(capsys, tmp_path):
+    folder = tmp_path / "run"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    code, _, err = run(capsys, *XOR, "--out", folder)
+    one_line_error(code, err, "holds an interrupted run (config.json, checkpoints)")
+    code, _, err = run(capsys, "run", "mlp-xor", "--resume", folder, "--overwrite")
+    one_line_error(code, err, "pass one of them")
+
+
+# -- resume: the same recipe, options that may change, a clear error for a damaged config ---------------------------
+def _fake_run(folder: Path, recipe: str) -> None:
+    """A run folder as `dlkit run RECIPE --smoke` writes it before its first step."""
+    from dlkit.recipes import get_recipe, make_config
+
+    folder.mkdir()
+    cfg = make_config(get_recipe(recipe), smoke=True)
+    (folder / "config.json").write_text(json.dumps({"recipe": recipe, "smoke": True, "config": cfg, "world_size": 1}))
+
+
+def test_resume_with_another_recipe_is_refused(capsys, tmp_path):
+    _fake_run(tmp_path / "lenet", "lenet5-mnist")
+    code, _, err = run(capsys, "run", "mlp-fashion-mnist", "--resume", tmp_path / "lenet")
+    one_line_error(code, err, "is a run of recipe 'lenet5-mnist', not 'mlp-fashion-mnist'",
+                   "dlkit run lenet5-mnist --resume")
+
+
+@pytest.mark.parametrize("text", ["{not json", "null", "[]", '{"recipe": "mlp-xor", "config": []}',
+                                  '{"recipe": "mlp-xor", "config": {"lr": "fast"}}',
+                                  '{"recipe": "mlp-xor", "config": {}, "resumes": 3}', "[" * 100_000])
+def test_a_damaged_config_json_is_a_clear_error_on_resume(capsys, tmp_path, text):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.json").write_text(text)
+    code, _, err = run(capsys, "run", "mlp-xor", "--resume", folder)
+    one_line_error(code, err, "config.json is damaged or not a dlkit run configuration", "--overwrite")
+
+
+def test_resume_refuses_changing_what_the_run_already_computed(capsys, tmp_path):
+    folder = tmp_path / "run"
+    assert run(capsys, *XOR, "--out", folder)[0] == 0
+    before = (folder / "config.json").read_bytes()
+    for change in (["--set", "hidden=8"], ["--seed", "3"], ["--set", "optimizer=adam", "lr=0.1"]):
+        code, _, err = run(capsys, "run", "mlp-xor", "--resume", folder, *change)
+        one_line_error(code, err, "cannot change on resume", "may change only lr, epochs, max_steps")
+    assert (folder / "config.json").read_bytes() == before
+    code, _, _ = run(capsys, "run", "mlp-xor", "--resume", folder, "--set", "hidden=4", "lr=0.5")  # the saved values
+    assert code == 0 and "resumes" not in json.loads((folder / "config.json").read_text())
+
+
+def _lrs(folder: Path) -> dict[int, float]:
+    rows = [line.split(",") for line in (folder / "metrics.csv").read_text().splitlines()[1:]]
+    return {int(r[0]): float(r[4]) for r in rows if r[3] == "lr"}
+
+
+def _interrupt_after(folder: Path, step: int) -> None:
+    """Leave `folder` as a run killed right after its checkpoint at `step` would (later checkpoints and the
+    finished run's outputs removed)."""
+    for p in (folder / "checkpoints").glob("step_*"):
+        if int(p.name[5:14]) > step:
+            p.unlink()
+    for name in ("summary.json", "model.safetensors", "model.json", "report.html"):
+        (folder / name).unlink(missing_ok=True)
+
+
+def test_a_lower_lr_on_resume_scales_the_schedule_and_is_recorded(capsys, tmp_path):
+    opts = ["--set", "max_steps=40", "schedule=cosine", "warmup_steps=0", "checkpoint_every_steps=10"]
+    assert run(capsys, *XOR, *opts, "--out", tmp_path / "full")[0] == 0
+    assert run(capsys, *XOR, *opts, "--out", tmp_path / "cut")[0] == 0
+    _interrupt_after(tmp_path / "cut", 20)
+    code, _, err = run(capsys, "run", "mlp-xor", "--resume", tmp_path / "cut", "--set", "lr=0.25")
+    assert code == 0 and "resumed from" in err
+    full, cut = _lrs(tmp_path / "full"), _lrs(tmp_path / "cut")
+    assert cut[10] == full[10] and cut[20] == full[20]  # before the resume: the old base lr 0.5
+    assert cut[30] == pytest.approx(full[30] / 2, rel=1e-9) and cut[40] == pytest.approx(full[40] / 2, rel=1e-9)
+    meta = json.loads((tmp_path / "cut" / "config.json").read_text())
+    assert meta["config"]["lr"] == 0.25
+    assert meta["resumes"] == [{"step": 20, "overrides": {"lr": 0.25}, "previous": {"lr": 0.5}}]
+
+
+def test_an_lr_recorded_by_a_resume_that_was_killed_before_its_next_checkpoint_still_acts(capsys, tmp_path):
+    from dlkit.recipes import Config
+    from dlkit.recipes.runner import _prepare_resume
+
+    folder = tmp_path / "run"
+    assert run(capsys, *XOR, "--set", "max_steps=40", "checkpoint_every_steps=10", "--out", folder)[0] == 0
+    _interrupt_after(folder, 20)
+    cfg = Config({**json.loads((folder / "config.json").read_text())["config"], "lr": 0.125})
+    assert _prepare_resume(folder, cfg, {"lr": (0.5, 0.125)}) == 0.125  # recorded; then the process was killed
+    code, _, _ = run(capsys, "run", "mlp-xor", "--resume", folder)  # no --set: config.json says 0.125
+    assert code == 0 and _lrs(folder)[30] == 0.125 and _lrs(folder)[40] == 0.125
