@@ -127,3 +127,132 @@ def test_every_image_recipe_describes_a_model_that_rebuilds(name):
         assert out.shape[2:] == x.shape[2:]
     batch = next(iter(setup.train))[0]  # the training batches have the described layout
     assert batch[0].numel() == x[0].numel()
+
+
+def _hand_run(root):
+    """A run folder of an untrained LeNet-5 for 3 classes of 28x28 grey images, written without training."""
+    root.mkdir(parents=True, exist_ok=True)
+    model = dlkit.create_model("lenet5", num_classes=3).eval()
+    save_file(model.state_dict(), str(root / "model.safetensors"))
+    spec = model_spec("lenet5", {"num_classes": 3}, class_names=["a", "b", "c"], channels=1, size=28, mean=0.5,
+                      std=0.25)
+    (root / "model.json").write_text(json.dumps({"recipe": "toy", "task": "classification", **spec}))
+    return root
+
+
+def _cli_error(capsys, argv, *needles):
+    from dlkit.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("dlkit: error: ") and err.count("\n") == 1, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+def _png(path, size=(20, 20)):
+    from PIL import Image
+
+    Image.new("L", size, 128).save(path)
+    return path
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda s: "{\"name\": \"lenet5\", ", "not valid JSON"),
+    (lambda s: b"\xff\xfe\x00", "not valid JSON"),
+    (lambda s: "[" * 100000 + "]" * 100000, "not valid JSON"),
+    (lambda s: [s], "expected {\"name\": registry name"),
+    (lambda s: {**s, "kwargs": [1]}, "expected {\"name\": registry name"),
+    (lambda s: {**s, "class_names": "abc"}, "\"class_names\" must be a list of strings"),
+    (lambda s: {**s, "class_names": ["a"]}, "1 \"class_names\" for a model of 3 classes"),
+    (lambda s: {**s, "task": 7}, "\"task\" must be a string"),
+    (lambda s: {**s, "input": {"channels": 2, "size": [28, 28]}}, "\"input\" is malformed: model_spec channels"),
+    (lambda s: {**s, "input": {"channels": 1, "size": "big"}}, "\"input\" is malformed"),
+    (lambda s: {**s, "input": {"channels": 1}}, "\"input\" is malformed: expected"),
+    (lambda s: {**s, "input": {**s["input"], "mean": ["x"]}}, "\"input\" is malformed"),
+    (lambda s: {**s, "kwargs": {"num_classes": 3, "bogus": 1}}, "cannot be built"),
+    (lambda s: {**s, "class_names": None, "kwargs": {"num_classes": -1}}, "cannot be built"),
+    (lambda s: {**s, "name": "no_such_model"}, "unknown model 'no_such_model'"),
+])
+def test_a_damaged_model_json_gets_one_line_from_predict_and_export(tmp_path, capsys, edit, needle):
+    run = _hand_run(tmp_path / "run")
+    spec = json.loads((run / "model.json").read_text())
+    new = edit(spec)
+    (run / "model.json").write_bytes(new if isinstance(new, bytes) else
+                                     (new if isinstance(new, str) else json.dumps(new)).encode())
+    with pytest.raises(ConfigError, match="model.json"):
+        load_run(run)
+    _cli_error(capsys, ["predict", str(run), str(_png(tmp_path / "x.png"))], str(run / "model.json"), needle)
+    _cli_error(capsys, ["export", str(run)], str(run / "model.json"), needle)
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b"not safetensors at all",
+                                    lambda b: b""])
+def test_damaged_weights_get_one_line(tmp_path, capsys, damage):
+    from dlkit.errors import CheckpointError
+
+    run = _hand_run(tmp_path / "run")
+    (run / "model.safetensors").write_bytes(damage((run / "model.safetensors").read_bytes()))
+    with pytest.raises(CheckpointError, match="model.safetensors is damaged"):
+        load_run(run)
+    _cli_error(capsys, ["predict", str(run), str(_png(tmp_path / "x.png"))], "model.safetensors is damaged",
+               "train the run again")
+
+
+def test_predict_and_export_on_folders_that_are_not_runs(tmp_path, capsys):
+    image = _png(tmp_path / "x.png")
+    _cli_error(capsys, ["predict", str(tmp_path / "nope"), str(image)], "is not a folder")
+    (tmp_path / "photos").mkdir()
+    _cli_error(capsys, ["predict", str(tmp_path / "photos"), str(image)], "is not a run folder",
+               "expected model.json and model.safetensors")
+    _cli_error(capsys, ["export", str(tmp_path / "photos")], "is not a run folder", "found: nothing")
+    _cli_error(capsys, ["export", str(image)], "is not a folder")
+
+
+def test_predict_names_a_damaged_image_file(tmp_path, capsys):
+    from dlkit.cli import main
+
+    run = _hand_run(tmp_path / "run")
+    good = _png(tmp_path / "good.png", (40, 30))
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:-30])
+    text = tmp_path / "photo.jpg"
+    text.write_text("hello")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    for path, problem in ((truncated, "truncated image"), (text, "not an image PIL can read"),
+                          (empty, "empty file")):
+        _cli_error(capsys, ["predict", str(run), str(good), str(path)], f"{path}: {problem}",
+                   "Pass an intact PNG or JPEG image")
+    assert main(["predict", str(run), str(good)]) == 0 and "good.png" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without a GPU")
+def test_predict_on_cuda_without_a_gpu(tmp_path, capsys):
+    run = _hand_run(tmp_path / "run")
+    _cli_error(capsys, ["predict", str(run), str(_png(tmp_path / "x.png")), "--device", "cuda"],
+               "needs a CUDA GPU", "--device cpu")
+
+
+def test_segmentation_predict_names_a_damaged_image_and_an_unusable_out(tmp_path, capsys):
+    run = tmp_path / "seg"
+    run.mkdir()
+    model = dlkit.create_model("unet_tiny", in_chans=1, num_classes=2).eval()
+    save_file(model.state_dict(), str(run / "model.safetensors"))
+    spec = model_spec("unet_tiny", {"in_chans": 1, "num_classes": 2}, class_names=["a", "b"], channels=1, size=16)
+    (run / "model.json").write_text(json.dumps({"recipe": "hand", "task": "segmentation", **spec}))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(_png(tmp_path / "good.png").read_bytes()[:40])
+    _cli_error(capsys, ["predict", str(run), str(bad), "--out", str(tmp_path / "masks")],
+               f"{bad}: truncated or damaged PNG file")
+    _cli_error(capsys, ["predict", str(run), str(tmp_path / "good.png"), "--out", str(bad)],
+               "--out expects a folder for the mask PNGs")
+
+
+def test_paths_that_cannot_be_opened_or_written(tmp_path, capsys):
+    run = _hand_run(tmp_path / "run")
+    image = _png(tmp_path / "x.png")
+    _cli_error(capsys, ["export", str(run), "--out", str(image / "model.pt2")], "cannot write the exported model")
+    _cli_error(capsys, ["predict", "r" * 5000, str(image)], "cannot open the run folder", "File name too long")
+    _cli_error(capsys, ["predict", str(run), "i" * 5000], "cannot open the image file", "File name too long")
+    _cli_error(capsys, ["report", "r" * 5000], "cannot open the run folder", "File name too long")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError, DlkitError
 
 TASKS = ("classification", "segmentation")  # what `dlkit predict` knows how to run
 
@@ -96,40 +96,99 @@ class LoadedRun:
 def read_model_spec(run_dir: str | os.PathLike) -> dict:
     """The model.json record of run folder `run_dir`, checked (clear errors for a folder that is not a run)."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(f"expected a run folder (written by `dlkit run`); {run_dir} is not a folder")
-    missing = [f for f in ("model.json", "model.safetensors") if not (run_dir / f).is_file()]
+    try:
+        if not run_dir.is_dir():
+            raise ConfigError(f"expected a run folder (written by `dlkit run`); {run_dir} is not a folder")
+        missing = [f for f in ("model.json", "model.safetensors") if not (run_dir / f).is_file()]
+        found = sorted(p.name for p in run_dir.iterdir())[:12] if missing else []
+    except OSError as e:  # a name too long, a folder that cannot be listed
+        raise ConfigError(f"cannot open the run folder {str(run_dir)[:200]} ({e.strerror or e}); pass the folder "
+                          "that `dlkit run` printed as 'run folder: ...'") from None
     if missing:
-        found = sorted(p.name for p in run_dir.iterdir())[:12]
+        if len(missing) == 2 and not (run_dir / "config.json").is_file():
+            raise ConfigError(f"{run_dir} is not a run folder: expected model.json and model.safetensors written by "
+                              f"`dlkit run` (found: {', '.join(found) or 'nothing'}); pass the folder that `dlkit run` "
+                              "printed as 'run folder: ...'")
         why = ("the recipe does not describe its model (its Setup has no model_spec), so the run cannot be "
                "rebuilt; train a recipe that does" if missing == ["model.json"] else
                "the run did not finish (model.safetensors is written at the end); finish it with "
                f"`dlkit run RECIPE --resume {run_dir}`")
         raise ConfigError(f"{run_dir}: expected model.json and model.safetensors (written by `dlkit run` when a run "
                           f"ends); missing {', '.join(missing)} (found: {', '.join(found) or 'nothing'}). {why}")
+    path = run_dir / "model.json"
+    again = "train the run again (`dlkit run RECIPE --out DIR`), or restore model.json from a backup"
     try:
-        spec = json.loads((run_dir / "model.json").read_text())
-    except ValueError as e:
-        raise ConfigError(f"{run_dir / 'model.json'} is not valid JSON ({e}); train the run again") from None
+        spec = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        detail = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ConfigError(f"{path} is not valid JSON ({detail}); {again}") from None
+    except OSError as e:
+        raise ConfigError(f"{path} cannot be read ({e.strerror or e}); check its permissions") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(spec.get("kwargs", {}),
                                                                                              dict):
-        raise ConfigError(f"{run_dir / 'model.json'}: expected {{\"name\": registry name, \"kwargs\": {{...}}, ...}}; "
-                          f"got {str(spec)[:200]}")
+        raise ConfigError(f"{path}: expected {{\"name\": registry name, \"kwargs\": {{...}}, ...}}; got "
+                          f"{str(spec)[:200]}; {again}")
+    _check_spec(spec, path, again)
     return spec
+
+
+def _check_spec(spec: dict, path: Path, again: str) -> None:
+    """The optional fields of a model.json record: task a string, class_names a list of strings, input as
+    `model_spec` writes it (so that prediction cannot fail on a malformed record)."""
+    problems = []
+    if spec.get("task") is not None and not isinstance(spec["task"], str):
+        problems.append(f"\"task\" must be a string, got {spec['task']!r}"[:120])
+    names = spec.get("class_names")
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+        problems.append(f"\"class_names\" must be a list of strings or null, got {str(names)[:80]}")
+    elif names is not None and isinstance(spec.get("kwargs", {}).get("num_classes"), int) \
+            and len(names) != spec["kwargs"]["num_classes"]:
+        problems.append(f"{len(names)} \"class_names\" for a model of {spec['kwargs']['num_classes']} classes")
+    record = spec.get("input")
+    if record is not None:
+        try:
+            if not isinstance(record, dict) or "channels" not in record or "size" not in record:
+                raise ConfigError(f"expected {{\"channels\": 1 or 3, \"size\": [H, W], \"mean\": [...], "
+                                  f"\"std\": [...]}}, got {str(record)[:120]}")
+            if isinstance(record["channels"], bool) or isinstance(record["size"], bool):
+                raise ConfigError(f"channels and size must be integers, got {record['channels']!r}, {record['size']!r}")
+            checked = model_spec(spec["name"], channels=record["channels"], size=record["size"],
+                                 mean=record.get("mean"), std=record.get("std"), pad_to=record.get("pad_to"))["input"]
+        except (ConfigError, TypeError, ValueError, OverflowError) as e:
+            problems.append(f"\"input\" is malformed: {' '.join(str(e).split())[:200]}")
+        else:
+            spec["input"] = checked  # normalised: one mean and std per channel
+    if problems:
+        raise ConfigError(f"{path}: {'; '.join(problems)}; {again}")
 
 
 def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> LoadedRun:
     """Rebuild the trained model of a run folder: `create_model(name, **kwargs)` from model.json, the weights of
     model.safetensors loaded strictly, eval mode, on `device`. Returns a LoadedRun (model + its model.json)."""
     import torch
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from .registry import create_model
 
     run_dir = Path(run_dir)
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} needs a CUDA GPU, and torch sees none on this machine; use --device cpu")
     spec = read_model_spec(run_dir)
-    model = create_model(spec["name"], **spec.get("kwargs", {}))
-    state = load_file(str(run_dir / "model.safetensors"))
+    weights = run_dir / "model.safetensors"
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:  # truncated, damaged, or not a safetensors file
+        detail = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"{weights} is damaged ({detail}); train the run again, or restore the file from a "
+                              "backup") from None
+    try:
+        model = create_model(spec["name"], **spec.get("kwargs", {}))
+    except (TypeError, ValueError, RuntimeError, OverflowError, DlkitError) as e:  # kwargs that do not fit
+        detail = " ".join(str(e).split())[:200]
+        raise ConfigError(f"{run_dir / 'model.json'}: {spec['name']}(**{str(spec.get('kwargs', {}))[:200]}) cannot be "
+                          f"built ({detail}); model.json was edited or comes from another dlkit version: train the "
+                          "run again") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dlkit.data.cifar import cifar_class_names, load_cifar10, load_cifar100, unpickle
-from dlkit.errors import ConfigError, DataNotFoundError
+from dlkit.errors import ConfigError, DataError, DataNotFoundError
 
 
 def _write(path, obj):
@@ -72,7 +72,7 @@ class _Evil:
 
 def test_restricted_unpickler_refuses_arbitrary_globals(tmp_path, capsys):
     (tmp_path / "evil").write_bytes(pickle.dumps({b"data": _Evil()}, protocol=2))
-    with pytest.raises(ConfigError, match=r"refusing to load global (__builtin__|builtins)\.print"):
+    with pytest.raises(DataError, match=r"refusing to load global (__builtin__|builtins)\.print"):
         unpickle(tmp_path / "evil")
     assert "never run" not in capsys.readouterr().out
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dlkit.data.text import TINY_SHAKESPEARE, CharVocab, load_tiny_shakespeare
-from dlkit.errors import ConfigError
+from dlkit.errors import ConfigError, DataError
 
 
 def test_vocab_ids_are_sorted_character_positions():
@@ -35,7 +35,7 @@ def test_unknown_characters_and_ids_are_reported():
 def test_wrong_file_contents_are_rejected_by_sha256(tmp_path):
     (tmp_path / "tinyshakespeare").mkdir()
     (tmp_path / "tinyshakespeare" / "input.txt").write_text("not shakespeare")
-    with pytest.raises(ConfigError, match="sha256"):
+    with pytest.raises(DataError, match="sha256"):
         load_tiny_shakespeare(tmp_path, download=False)
 
 

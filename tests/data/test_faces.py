@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from dlkit.data.faces import load_orl_faces, read_pgm
-from dlkit.errors import ConfigError, DataNotFoundError
+from dlkit.errors import DataError, DataNotFoundError
 
 
 def test_binary_pgm_with_comments_matches_pil(tmp_path):
@@ -32,10 +32,10 @@ def test_ascii_pgm_matches_pil(tmp_path):
 
 def test_bad_pgm_files_are_reported(tmp_path):
     (tmp_path / "x.pgm").write_bytes(b"P6\n2 2\n255\n" + bytes(12))
-    with pytest.raises(ConfigError, match="P5 or P2"):
+    with pytest.raises(DataError, match="P5 or P2"):
         read_pgm(tmp_path / "x.pgm")
     (tmp_path / "y.pgm").write_bytes(b"P5\n4 4\n255\n" + bytes(5))
-    with pytest.raises(ConfigError, match="truncated"):
+    with pytest.raises(DataError, match="truncated"):
         read_pgm(tmp_path / "y.pgm")
     with pytest.raises(DataNotFoundError, match="s1..s40"):
         load_orl_faces(tmp_path)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dlkit.data.mnist import FASHION_MNIST_CLASSES, MNIST_CLASSES, load_fashion_mnist, load_mnist, read_idx
-from dlkit.errors import ConfigError, DataNotFoundError
+from dlkit.errors import ConfigError, DataError, DataNotFoundError
 
 _CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}
 
@@ -32,10 +32,10 @@ def test_read_idx_roundtrips_every_dtype_and_rank(tmp_path, dtype, shape):
 
 def test_read_idx_rejects_bad_magic_and_truncation(tmp_path):
     (tmp_path / "bad").write_bytes(b"PK\x03\x04rest")
-    with pytest.raises(ConfigError, match="magic"):
+    with pytest.raises(DataError, match="magic"):
         read_idx(tmp_path / "bad")
     (tmp_path / "short").write_bytes(_idx_bytes(np.zeros((4, 4), np.uint8))[:-3])
-    with pytest.raises(ConfigError, match="truncated"):
+    with pytest.raises(DataError, match="truncated"):
         read_idx(tmp_path / "short")
     with pytest.raises(DataNotFoundError):
         read_idx(tmp_path / "missing")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from dlkit.data.voc import VOC_CLASSES, read_voc_xml
-from dlkit.errors import ConfigError, DataNotFoundError
+from dlkit.errors import ConfigError, DataError, DataNotFoundError
 
 XML = """<annotation>
   <folder>VOC2007</folder><filename>000005.jpg</filename>
@@ -40,7 +40,7 @@ def test_malformed_annotations_are_reported(tmp_path):
     with pytest.raises(ConfigError, match="ymin"):
         read_voc_xml(tmp_path / "b.xml")
     (tmp_path / "c.xml").write_text("<annotation>")
-    with pytest.raises(ConfigError, match="not valid XML"):
+    with pytest.raises(DataError, match="not valid XML"):
         read_voc_xml(tmp_path / "c.xml")
     with pytest.raises(DataNotFoundError):
         read_voc_xml(tmp_path / "none.xml")

@@ -10,13 +10,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from ..errors import ConfigError, DataNotFoundError
-from .image_folder import read_image, resize_image
+from .files import decode_image, read_image, repair_hint
+from .image_folder import resize_image
 from .root import ENV_VAR, dataset_dir
 
 CAMVID_CLASSES = ("sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car",
@@ -45,9 +44,8 @@ def _pairs(folder: Path, split: str) -> list[tuple[Path, Path]]:
 
 
 def _read(pair: tuple[Path, Path], size: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor]:
-    img = read_image(pair[0], "RGB")
-    with Image.open(pair[1]) as m:
-        mask = torch.from_numpy(np.asarray(m).copy())
+    img = read_image(pair[0], "RGB", repair_hint(CAMVID_URL, pair[0].parent))
+    mask = torch.from_numpy(decode_image(pair[1], None, repair_hint(CAMVID_URL, pair[1].parent)).copy())
     if mask.ndim != 2 or mask.shape != img.shape[1:]:
         raise ConfigError(f"CamVid label map {pair[1]} must be one channel of the image's size "
                           f"{tuple(img.shape[1:])}; got {tuple(mask.shape)}")

@@ -9,6 +9,7 @@ tampered file cannot run code.
 from __future__ import annotations
 
 import codecs
+import io
 import os
 import pickle
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 
 from ..errors import ConfigError, DataNotFoundError
 from .download import RemoteFile, ensure_archive
+from .files import damaged, read_bytes
 from .root import dataset_dir
 
 CIFAR10_ARCHIVE = RemoteFile("cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
@@ -27,6 +29,9 @@ CIFAR100_ARCHIVE = RemoteFile("cifar-100-python.tar.gz",
                               "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
+_FIX = ("delete it and extract the official 'python version' archive again (cifar-10-python.tar.gz or "
+        "cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html) into the data root "
+        "(--data-dir or $DLKIT_DATA)")
 _CIFAR10_SPLITS = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
 
 
@@ -64,35 +69,40 @@ class SafeUnpickler(pickle.Unpickler):
                                      f"(only numpy arrays and builtin containers are allowed)")
 
 
-def unpickle(path: str | os.PathLike) -> dict:
-    """Load one CIFAR batch file (a pickle of a dict) safely; keys are decoded to str."""
+def unpickle(path: str | os.PathLike, fix: str = _FIX) -> dict:
+    """Load one CIFAR batch file (a pickle of a dict) safely; keys are decoded to str. A truncated, damaged or
+    tampered file raises DataError naming it, with `fix` saying how to repair it."""
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"CIFAR batch file not found: {path}")
+    data = read_bytes(path, fix)
     try:
-        with open(path, "rb") as f:
-            obj = SafeUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
-        raise ConfigError(f"{path} is not a valid CIFAR python batch: {e}. Re-download the official "
-                          f"'python version' archive.") from e
+        obj = SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except EOFError:
+        raise damaged(path, f"truncated CIFAR python batch: the pickle ends early ({len(data)} bytes)", fix) from None
+    except (pickle.UnpicklingError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        raise damaged(path, f"not a valid CIFAR python batch ({e})", fix) from None
     if not isinstance(obj, dict):
-        raise ConfigError(f"{path}: expected a pickled dict, got {type(obj).__name__}")
+        raise damaged(path, f"not a CIFAR python batch: expected a pickled dict, got {type(obj).__name__}", fix)
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
 def _images(batch: dict, path: Path) -> torch.Tensor:
     data = np.asarray(batch.get("data"))
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise ConfigError(f"{path}: expected 'data' as uint8 [n, 3072], got {data.dtype} {data.shape}")
+        raise damaged(path, f"expected 'data' as uint8 [n, 3072], got {data.dtype} {data.shape}", _FIX)
     return torch.from_numpy(np.ascontiguousarray(data).reshape(-1, 3, 32, 32).copy())
 
 
 def _labels(batch: dict, key: str, n: int, path: Path) -> torch.Tensor:
     if key not in batch:
-        raise ConfigError(f"{path}: no '{key}' entry; found {sorted(batch)}")
-    y = torch.as_tensor(np.asarray(batch[key], dtype=np.int64))
+        raise damaged(path, f"no '{key}' entry; found {sorted(batch)}", _FIX)
+    try:
+        y = torch.as_tensor(np.asarray(batch[key], dtype=np.int64))
+    except (ValueError, TypeError, OverflowError):
+        raise damaged(path, f"'{key}' must be a list of integer class ids", _FIX) from None
     if y.shape != (n,):
-        raise ConfigError(f"{path}: expected {n} labels in '{key}', got shape {tuple(y.shape)}")
+        raise damaged(path, f"expected {n} labels in '{key}', got shape {tuple(y.shape)}", _FIX)
     return y
 
 

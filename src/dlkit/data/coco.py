@@ -14,29 +14,31 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataNotFoundError
+from .files import DEFAULT_FIX, damaged, read_text
 
 
-def _load_json(path: Path) -> dict:
+def _load_json(path: Path, fix: str) -> dict:
     if not path.is_file():
         raise DataNotFoundError(f"COCO annotation file not found: {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path, fix))
     except json.JSONDecodeError as e:
-        raise ConfigError(f"{path} is not valid JSON: {e}") from None
+        raise damaged(path, f"not valid JSON, the file is truncated or damaged ({e})", fix) from None
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
         raise ConfigError(f"{path}: expected a COCO dict with 'images' and 'annotations' lists; got keys "
                           f"{sorted(data)[:8] if isinstance(data, dict) else type(data).__name__}")
     return data
 
 
-def read_coco(json_path: str | os.PathLike) -> list[dict]:
-    """Per-image records of a COCO file, in image-id order, annotations in file order.
+def read_coco(json_path: str | os.PathLike, fix: str = DEFAULT_FIX) -> list[dict]:
+    """Per-image records of a COCO file, in image-id order, annotations in file order (a damaged file raises
+    DataError naming it, with `fix` saying how to repair it).
 
     Each record: image_id, file_name, height, width, boxes float32 [K, 4] xyxy, category_ids int64 [K],
     iscrowd bool [K], area float32 [K], ann_ids int64 [K], segmentations (list of K raw entries).
     """
     path = Path(json_path)
-    data = _load_json(path)
+    data = _load_json(path, fix)
     per_image = {}
     for img in data["images"]:
         if "id" not in img:
@@ -68,7 +70,7 @@ def read_coco(json_path: str | os.PathLike) -> list[dict]:
     return records
 
 
-def read_coco_categories(json_path: str | os.PathLike) -> dict[int, str]:
+def read_coco_categories(json_path: str | os.PathLike, fix: str = DEFAULT_FIX) -> dict[int, str]:
     """The `categories` of a COCO file as {category id: name}."""
     path = Path(json_path)
-    return {int(c["id"]): c["name"] for c in _load_json(path).get("categories", [])}
+    return {int(c["id"]): c["name"] for c in _load_json(path, fix).get("categories", [])}

@@ -15,6 +15,7 @@ import os
 import tarfile
 import tempfile
 import urllib.request
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +108,7 @@ def download_file(remote: RemoteFile, dest: Path, timeout: float = TIMEOUT_S) ->
             os.replace(tmp, dest)
             _fsync_dir(dest.parent)
             return dest
-        except (OSError, ValueError, EOFError) as e:  # URLError is an OSError; bad gzip is OSError/EOF
+        except (OSError, ValueError, EOFError, zlib.error) as e:  # URLError is an OSError; bad gzip: OSError, EOF, zlib
             reasons.append(f"{url}: {getattr(e, 'reason', None) or e}")
         finally:  # after os.replace the temporary name is gone; otherwise remove the partial file
             tmp.unlink(missing_ok=True)

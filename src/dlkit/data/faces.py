@@ -14,40 +14,43 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataNotFoundError
+from .files import DEFAULT_FIX, damaged, read_bytes, repair_hint
 from .root import ENV_VAR, dataset_dir
 
 ORL_URL = "https://cam-orl.co.uk/facedatabase.html"
 _TOKEN = re.compile(rb"(?:\s|#[^\n\r]*)*(\S+)")  # skip whitespace and comments, then one token
 
 
-def read_pgm(path: str | os.PathLike) -> np.ndarray:
+def read_pgm(path: str | os.PathLike, fix: str = DEFAULT_FIX) -> np.ndarray:
     """Read a PGM file (binary P5 or ASCII P2, maxval <= 65535, with comments) as [H, W] uint8/uint16.
 
-    Values are returned as stored (0..maxval); uint16 when maxval > 255.
+    Values are returned as stored (0..maxval); uint16 when maxval > 255. A damaged file raises DataError naming
+    it, with `fix` saying how to repair it.
     """
-    return _parse_pgm(Path(path))[0]
+    return _parse_pgm(Path(path), fix)[0]
 
 
-def _parse_pgm(path: Path) -> tuple[np.ndarray, int]:
+def _parse_pgm(path: Path, fix: str = DEFAULT_FIX) -> tuple[np.ndarray, int]:
     if not path.is_file():
         raise DataNotFoundError(f"PGM file not found: {path}")
-    buf = path.read_bytes()
+    buf = read_bytes(path, fix)
     tokens, pos = [], 0
     for _ in range(4):
         m = _TOKEN.match(buf, pos)
         if m is None:
-            raise ConfigError(f"{path}: truncated PGM header (expected magic, width, height, maxval)")
+            raise damaged(path, "truncated PGM header (expected magic, width, height, maxval)", fix)
         tokens.append(m.group(1))
         pos = m.end()
     magic = tokens[0]
     if magic not in (b"P5", b"P2"):
-        raise ConfigError(f"{path} is not a grey PGM: expected magic P5 or P2, got {magic[:8]!r}")
+        raise damaged(path, f"not a grey PGM: expected magic P5 or P2, got {magic[:8]!r}", fix)
     try:
         w, h, maxval = (int(t) for t in tokens[1:])
     except ValueError:
-        raise ConfigError(f"{path}: bad PGM header {b' '.join(tokens)!r}") from None
+        raise damaged(path, f"bad PGM header {b' '.join(tokens)[:60]!r}", fix) from None
     if w < 1 or h < 1 or not 0 < maxval <= 65535:
-        raise ConfigError(f"{path}: expected width, height >= 1 and 0 < maxval <= 65535; got {w}, {h}, {maxval}")
+        raise damaged(path, f"bad PGM header: expected width, height >= 1 and 0 < maxval <= 65535; got {w}, {h}, "
+                            f"{maxval}", fix)
     dtype = np.dtype("u1") if maxval < 256 else np.dtype(">u2")
     data = None
     if magic == b"P5":
@@ -56,11 +59,14 @@ def _parse_pgm(path: Path) -> tuple[np.ndarray, int]:
             data = np.frombuffer(buf, dtype, count=w * h, offset=start)
     else:
         values = re.sub(rb"#[^\n\r]*", b" ", buf[pos:]).split()
-        data = np.array([int(v) for v in values[: w * h]], dtype=np.int64) if len(values) >= w * h else None
+        try:
+            data = np.array([int(v) for v in values[: w * h]], dtype=np.int64) if len(values) >= w * h else None
+        except ValueError:
+            raise damaged(path, "corrupted: the ASCII PGM pixels hold a value that is not an integer", fix) from None
     if data is None:
-        raise ConfigError(f"{path}: PGM pixel data is shorter than {w}x{h}; the file is truncated")
+        raise damaged(path, f"truncated: the PGM pixel data is shorter than {w}x{h}", fix)
     if data.max(initial=0) > maxval:
-        raise ConfigError(f"{path}: pixel values exceed the header's maxval {maxval}")
+        raise damaged(path, f"corrupted: pixel values exceed the header's maxval {maxval}", fix)
     return data.astype(np.uint8 if maxval < 256 else np.uint16).reshape(h, w), maxval
 
 
@@ -73,11 +79,12 @@ def load_orl_faces(data_dir: str | os.PathLike | None = None) -> tuple[torch.Ten
         raise DataNotFoundError(f"ORL faces not found: expected folders s1..s40 of .pgm files in {folder}. "
                                 f"Get att_faces from {ORL_URL} and unpack it there, or point dlkit at a data "
                                 f"root holding 'att_faces/' with --data-dir DIR or {ENV_VAR}=DIR.")
+    fix = repair_hint(ORL_URL, folder)
     images, labels = [], []
     for person in people:
         files = sorted(person.glob("*.pgm"), key=lambda p: (len(p.stem), p.stem))
         for f in files:
-            img, maxval = _parse_pgm(f)
+            img, maxval = _parse_pgm(f, fix)
             if maxval != 255:  # rescale to the full 8-bit range
                 img = (img.astype(np.float64) * (255 / maxval)).round().astype(np.uint8)
             images.append(img)

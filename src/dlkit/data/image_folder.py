@@ -17,26 +17,21 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from ..errors import ConfigError, DataNotFoundError
+from .files import read_image
 from .transforms import Compose, Normalize, RandomHorizontalFlip, ToFloat
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".pgm", ".ppm", ".webp")
 
 
-def read_image(path: str | os.PathLike, mode: str = "RGB") -> torch.Tensor:
-    """Decode an image file into a uint8 tensor [C, H, W] (PIL `mode`: 'RGB' -> C=3, 'L' -> C=1)."""
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert(mode))
-    if arr.dtype != np.uint8:
-        raise ConfigError(f"{path}: mode {mode!r} gives {arr.dtype} pixels; use 'RGB' or 'L' for uint8")
-    t = torch.from_numpy(arr.copy())
-    return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+def _folder_fix(root: str | os.PathLike) -> str:
+    """How to repair a damaged image of the image folder `root` (for DataError messages)."""
+    return (f"delete it or replace it with an intact copy of the image (the image folder is {root}; "
+            "class folders ROOT/CLASS_NAME/*.png|jpg)")
 
 
 def resize_image(img: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
@@ -90,8 +85,9 @@ def load_image_folder(root: str | os.PathLike, size: int | tuple[int, int] | Non
     """
     size = _check_size(size)
     samples, classes = find_images(root, extensions)
+    fix = _folder_fix(root)
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        images = list(pool.map(lambda s: resize_image(read_image(s[0], mode), size), samples))
+        images = list(pool.map(lambda s: resize_image(read_image(s[0], mode, fix), size), samples))
     shapes = {tuple(i.shape) for i in images}
     if len(shapes) != 1:
         raise ConfigError(f"images under {root} have different shapes {sorted(shapes)[:3]}; "
@@ -112,16 +108,14 @@ class ImageFolder(Dataset):
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         self.targets = [c for _, c in self.samples]
         self.transform, self.mode = transform, mode
+        self.fix = _folder_fix(root)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int):
         path, label = self.samples[i]
-        try:
-            img = resize_image(read_image(path, self.mode), self.size)
-        except OSError as e:  # PIL could not decode it: name the file
-            raise DataNotFoundError(f"{path}: not a readable image ({e}); delete or replace it") from None
+        img = resize_image(read_image(path, self.mode, self.fix), self.size)  # DataError names a damaged file
         return (self.transform(img) if self.transform else img), label
 
     def with_transform(self, transform: Callable | None) -> ImageFolder:

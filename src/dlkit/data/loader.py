@@ -78,7 +78,7 @@ class TensorLoader:
     def _order(self) -> torch.Tensor:
         if not self.shuffle:
             return torch.arange(self.n)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**64)
         return torch.randperm(self.n, generator=g)
 
     def iter_from(self, start: int = 0) -> Iterator[tuple]:
@@ -92,7 +92,7 @@ class TensorLoader:
                 glob = glob[self.rank * step:(self.rank + 1) * step]
             batch = [_take(f, glob) for f in self.fields]
             if self.transform is not None or self.joint_transform is not None:
-                g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 100_003 + b)
+                g = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 100_003 + b) % 2**64)
                 if self.joint_transform is not None:
                     batch[0], batch[1] = self.joint_transform(batch[0], batch[1], generator=g)
                 else:

@@ -6,7 +6,6 @@ big-endian int32, then the data in C order, big-endian. The files may be gzipped
 
 from __future__ import annotations
 
-import gzip
 import os
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch
 
 from ..errors import ConfigError, DataNotFoundError
 from .download import RemoteFile, ensure_files, find_file
+from .files import DEFAULT_FIX, damaged, read_bytes, repair_hint
 
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -51,26 +51,29 @@ _FASHION_SHA256 = {  # (gz bytes, uncompressed content)
 FASHION_MNIST_FILES = tuple(RemoteFile(n, _FASHION_URL + n, a, b) for n, (a, b) in _FASHION_SHA256.items())
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (optionally gzipped; any dtype code and rank) into a native-endian numpy array."""
+def read_idx(path: str | os.PathLike, fix: str = DEFAULT_FIX) -> np.ndarray:
+    """Read an IDX file (optionally gzipped; any dtype code and rank) into a native-endian numpy array.
+
+    A damaged file (truncated, bad gzip CRC, not IDX) raises DataError naming it, with `fix` saying how to repair
+    it."""
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"IDX file not found: {path}")
-    with open(path, "rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
-    with (gzip.open if gz else open)(path, "rb") as f:
-        buf = f.read()
+    buf = read_bytes(path, fix)  # gunzipped and CRC-checked to the end
     if len(buf) < 4 or buf[0] != 0 or buf[1] != 0 or buf[2] not in _IDX_DTYPES:
-        raise ConfigError(f"{path} is not an IDX file: expected the magic bytes 00 00 <dtype code in "
-                          f"{sorted(hex(k) for k in _IDX_DTYPES)}> <ndim>, got {buf[:4].hex(' ')}. "
-                          f"Check that it is an MNIST-style file and not truncated.")
+        raise damaged(path, f"not an IDX file: expected the magic bytes 00 00 <dtype code in "
+                            f"{sorted(hex(k) for k in _IDX_DTYPES)}> <ndim>, got {buf[:4].hex(' ') or 'nothing'}", fix)
     dtype, ndim = _IDX_DTYPES[buf[2]], buf[3]
     header = 4 + 4 * ndim
+    if len(buf) < header:
+        raise damaged(path, f"truncated IDX header: {ndim} dimensions need {header} bytes, the file holds "
+                            f"{len(buf)}", fix)
     shape = tuple(int(d) for d in np.frombuffer(buf, ">u4", count=ndim, offset=4)) if ndim else ()
     expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(buf) != expected:
-        raise ConfigError(f"{path}: IDX header says shape {shape} of {dtype} ({expected} bytes in all), "
-                          f"but the file holds {len(buf)} bytes; the file is truncated or corrupted.")
+        what = "truncated" if len(buf) < expected else "corrupted (longer than its header says)"
+        raise damaged(path, f"{what}: the IDX header says shape {shape} of {dtype} ({expected} bytes in all), but "
+                            f"the file holds {len(buf)} bytes", fix)
     arr = np.frombuffer(buf, dtype, offset=header).reshape(shape)
     return arr.astype(dtype.newbyteorder("="), copy=False) if dtype.byteorder == ">" else arr
 
@@ -85,11 +88,14 @@ def _load(dataset: str, files: tuple[RemoteFile, ...], split: str, data_dir, dow
     wanted = [r for r in files if r.name in _FILES[split]]
     folder = ensure_files(dataset, wanted, data_dir, download)
     img_name, lab_name = _FILES[split]
-    images = read_idx(find_file(folder, img_name))
-    labels = read_idx(find_file(folder, lab_name))
+    source = wanted[0].url.rsplit("/", 1)[0] + "/"
+    fix = repair_hint(source, folder, downloads=True)
+    images = read_idx(find_file(folder, img_name), fix)
+    labels = read_idx(find_file(folder, lab_name), fix)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise ConfigError(f"{folder}: expected images [N, H, W] and labels [N]; got {images.shape} "
-                          f"and {labels.shape}. Re-download the {split} files.")
+        raise damaged(folder, f"expected {split} images [N, H, W] and labels [N]; got {images.shape} and "
+                              f"{labels.shape}",
+                      f"delete {img_name} and {lab_name}: the next run downloads them again from {source}")
     x = torch.from_numpy(images.copy()).unsqueeze(1)  # copy: frombuffer arrays are read-only
     return x.to(torch.uint8), torch.from_numpy(labels.astype(np.int64))
 

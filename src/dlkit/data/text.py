@@ -10,6 +10,7 @@ the inputs of an embedding layer or a one-hot encoding. `Vocab` adds the special
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -21,23 +22,29 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .download import RemoteFile, ensure_files, sha256_file
+from .download import RemoteFile, ensure_files
+from .files import damaged, decode_text, read_bytes, repair_hint
 
 TINY_SHAKESPEARE = RemoteFile(
     "input.txt", "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
     "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed")
+_TINY_SHAKESPEARE_BYTES = 1_115_394  # ASCII: one byte per character
 
 
 def load_tiny_shakespeare(data_dir: str | os.PathLike | None = None, download: bool = True) -> str:
     """The Tiny Shakespeare corpus (1,115,394 characters) as one string, checked against its sha256."""
     folder = ensure_files("tinyshakespeare", [TINY_SHAKESPEARE], data_dir, download)
     path = folder / TINY_SHAKESPEARE.name
-    got = sha256_file(path)
-    if got != TINY_SHAKESPEARE.sha256:
-        raise ConfigError(f"{path} is not the official Tiny Shakespeare file: sha256 expected "
-                          f"{TINY_SHAKESPEARE.sha256}, got {got}. Delete it to download it again "
-                          f"from {TINY_SHAKESPEARE.url}.")
-    return path.read_text(encoding="utf-8")
+    fix = repair_hint(TINY_SHAKESPEARE.url, folder, downloads=True)
+    data = read_bytes(path, fix)
+    text = decode_text(data, path, fix)  # undecodable bytes: named with their offset
+    got = hashlib.sha256(data).hexdigest()
+    if got != TINY_SHAKESPEARE.sha256:  # truncated, damaged or another text
+        size = (f"{len(data):,} bytes, expected {_TINY_SHAKESPEARE_BYTES:,}; " if len(data) != _TINY_SHAKESPEARE_BYTES
+                else "")
+        raise damaged(path, f"not the official Tiny Shakespeare file ({size}sha256 expected {TINY_SHAKESPEARE.sha256}, "
+                            f"got {got})", fix)
+    return text
 
 
 class CharVocab:
@@ -366,7 +373,7 @@ class BucketBatchSampler:
         if not self.shuffle:
             yield from self._batches(torch.arange(n))
             return
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**64)
         perm = torch.randperm(n, generator=g)
         pool = self.batch_size * self.pool_batches
         batches = [b for i in range(0, n, pool) for b in self._batches(perm[i:i + pool])]

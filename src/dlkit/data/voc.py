@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataNotFoundError
+from .files import DEFAULT_FIX, damaged, read_bytes
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
@@ -31,16 +32,17 @@ def _num(node: ET.Element | None, tag: str, path: Path, default: float | None = 
         raise ConfigError(f"{path}: <{tag}> must be a number, got {child.text!r}") from None
 
 
-def read_voc_xml(path: str | os.PathLike) -> dict:
+def read_voc_xml(path: str | os.PathLike, fix: str = DEFAULT_FIX) -> dict:
     """One VOC annotation: dict(filename, size=(height, width, depth), boxes float32 [K, 4] xyxy,
-    labels list[str], difficult bool [K], truncated bool [K])."""
+    labels list[str], difficult bool [K], truncated bool [K]). A file that is not XML (truncated, damaged) raises
+    DataError naming it, with `fix` saying how to repair it; its images are read with `files.read_image`."""
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"VOC annotation not found: {path}")
     try:
-        root = ET.parse(path).getroot()
+        root = ET.fromstring(read_bytes(path, fix))
     except ET.ParseError as e:
-        raise ConfigError(f"{path} is not valid XML: {e}") from None
+        raise damaged(path, f"not valid XML, the file is truncated or damaged ({e})", fix) from None
     if root.tag != "annotation":
         raise ConfigError(f"{path}: expected a VOC <annotation> root element, got <{root.tag}>")
     size = root.find("size")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,6 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+
+from ..errors import ConfigError  # noqa: E402
 
 
 def _save(fig, path: Path, tight: bool = True) -> Path:
@@ -30,12 +33,39 @@ def _save(fig, path: Path, tight: bool = True) -> Path:
     return path
 
 
+METRICS_COLUMNS = ("step", "name", "value")  # what read_metrics needs of the logger's step,epoch,wall_time,name,value
+
+
 def read_metrics(metrics_csv: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The long-format metrics.csv as {name: (steps, values)}."""
+    """The long-format metrics.csv as {name: (steps, values)}; a file that is not one (another program's CSV, a
+    damaged file) raises ConfigError naming it and the first bad line."""
+    metrics_csv = Path(metrics_csv)
+    fix = ("it was not written by `dlkit run` or is damaged: move it out of the run folder (the report then has no "
+           "curves) or run the recipe again")
     series: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    with open(metrics_csv, newline="") as f:
-        for row in csv.DictReader(f):
-            series[row["name"]].append((int(row["step"]), float(row["value"])))
+    header: list[str] | None = None
+    reader = None
+    try:
+        with open(metrics_csv, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            if all(c in header for c in METRICS_COLUMNS):
+                i, n, v = (header.index(c) for c in METRICS_COLUMNS)
+                for row in reader:
+                    if not row:  # a blank line
+                        continue
+                    series[row[n]].append((int(row[i]), float(row[v])))
+    except (ValueError, IndexError, csv.Error, OverflowError) as e:  # UnicodeDecodeError is a ValueError
+        detail = " ".join(str(e).split())[:120] or type(e).__name__
+        where = f"line {reader.line_num}" if reader is not None and reader.line_num else "the file"
+        raise ConfigError(f"{metrics_csv}: {where} is not a row of step (an integer), name and value (a number) "
+                          f"({detail}); {fix}") from None
+    except OSError as e:
+        raise ConfigError(f"{metrics_csv} cannot be read ({e.strerror or e}); check its permissions") from None
+    if header and not all(c in header for c in METRICS_COLUMNS):
+        missing = [c for c in METRICS_COLUMNS if c not in header]
+        raise ConfigError(f"{metrics_csv}: expected a dlkit metrics file with the columns step, epoch, wall_time, "
+                          f"name, value; got the header {str(header)[:120]} (missing {', '.join(missing)}); {fix}")
     return {k: (np.array([s for s, _ in v]), np.array([x for _, x in v])) for k, v in series.items()}
 
 
@@ -53,15 +83,17 @@ def plot_curves(metrics_csv: Path, out_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
         for name in sorted(names):
             steps, values = series[name]
+            finite = np.isfinite(values)  # a diverged run logs nan or inf: plot the finite points
+            steps, values = steps[finite], values[finite]
             style = "-" if len(steps) > 20 else "o-"
             ax.plot(steps, values, style, label=name, markersize=3)
         ax.set_xlabel("step")
         ax.set_ylabel(metric)
-        if metric == "loss" and all((series[n][1] > 0).all() for n in names):
+        if metric == "loss" and all((series[n][1][np.isfinite(series[n][1])] > 0).all() for n in names):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend()
-        paths.append(_save(fig, Path(out_dir) / f"curve_{metric}.png"))
+        paths.append(_save(fig, Path(out_dir) / f"curve_{re.sub(r'[^A-Za-z0-9_.-]', '_', metric)[:80]}.png"))
     return paths
 
 

@@ -41,10 +41,7 @@ def load_image_files(paths: Sequence[str | os.PathLike], input_spec: dict) -> tu
         p = Path(p)
         if not p.is_file():
             raise ConfigError(f"image file not found: {p}")
-        try:
-            img = read_image(p, mode)
-        except OSError as e:  # PIL cannot decode it
-            raise ConfigError(f"{p}: not an image PIL can read ({e})") from None
+        img = read_image(p, mode, fix="pass an intact PNG or JPEG image")  # DataError names a damaged file
         sizes.append(tuple(img.shape[-2:]))
         images.append(resize_image(img, size))
     return preprocess(torch.stack(images), input_spec), sizes
