@@ -11,17 +11,21 @@ import os
 import sys
 from pathlib import Path
 
+from .engine.preemption import Preempted
 from .errors import ConfigError, DlkitError
 
 
 def _parse_sets(items: list[str]) -> dict[str, str]:
+    """`--set k=v ...` as {k: v} (values still text; the recipe's options parse and check them); a key given
+    twice takes its last value, as a later flag overrides an earlier one."""
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
+        key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set expects key=value items (e.g. --set lr=0.01 epochs=3); got {item!r}. Put the "
-                              "recipe name before --set.")
-        out[key.strip()] = value
+            raise ConfigError(f"--set expects key=value items (e.g. --set lr=0.01 epochs=3); got {item[:80]!r}. Put "
+                              "the recipe name before --set.")
+        out[key] = value
     return out
 
 
@@ -75,9 +79,18 @@ def cmd_show(args) -> int:
 
 def cmd_run(args) -> int:
     from .recipes import run_recipe
+    from .recipes.options import INT_MAX, SEED_MAX
 
-    summary = run_recipe(args.recipe, overrides=_parse_sets(args.set), epochs=args.epochs, device=args.device,
-                         seed=args.seed, out=args.out, resume=args.resume, smoke=args.smoke, data_dir=args.data_dir)
+    for flag, value, low, high in (("--epochs", args.epochs, 1, INT_MAX), ("--seed", args.seed, 0, SEED_MAX)):
+        if value is not None and not low <= value <= high:
+            raise ConfigError(f"{flag} expects a whole number from {low} to {high}; got {value}")
+    sets = _parse_sets(args.set)
+    for key in ("epochs", "seed", "device", "data_dir"):
+        if key in sets and getattr(args, key) is not None:
+            raise ConfigError(f"{key} is given twice, as --{key.replace('_', '-')} and as --set {key}; keep one")
+    summary = run_recipe(args.recipe, overrides=sets, epochs=args.epochs, device=args.device,
+                         seed=args.seed, out=args.out, resume=args.resume, smoke=args.smoke, data_dir=args.data_dir,
+                         overwrite=args.overwrite)
     if summary:
         mark = "reached" if summary["passed"] else "did NOT reach"
         op = ">=" if summary["higher_is_better"] else "<="
@@ -120,6 +133,11 @@ def cmd_predict(args) -> int:
 
     if args.top < 1:
         raise ConfigError(f"--top expects a number of classes >= 1; got {args.top}")
+    for f in args.files:
+        try:
+            Path(f).is_file()
+        except OSError as e:  # e.g. a name too long
+            raise ConfigError(f"cannot open the image file {f[:200]} ({e.strerror or e})") from None
     run = load_run(args.run_dir, device=args.device or "cpu")
     if check_task(run) == "classification":
         for path, top in zip(args.files, classify_files(run, args.files, top=args.top)):
@@ -128,7 +146,16 @@ def cmd_predict(args) -> int:
                 print(f"  {p:7.2%}  {name}")
         return 0
     out = Path(args.out or ".")
-    for path, (mask_path, mask) in zip(args.files, segment_files(run, args.files, out)):
+    try:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out expects a folder for the mask PNGs; {out} is a file")
+        masks = segment_files(run, args.files, out)
+    except DlkitError:  # a damaged image file (DataError is an OSError too)
+        raise
+    except OSError as e:
+        raise ConfigError(f"cannot write the masks into {out} ({e.strerror or e}); pass a writable --out folder"
+                          ) from None
+    for path, (mask_path, mask) in zip(args.files, masks):
         print(f"{path}: mask {mask_path} ({mask.shape[0]}x{mask.shape[1]}, pixel value = class id; "
               f"{describe_mask(mask, run.class_names)})")
     return 0
@@ -138,24 +165,36 @@ def cmd_export(args) -> int:
     from .runs import load_run
     from .techniques.export import export_run
 
-    check = export_run(load_run(args.run_dir), args.format, out=args.out)
+    run = load_run(args.run_dir)
+    try:
+        check = export_run(run, args.format, out=args.out)
+    except DlkitError:
+        raise
+    except OSError as e:
+        raise ConfigError(f"cannot write the exported model to {args.out or args.run_dir} ({e.strerror or e}); pass a "
+                          "writable --out path") from None
     print(check.describe())
     return 0 if check.passed else 1
 
 
 def cmd_summary(args) -> int:
     from . import create_model
-    from .report.summary import summarize
+    from .registry import model_entrypoint
+    from .report.summary import check_input_shape, summarize
 
+    shape = None
+    if args.input_shape:  # checked before the model is built
+        try:
+            shape = tuple(int(s) for s in args.input_shape.replace("x", ",").split(",") if s.strip())
+        except ValueError:
+            raise ConfigError(f"--input-shape expects whole numbers like 3,224,224; got {args.input_shape[:80]!r}"
+                              ) from None
+        check_input_shape(shape)
+    model_entrypoint(args.model)  # an unknown name is refused before anything is built
     model = create_model(args.model)
-    shape = args.input_shape or getattr(model, "default_input_shape", None)
+    shape = shape or getattr(model, "default_input_shape", None)
     if shape is None:
         raise ConfigError(f"model '{args.model}' has no default input shape; pass one, e.g. --input-shape 3,224,224")
-    if isinstance(shape, str):
-        try:
-            shape = tuple(int(s) for s in shape.replace("x", ",").split(",") if s.strip())
-        except ValueError:
-            raise ConfigError(f"--input-shape expects integers like 3,224,224; got {args.input_shape!r}") from None
     print(summarize(model, input_shape=(1, *shape)).format_table())
     return 0
 
@@ -169,23 +208,41 @@ def cmd_status(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report.html import build_report
+    from .report.html import build_report, check_run_folder, read_json_object
 
-    run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(f"dlkit report expects a run folder (written by dlkit run); {run_dir} is not a folder")
+    run_dir = check_run_folder(Path(args.run_dir))  # a one-line error for anything but a dlkit run folder
+    for name in ("summary.json", "config.json"):  # refuse damaged files before anything is written
+        read_json_object(run_dir / name)
     figs = run_dir / "figures"
     if (run_dir / "metrics.csv").is_file():
-        from .report.figures import plot_curves
+        from .report.figures import plot_curves, read_metrics
 
-        figs.mkdir(exist_ok=True)
-        plot_curves(run_dir / "metrics.csv", figs)
+        read_metrics(run_dir / "metrics.csv")
+        if figs.exists() and not figs.is_dir():
+            raise ConfigError(f"{figs} is a file, where the report keeps its figures; move it away and run again")
+        try:
+            figs.mkdir(exist_ok=True)
+            plot_curves(run_dir / "metrics.csv", figs)
+        except DlkitError:
+            raise
+        except OSError as e:
+            raise ConfigError(f"cannot write the curves into {figs} ({e.strerror or e}); make the run folder "
+                              "writable") from None
     print(f"wrote {build_report(run_dir)}")
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors on one line like every other error: `dlkit: error: ...` and exit 2."""
+
+    def error(self, message: str):
+        msg = " ".join(message.split())
+        self.exit(2, f"dlkit: error: {msg}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dlkit", description="Train, verify and inspect the models of the notes.")
+    """The `dlkit` argument parser with its subcommands."""
+    p = _Parser(prog="dlkit", description="Train, verify and inspect the models of the notes.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -201,12 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="train, evaluate and report a recipe")
     s.add_argument("recipe")
     s.add_argument("--epochs", type=int)
-    s.add_argument("--device", choices=["cpu", "cuda"])
+    s.add_argument("--device", metavar="DEVICE", help="cpu, cuda or cuda:N (default: the recipe's, cpu)")
     s.add_argument("--seed", type=int)
     s.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
                    help="override options: --set lr=0.01 epochs=3 (or --set repeated)")
     s.add_argument("--out", help="run folder (default runs/RECIPE/TIMESTAMP)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last good checkpoint")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (its files are deleted first)")
     s.add_argument("--smoke", action="store_true", help="a few steps on a tiny subset")
     s.add_argument("--data-dir", help="data root (default: $DLKIT_DATA, else ~/.cache/dlkit)")
     s.set_defaults(func=cmd_run)
@@ -249,15 +308,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _out_of_memory(e: BaseException) -> bool:
+    """Whether `e` says that an allocation failed (CPU or GPU): a size the machine cannot hold, not a bug."""
+    text = str(e)
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or (
+        isinstance(e, RuntimeError) and ("can't allocate memory" in text or "not enough memory" in text))
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the `dlkit` command line; the exit code (0, 1: a recipe missed its expected result, 2: an error)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except Preempted as e:  # SIGTERM/SIGINT during training: checkpoint saved, exit 128 + the signal's number
+        print(f"dlkit: {' '.join(str(e).split())}", file=sys.stderr)
+        return e.exit_code
     except DlkitError as e:
         if args.debug:
             raise
         msg = " ".join(str(e).split())
         print(f"dlkit: error: {msg}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:
+        if args.debug or not _out_of_memory(e):
+            raise
+        first = " ".join(str(e).split())[:160]
+        print(f"dlkit: error: out of memory ({type(e).__name__}: {first}); use smaller sizes (batch_size, widths, "
+              "--input-shape) or a machine with more memory", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dlkit: interrupted", file=sys.stderr)

@@ -84,8 +84,10 @@ class Recipe:
                 out[k] = types[k]
             elif v is None:
                 out[k] = types.get(k, "str | None")
+            elif isinstance(v, list | tuple):
+                out[k] = _list_type(v)
             else:
-                out[k] = "list" if isinstance(v, list | tuple) else type(v).__name__
+                out[k] = type(v).__name__
         return out
 
     def passed(self, value: float) -> bool:
@@ -96,6 +98,14 @@ class Recipe:
     @property
     def expected(self) -> str:
         return f"{self.metric} {'>=' if self.higher_is_better else '<='} {self.threshold:g}"
+
+
+def _list_type(default: list | tuple) -> str:
+    """'list[int]', 'list[float]', 'list[str]' when a list default's elements share a type, else 'list'."""
+    kinds = {type(x).__name__ for x in default}
+    if kinds == {"int", "float"}:
+        kinds = {"float"}
+    return f"list[{kinds.pop()}]" if len(kinds) == 1 and kinds <= {"int", "float", "str", "bool"} else "list"
 
 
 _RECIPES: dict[str, Recipe] = {}

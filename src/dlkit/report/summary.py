@@ -13,11 +13,13 @@ The totals count each parameter tensor once (tied weights are shared), so they a
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..nn.conv_arithmetic import conv_flops, conv_params, dense_params
 
 
@@ -83,14 +85,94 @@ def _formula(module: nn.Module, inp, out) -> tuple[int | None, int]:
     return None, 0
 
 
+MAX_DIM = 2**31 - 1            # the largest size of one dimension torch indexes with 32-bit kernels
+MEMORY_FRACTION = 0.5          # activations may take at most this share of the available memory
+
+
+def check_input_shape(shape: tuple[int, ...]) -> None:
+    """Refuse an input shape that no tensor can have: empty, a dimension below 1 or above MAX_DIM, or more
+    elements than a 64-bit count holds."""
+    if not shape:
+        raise ConfigError("the input shape has no dimensions; give one sample's shape, e.g. 3,224,224")
+    bad = [d for d in shape if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= MAX_DIM]
+    if bad:
+        raise ConfigError(f"the input shape {'x'.join(map(str, shape))[:80]} has a dimension outside 1..{MAX_DIM} "
+                          f"({str(bad[0])[:40]}); every size must be a positive whole number")
+    if math.prod(shape) > 2**60:  # 8-byte elements: a size in bytes that a 64-bit count holds
+        raise ConfigError(f"the input shape {'x'.join(map(str, shape))[:80]} has {math.prod(shape):.3g} elements, "
+                          "more than a tensor can hold; use smaller sizes")
+
+
+def input_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's input: its `default_input_dtype`, else token ids (long) when its first layer with
+    parameters is an embedding, else float32."""
+    if hasattr(model, "default_input_dtype"):
+        return model.default_input_dtype
+    first = next((m for m in model.modules() if any(True for _ in m.parameters(recurse=False))), None)
+    return torch.long if isinstance(first, nn.Embedding) else torch.float32
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (Linux MemAvailable, else the free physical pages)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def activation_bytes(model: nn.Module, inputs: tuple) -> int:
+    """Bytes of the inputs and of every module's outputs in one forward pass, computed on the meta device (shapes
+    only: nothing is allocated), so a shape too large for memory is found before any allocation. An upper bound of
+    what an inference forward holds at once (it frees intermediate outputs)."""
+    from torch.func import functional_call
+
+    state = {k: v.to("meta") for k, v in [*model.named_parameters(), *model.named_buffers()]}
+    total = sum(t.numel() * t.element_size() for t in inputs)
+
+    def count(module, inp, out):
+        nonlocal total
+        t = _first_tensor(out)
+        if t is not None and not list(module.children()):
+            total += t.numel() * t.element_size()
+
+    hook = nn.modules.module.register_module_forward_hook(count)
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            functional_call(model, state, tuple(t.to("meta") for t in inputs))
+    except (RuntimeError, ValueError, IndexError, TypeError, NotImplementedError) as e:
+        shape = "x".join(map(str, inputs[0].shape[1:]))
+        first = " ".join(str(e).split())[:200]
+        raise ConfigError(f"{type(model).__name__} cannot take an input of shape {shape} ({type(e).__name__}: "
+                          f"{first}); give the shape it expects, e.g. its default input shape") from e
+    finally:
+        hook.remove()
+        model.train(was)
+    return total
+
+
 def summarize(model: nn.Module, input_shape: tuple[int, ...] | None = None, inputs=None,
               device: str | torch.device = "cpu") -> Summary:
-    """Run one forward pass and tabulate every module that owns parameters or has no children."""
+    """Run one forward pass and tabulate every module that owns parameters or has no children. An input shape is
+    checked first (positive sizes, activations that fit in memory: estimated on the meta device)."""
     if inputs is None:
         if input_shape is None:
             raise ValueError("summarize needs input_shape (e.g. (1, 3, 224, 224)) or inputs")
+        check_input_shape(tuple(input_shape))
+        dtype = input_dtype(model)
+        need = activation_bytes(model, (torch.empty(*input_shape, device="meta", dtype=dtype),))
+        have = available_memory()
+        if need > MEMORY_FRACTION * have:
+            raise ConfigError(f"the activations of one forward pass at input shape {'x'.join(map(str, input_shape))} "
+                              f"need about {need / 2**30:.3g} GiB, more than half of the {have / 2**30:.3g} GiB of "
+                              "memory available; use a smaller --input-shape")
         # token models (char RNNs, GPT, BERT) declare `default_input_dtype = torch.long`: zeros are token 0
-        inputs = torch.zeros(*input_shape, device=device, dtype=getattr(model, "default_input_dtype", torch.float32))
+        inputs = torch.zeros(*input_shape, device=device, dtype=input_dtype(model))
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
     summary = Summary(input_shape=tuple(inputs[0].shape))
     seen: set[int] = set()
