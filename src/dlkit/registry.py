@@ -12,7 +12,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 
-from .errors import unknown
+from .errors import ConfigError, unknown
 
 _MODELS: dict[str, Callable] = {}
 _loaded: set[str] = set()
@@ -51,6 +51,21 @@ def model_entrypoint(name: str) -> Callable:
     return _MODELS[name]
 
 
-def create_model(name: str, **kwargs):
-    """Build the registered model `name` with keyword overrides."""
-    return model_entrypoint(name)(**kwargs)
+def create_model(name: str, features_only: bool = False, out_indices=None, **kwargs):
+    """Build the registered model `name` with keyword overrides.
+
+    `features_only=True` (classification backbones, as timm) returns a `dlkit.models.backbone.FeatureExtractor`
+    whose forward gives the list of feature maps of the stages `out_indices` (positions in the model's
+    `feature_info`, negative from the end; default all), without the classifier.
+    """
+    if out_indices is not None and not features_only:
+        raise ConfigError(f"out_indices={out_indices!r} chooses feature maps; pass features_only=True with it")
+    model = model_entrypoint(name)(**kwargs)
+    if not features_only:
+        return model
+    from .models.backbone import Backbone, FeatureExtractor
+
+    if not isinstance(model, Backbone):
+        raise ConfigError(f"features_only=True needs a classification backbone (feature_info, forward_features); "
+                          f"'{name}' is a {type(model).__name__}. See `dlkit list models` for the classifiers")
+    return FeatureExtractor(model, out_indices, name=name)

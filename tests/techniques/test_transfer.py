@@ -211,7 +211,7 @@ def test_features_pretrained_on_digits_0_to_4_transfer_to_digits_5_to_9():
     _fit(model, x[a], y[a], steps=80, lr=1e-2)  # "pretraining" on task A
     features_before = {n: p.detach().clone() for n, p in model.features.named_parameters()}
     freeze(model, "features")
-    replace_head(model, 5)
+    replace_head(model, 5, attr="classifier")  # a plain module names its head
     xb, yb = x[b], y[b] - 5
     train, test = torch.arange(len(yb)) % 3 != 0, torch.arange(len(yb)) % 3 == 0
     _fit(model, xb[train], yb[train], steps=80, lr=1e-2)  # transfer: only the new head learns task B

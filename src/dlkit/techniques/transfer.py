@@ -28,8 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-
-HEAD_NAMES = ("classifier", "fc", "head")
+from ..models.backbone import Backbone, layer_like
 
 
 def _as_patterns(patterns: str | Iterable[str]) -> list[str]:
@@ -92,30 +91,27 @@ def _last_layer(module: nn.Module, owner: nn.Module, name: str):
 def replace_head(model: nn.Module, num_classes: int, attr: str | None = None) -> nn.Module:
     """Replace the final classification layer by a new one with `num_classes` outputs; returns the new layer.
 
-    Notes: 003 §3.3.2 (a new task-specific classifier on pretrained features). The head is the attribute `attr`,
-    else the first of `classifier`, `fc`, `head` that is (or ends in) a Linear or Conv2d layer; the new layer keeps
-    its input size, kernel and bias setting, gets PyTorch's default initialisation, and lives on the old layer's
-    device and dtype. `model.num_classes` is updated when present.
+    Notes: 003 §3.3.2 (a new task-specific classifier on pretrained features). A dlkit classifier follows the
+    backbone contract, so this is `model.reset_classifier(num_classes)` (the new layer keeps its input size,
+    kernel and bias setting, gets PyTorch's default initialisation, on the old layer's device and dtype) and the
+    new layer is `model.get_classifier()`. Any other module names its head: `attr` is the attribute holding the
+    last Linear or Conv2d layer (or a Sequential ending in one), replaced the same way.
     """
-    if num_classes < 1:
-        raise ConfigError(f"num_classes must be >= 1; got {num_classes}")
-    found = None
-    for key in [attr] if attr else HEAD_NAMES:
-        module = getattr(model, key, None)
-        if isinstance(module, nn.Module):
-            found = _last_layer(module, model, key)
-            if found is not None:
-                break
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"num_classes must be an integer >= 1; got {num_classes!r}")
+    if attr is None:
+        if not isinstance(model, Backbone):
+            raise ConfigError(f"replace_head found no Linear/Conv2d head to replace: {type(model).__name__} does "
+                              f"not follow the backbone contract (reset_classifier); pass attr= naming its head")
+        model.reset_classifier(num_classes)
+        return model.get_classifier()
+    module = getattr(model, attr, None)
+    found = _last_layer(module, model, attr) if isinstance(module, nn.Module) else None
     if found is None:
-        raise ConfigError(f"replace_head found no Linear/Conv2d head in {type(model).__name__} under "
-                          f"{[attr] if attr else list(HEAD_NAMES)}; pass attr= naming the head module")
+        raise ConfigError(f"replace_head found no Linear/Conv2d head in {type(model).__name__}.{attr}; expected "
+                          f"attr to name a Linear or Conv2d layer or a Sequential ending in one")
     owner, key, old = found
-    kw = {"device": old.weight.device, "dtype": old.weight.dtype}
-    if isinstance(old, nn.Linear):
-        new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None, **kw)
-    else:
-        new = nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding, old.dilation,
-                        bias=old.bias is not None, **kw)
+    new = layer_like(old, num_classes)
     setattr(owner, key, new)
     if hasattr(model, "num_classes"):
         model.num_classes = num_classes
@@ -302,27 +298,26 @@ def few_shot_indices(y: torch.Tensor, per_class: int, seed: int = 0) -> torch.Te
 @torch.no_grad()
 def lite0_features(model: nn.Module, images: torch.Tensor, size: int, batch_size: int = 64) -> list[torch.Tensor]:
     """Frozen EfficientNet-Lite0 features of uint8 grey images [N, H, W] or [N, 1, H, W]: the globally average-
-    pooled output of every MBConv stage and of the 1x1 head, a list of [N, C_s] (the last is the 1280-d
-    penultimate feature). Each batch is scaled to [0, 1], resized to size x size (bilinear), repeated to 3
-    channels and normalised with `lite0_normalize`. Notes: 003 §3.3.2 (a pretrained CNN as feature extractor)."""
+    pooled map of every stage after the stem (`feature_info`: the seven MBConv stages and the 1x1 head), a list
+    of [N, C_s] (the last is the 1280-d penultimate feature). Each batch is scaled to [0, 1], resized to
+    size x size (bilinear), repeated to 3 channels and normalised with `lite0_normalize`. Notes: 003 §3.3.2 (a
+    pretrained CNN as feature extractor)."""
     from ..data.transforms import Resize
     from ..models.classification.pretrained import lite0_normalize
 
+    if not isinstance(model, Backbone):
+        raise ConfigError(f"lite0_features needs a classification backbone (feature_info); got {type(model).__name__}")
     if images.dim() == 3:
         images = images.unsqueeze(1)
     resize = Resize((size, size))
+    stages = range(1, len(model.feature_info))
     was = model.training
     model.eval()
     outputs: list[list[torch.Tensor]] = []
     for xb in images.split(batch_size):
         x = resize(xb.float().div(255.0)).clamp_(0.0, 1.0).expand(-1, 3, -1, -1)
-        h = model.stem(lite0_normalize(x).contiguous(memory_format=torch.channels_last))
-        pooled = []
-        for stage in model.stages:
-            h = stage(h)
-            pooled.append(h.mean((2, 3)))
-        pooled.append(model.head(h).mean((2, 3)))
-        outputs.append(pooled)
+        maps = model.feature_maps(lite0_normalize(x).contiguous(memory_format=torch.channels_last), stages)
+        outputs.append([h.mean((2, 3)) for h in maps])
     model.train(was)
     return [torch.cat(parts) for parts in zip(*outputs)]
 

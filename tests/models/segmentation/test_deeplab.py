@@ -12,7 +12,7 @@ from torch import nn
 from dlkit import create_model, list_models
 from dlkit.errors import ConfigError
 from dlkit.models.classification.resnet import ResNet
-from dlkit.models.segmentation.deeplab import DeepLabV3, DeepLabV3Plus, DilatedResNet
+from dlkit.models.segmentation.deeplab import DeepLabV3, DeepLabV3Plus, dilated_resnet
 from dlkit.nn.residual import BasicBlock, Bottleneck
 
 
@@ -84,10 +84,10 @@ def test_dilated_resnet50_has_the_resnet50_parameters_and_torchvision_dilations(
         resnet = create_model("resnet50")
         shapes = {k: v.shape for k, v in resnet.state_dict().items() if not k.startswith("fc.")}
         for os in (8, 16, 32):
-            backbone = DilatedResNet(output_stride=os)
+            backbone = dilated_resnet(output_stride=os)
             assert {k: v.shape for k, v in backbone.state_dict().items()} == shapes
             assert n_params(create_model("resnet50", output_stride=os)) == 25_557_032
-        os8 = DilatedResNet(output_stride=8).stages  # torchvision's replace_stride_with_dilation=[False, True, True]
+        os8 = dilated_resnet(output_stride=8).stages  # torchvision's replace_stride_with_dilation=[False, True, True]
     conv2 = lambda s, b: os8[s][b].conv2[0]
     assert [conv2(s, 0).stride for s in range(4)] == [(1, 1), (2, 2), (1, 1), (1, 1)]
     assert [conv2(2, b).dilation[0] for b in range(6)] == [1, 2, 2, 2, 2, 2]  # first block r / 2 = 1, then r = 2
@@ -98,17 +98,19 @@ def test_dilated_resnet50_has_the_resnet50_parameters_and_torchvision_dilations(
 def test_output_stride_8_and_16_feature_sizes_224_to_28_and_14():
     x = torch.randn(1, 3, 224, 224)
     for os, size in [(8, 28), (16, 14), (32, 7)]:
-        backbone = DilatedResNet("basic", (1, 1, 1, 1), (8, 8, 16, 16), stem_width=8, output_stride=os).eval()
+        backbone = dilated_resnet("resnet18", layers=(1, 1, 1, 1), widths=(8, 8, 16, 16), stem_width=8,
+                                  output_stride=os).eval()
         with torch.no_grad():
             feats = backbone(x)
-        assert [f.shape[-1] for f in feats] == [56, 28, 28 if os == 8 else 14, size] and backbone.output_stride == os
+        assert [f.shape[-1] for f in feats] == [56, 28, 28 if os == 8 else 14, size]
+        assert backbone.feature_info.reductions() == [224 // f.shape[-1] for f in feats]  # the contract follows
     with pytest.raises(ConfigError, match=r"output_stride must be one of \[4, 8, 16, 32\]"):
-        DilatedResNet(output_stride=12)
+        dilated_resnet(output_stride=12)
 
 
 def test_dilated_resnet_at_stride_32_is_the_plain_resnet_features():
     kw = dict(block="basic", layers=(1, 2, 1, 1), widths=(8, 16, 16, 32), stem_width=8)
-    resnet, backbone = ResNet(**kw).eval(), DilatedResNet(**kw, output_stride=32).eval()
+    resnet, backbone = ResNet(**kw).eval(), dilated_resnet("resnet18", **kw, output_stride=32).eval()
     assert n_params(backbone) == n_params(resnet) - n_params(resnet.fc)
     backbone.load_state_dict({k: v for k, v in resnet.state_dict().items() if not k.startswith("fc.")})
     x = torch.randn(2, 3, 64, 64)

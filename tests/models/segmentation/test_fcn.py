@@ -10,6 +10,7 @@ from torch import nn
 
 from dlkit import create_model, list_models
 from dlkit.errors import ConfigError
+from dlkit.models.backbone import FeatureInfo
 from dlkit.models.classification.vgg import VGG
 from dlkit.models.segmentation.fcn import FCN
 from dlkit.techniques.transfer import convolutionalize
@@ -194,16 +195,16 @@ def test_fcn8s_tiny_loss_falls_on_one_image_mask_pair():
 
 
 class _Pools(nn.Module):
-    """A toy backbone: average pools of a 1x1 projection at strides 8, 16, 32 with 5, 6, 7 channels."""
+    """A toy feature extractor: average pools of a 1x1 projection at strides 8, 16, 32 with 5, 6, 7 channels."""
 
-    out_chans = {"pool3": 5, "pool4": 6, "pool5": 7}
+    feature_info = FeatureInfo(FeatureInfo.entry(f"proj.{i}", c, 2 ** (i + 3)) for i, c in enumerate((5, 6, 7)))
 
     def __init__(self):
         super().__init__()
-        self.proj = nn.ModuleDict({k: nn.Conv2d(3, c, 1) for k, c in self.out_chans.items()})
+        self.proj = nn.ModuleList([nn.Conv2d(3, c, 1) for c in self.feature_info.channels()])
 
     def forward(self, x):
-        return {k: F.avg_pool2d(conv(x), 2 ** (i + 3)) for i, (k, conv) in enumerate(self.proj.items())}
+        return [F.avg_pool2d(conv(x), 2 ** (i + 3)) for i, conv in enumerate(self.proj)]
 
 
 def test_fcn_on_another_backbone_scores_its_maps_and_leaves_its_weights_alone():
@@ -216,5 +217,7 @@ def test_fcn_on_another_backbone_scores_its_maps_and_leaves_its_weights_alone():
     assert model.score.in_channels == 7 and model.score_skip["pool3"].in_channels == 5 and len(model.stages) == 0
     names = {n.split(".")[0] for n, _ in model.named_parameters()}
     assert names == {"backbone", "score", "score_skip", "up_skip", "upsample"}  # no VGG stages, no conv6/7
-    with pytest.raises(ConfigError, match="out_chans"):
+    with pytest.raises(ConfigError, match=r"three maps at strides \[8, 16, 32\].*got strides Identity"):
         FCN(backbone=nn.Identity())
+    with pytest.raises(ConfigError, match=r"got strides \[4, 8, 16, 32\]"):
+        FCN(backbone=create_model("resnet18", features_only=True, out_indices=(1, 2, 3, 4)))

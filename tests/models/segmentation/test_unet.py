@@ -136,3 +136,27 @@ def test_unet_tiny_overfits_one_image_mask_pair():
     with torch.no_grad():
         accuracy = (model(x).argmax(1) == mask).float().mean()
     assert accuracy > 0.98, accuracy
+
+
+def test_unet_on_a_classifier_encoder_decodes_its_stages_back_to_the_input_size():
+    """encoder=: the contracting path is a classifier's stages (the backbone contract), the last at every stride."""
+    small = {"widths": (8, 8, 16, 16), "stem_width": 8}
+    torch.manual_seed(0)
+    model = UNet(in_chans=3, num_classes=5, encoder="resnet18", encoder_kwargs=small, batch_norm=True).eval()
+    torch.manual_seed(0)
+    resnet = create_model("resnet18", **small).eval()  # the same initialisation as the encoder
+    assert model.encoder.feature_info.reductions() == [2, 4, 8, 16, 32] and model.widths == [8, 8, 8, 16, 16]
+    keys = {k[len("encoder."):] for k in model.state_dict() if k.startswith("encoder.")}
+    assert keys == {k for k in resnet.state_dict() if not k.startswith("fc.")}
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(model.encoder(x), resnet.feature_maps(x, (0, 1, 2, 3, 4))))
+        assert model(x).shape == (2, 5, 64, 96)  # four up-convolutions to stride 2, then bilinear x2
+    assert len(model.up) == len(model.decode) == 4 and model.output_size(80) is None
+    with pytest.raises(ConfigError, match="divisible by the encoder's stride 32"):
+        model(torch.randn(1, 3, 48, 64))
+    cifar = UNet(in_chans=1, num_classes=2, encoder="resnet_cifar20")  # in_chans reaches the encoder
+    assert cifar.encoder.feature_info.reductions() == [1, 2, 4] and cifar(torch.randn(1, 1, 32, 32)).shape == (
+        1, 2, 32, 32)
+    with pytest.raises(ConfigError, match="strides double"):
+        UNet(in_chans=1, encoder="vit_tiny_mnist")

@@ -16,14 +16,21 @@ from torch import nn
 
 from ...errors import ConfigError
 from ...registry import register_model
+from ..backbone import Backbone, FeatureInfo, flatten, named_steps
 
 
-class AlexNet(nn.Module):
+class AlexNet(Backbone):
     """AlexNet: conv11/4(64) pool conv5(192) pool conv3(384) conv3(256) conv3(256) pool -> 6x6 -> FC 4096-4096-K.
 
     Notes: 003 §3.3.3. ReLU after every layer but the last, max-pool 3x3/2, dropout `dropout` (0.5) before the two
     hidden dense layers.
+
+    Backbone contract: stages features.2 (64 maps, stride 8), features.5 (192, 16) and features.12 (256, 32), each
+    after its max-pool; head: 6x6 average pool -> FC 4096 -> FC 4096 -> classifier `classifier.6`.
     """
+
+    classifier_name = "classifier.6"
+    head_modules = ("avgpool", "classifier")
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, dropout: float = 0.5):
         super().__init__()
@@ -45,11 +52,21 @@ class AlexNet(nn.Module):
             nn.Linear(4096, num_classes),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.feature_info = FeatureInfo([FeatureInfo.entry("features.2", 64, 8),
+                                         FeatureInfo.entry("features.5", 192, 16),
+                                         FeatureInfo.entry("features.12", 256, 32)])
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Images [N, in_chans, H, W], H, W >= 63."""
         if x.dim() != 4 or x.shape[1] != self.in_chans or min(x.shape[-2:]) < 63:
             raise ConfigError(f"AlexNet expects images [N, {self.in_chans}, H, W] with H, W >= 63 (224 for "
                               f"ImageNet); got {tuple(x.shape)}")
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+    def feature_path(self):
+        return named_steps("features", self.features)
+
+    def head_path(self):
+        return [self.avgpool, flatten, *list(self.classifier)[:-1]]
 
 
 @register_model

@@ -28,6 +28,7 @@ from ...errors import ConfigError
 from ...nn.conv_bn_act import ConvBNAct
 from ...nn.inverted_residual import InvertedResidual, make_divisible
 from ...registry import register_model
+from ..backbone import Backbone, FeatureInfo, flatten, named_steps
 
 # The notes' compound-scaling constants (Notes: 002 §2.6; values of Tan & Le, 2019).
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15
@@ -82,14 +83,21 @@ def scale_stages(stages, width_mult: float = 1.0, depth_mult: float = 1.0):
     return tuple((t, k, s, scale_width(c, width_mult), scale_depth(n, depth_mult)) for t, k, s, c, n in stages)
 
 
-class EfficientNet(nn.Module):
+class EfficientNet(Backbone):
     """EfficientNet: stem 3x3/2 -> MBConv stages -> 1x1 head -> pool -> dropout -> dense. Notes: 002 §2.7.
 
     The B0 stages are scaled by `width_mult` and `depth_mult`; the stem (32) and head (1280) scale with width
     unless `scale_stem_head=False` (Lite). SE uses `se_ratio` of each block's input channels (0 disables it).
     The stochastic-depth probability of block i of B grows linearly, drop_path * i / B. BN defaults are the
     paper's (TensorFlow) eps 1e-3, momentum 0.01.
+
+    Backbone contract: stages stem, stages.0 ... stages.6 and the 1x1 head (B0: 32, 16, 24, 40, 80, 112, 192, 320,
+    1280 channels at strides 2, 2, 4, 8, 16, 16, 32, 32, 32); head: average pool -> dropout -> classifier
+    `classifier.1`.
     """
+
+    classifier_name = "classifier.1"
+    head_modules = ("pool", "classifier")
 
     def __init__(self, width_mult: float = 1.0, depth_mult: float = 1.0, num_classes: int = 1000, in_chans: int = 3,
                  dropout: float = 0.2, resolution: int = 224, stages=EFFICIENTNET_B0_STAGES, stem_chans: int = 32,
@@ -108,8 +116,11 @@ class EfficientNet(nn.Module):
         chans = scale_width(stem_chans, width_mult) if scale_stem_head else stem_chans
         self.stem = ConvBNAct(in_chans, chans, 3, stem_stride, activation=activation, **bn)
         total = sum(n for *_, n in self.stage_config)
-        block_id, stage_list = 0, []
+        block_id, stage_list, stride = 0, [], stem_stride
+        info = [FeatureInfo.entry("stem", chans, stride)]
         for t, k, s, c, n in self.stage_config:
+            stride *= s
+            info.append(FeatureInfo.entry(f"stages.{len(stage_list)}", c, stride))
             blocks = []
             for i in range(n):
                 blocks.append(InvertedResidual(
@@ -120,6 +131,7 @@ class EfficientNet(nn.Module):
         self.stages = nn.Sequential(*stage_list)
         self.num_features = scale_width(head_chans, width_mult) if scale_stem_head else head_chans
         self.head = ConvBNAct(chans, self.num_features, 1, activation=activation, **bn)
+        self.feature_info = FeatureInfo([*info, FeatureInfo.entry("head", self.num_features, stride)])
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.num_features, num_classes))
         self._init_weights()
@@ -138,14 +150,17 @@ class EfficientNet(nn.Module):
                 nn.init.uniform_(m.weight, -bound, bound)
                 nn.init.zeros_(m.bias)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature map (before pooling), [N, num_features, H/32, W/32]."""
+    def check_input(self, x: torch.Tensor) -> None:
+        """Images [N, in_chans, H, W]."""
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ConfigError(f"EfficientNet expects images [N, {self.in_chans}, H, W]; got {tuple(x.shape)}")
-        return self.head(self.stages(self.stem(x)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.pool(self.forward_features(x)).flatten(1))
+    def feature_path(self):
+        """stem, stages.0 ..., head: the last map is [N, num_features, H/32, W/32]."""
+        return [("stem", self.stem), *named_steps("stages", self.stages), ("head", self.head)]
+
+    def head_path(self):
+        return [self.pool, flatten, self.classifier[0]]
 
 
 def _variant(name: str, kw: dict) -> EfficientNet:

@@ -31,13 +31,20 @@ from torch import nn
 
 from ...errors import ConfigError
 from ...registry import register_model
+from ..backbone import Backbone, FeatureInfo, named_steps
 
 
-class ExampleCNN(nn.Module):
+class ExampleCNN(Backbone):
     """The notes' Keras example CNN: 3 conv stages (8 | 16, 16 | 24, 24 filters) -> GAP -> 64 -> 16 -> classes.
 
     Notes: 003 §3.2.5. `nb_filters` is the listing's base width (8); stages use 1x, 2x, 3x of it.
+
+    Backbone contract: stages features.2, features.7, features.12 (after each max-pool: f, 2f, 3f maps at strides 2,
+    4, 8); head: global average pool (the listing's, `features.13`) -> 64 -> 16 -> classifier `classifier.6`.
     """
+
+    classifier_name = "classifier.6"
+    head_modules = ("classifier",)
 
     def __init__(self, num_classes: int = 5, in_chans: int = 3, nb_filters: int = 8, dropout: float = 0.5):
         super().__init__()
@@ -60,17 +67,29 @@ class ExampleCNN(nn.Module):
             nn.Linear(64, 16), nn.ReLU(), nn.Dropout(dropout),
             nn.Linear(16, num_classes),
         )
+        self.feature_info = FeatureInfo([FeatureInfo.entry("features.2", f, 2),
+                                         FeatureInfo.entry("features.7", 2 * f, 4),
+                                         FeatureInfo.entry("features.12", 3 * f, 8)])
         for m in self.modules():  # Keras defaults of the listing: glorot_uniform kernels, zero biases
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits [N, classes] (the softmax of the listing is left to the loss or `predict_proba`)."""
+    def check_input(self, x: torch.Tensor) -> None:
+        """Images [N, in_chans, H, W] with H, W >= 8."""
         if x.dim() != 4 or x.shape[1] != self.in_chans or min(x.shape[-2:]) < 8:
             raise ConfigError(f"ExampleCNN expects images [N, {self.in_chans}, H, W] with H, W >= 8 (the notes use "
                               f"64x64); got {tuple(x.shape)}")
-        return self.classifier(self.features(x))
+
+    def feature_path(self):
+        return named_steps("features", self.features, 13)
+
+    def head_path(self):
+        return [self.features[13], self.features[14], *list(self.classifier)[:-1]]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits [N, classes] (the softmax of the listing is left to the loss or `predict_proba`)."""
+        return self.forward_head(self.forward_features(x))
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ from ...errors import ConfigError
 from ...nn.conv_bn_act import ConvBNAct
 from ...nn.inception import InceptionAux, InceptionModule
 from ...registry import register_model
+from ..backbone import Backbone, FeatureInfo, flatten, named_steps
 
 # Table 1 of the paper: (name, #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj); "M" = max-pool 3x3/2.
 INCEPTION_V1_LAYOUT: tuple = (
@@ -44,14 +45,22 @@ TINY_LAYOUT: tuple = (
 )
 
 
-class GoogLeNet(nn.Module):
+class GoogLeNet(Backbone):
     """Inception-v1: stem -> Inception modules (`layout`) -> GAP -> dropout -> FC, auxiliary heads in training.
 
     Notes: 002 §2.1. `stem="imagenet"` is the paper's 5-layer stem (224 -> 28), `stem="small"` a stack of 3x3
     convolutions with widths `stem_chans` and no down-sampling (for 28x28 / 32x32 inputs). `norm=True` puts
     batch normalisation (eps `bn_eps`) after every convolution as torchvision does; `norm=False` is the paper
     (conv biases; local response normalisation in the imagenet stem). `c5_kernel` 5 is the paper, 3 torchvision.
+
+    Backbone contract: stages at every stride: the imagenet stem's 7x7/2 convolution (stride 2) and its last layer
+    before the max-pool (stride 4), then the last Inception module before each max-pool and the last one
+    (inception3b, 4e, 5b at strides 8, 16, 32); a layout that starts with a max-pool has the stem's output as a
+    stage. Head: average pool -> dropout -> classifier `fc`; the auxiliary heads are used by `forward` in training.
     """
+
+    classifier_name = "fc"
+    head_modules = ("aux", "avgpool", "dropout", "fc")
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, layout: Sequence = INCEPTION_V1_LAYOUT,
                  stem: str = "imagenet", stem_chans: Sequence[int] = (64, 64, 192), aux_logits: bool = True,
@@ -90,35 +99,55 @@ class GoogLeNet(nn.Module):
         chans = stem_chans[-1]
         self.blocks = nn.ModuleDict()
         self.aux = nn.ModuleDict()
+        info, stride = [], 8 if stem == "imagenet" else 1
+        if stem == "imagenet":
+            info += [FeatureInfo.entry("stem.0", stem_chans[0], 2),
+                     FeatureInfo.entry(f"stem.{len(layers) - 2}", chans, 4)]
+        last = FeatureInfo.entry(f"stem.{len(layers) - 1}", chans, stride)  # the latest map, a stage if a pool follows
         for i, row in enumerate(layout):
             if row == "M":
                 self.blocks[f"maxpool{i}"] = pool()
+                if last is not None:
+                    info.append(last)
+                last, stride = None, stride * 2
                 continue
             name, *widths = row
             block = InceptionModule(chans, *widths, norm=norm, bn_eps=bn_eps, c5_kernel=c5_kernel)
             self.blocks[f"inception{name}"] = block
             chans = block.out_chans
+            last = FeatureInfo.entry(f"blocks.inception{name}", chans, stride)
             if aux_logits and name in aux_after:
                 self.aux[f"inception{name}"] = InceptionAux(chans, num_classes, norm=norm, bn_eps=bn_eps,
                                                             dropout=aux_dropout)
+        self.feature_info = FeatureInfo(info + ([last] if last is not None else []))
         self.num_features = chans
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(chans, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        """Logits [N, classes]; in train mode with aux heads, the tuple (main, aux1, aux2, ...)."""
+    def check_input(self, x: torch.Tensor) -> None:
+        """Images [N, in_chans, H, W]."""
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ConfigError(f"GoogLeNet expects images [N, {self.in_chans}, H, W] (e.g. "
                               f"{list(self.default_input_shape)}); got {tuple(x.shape)}")
-        x = self.stem(x)
+
+    def feature_path(self):
+        return named_steps("stem", self.stem) + named_steps("blocks", self.blocks)
+
+    def head_path(self):
+        return [self.avgpool, flatten, self.dropout]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Logits [N, classes]; in train mode with aux heads, the tuple (main, aux1, aux2, ...)."""
+        if not (self.training and len(self.aux)):
+            return self.forward_head(self.forward_features(x))
+        self.check_input(x)
         aux_out = []
-        for name, block in self.blocks.items():
-            x = block(x)
-            if self.training and name in self.aux:
-                aux_out.append(self.aux[name](x))
-        out = self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
-        return (out, *aux_out) if aux_out else out
+        for name, step in self.feature_path():
+            x = step(x)
+            if name.removeprefix("blocks.") in self.aux:  # an auxiliary classifier reads this module's output
+                aux_out.append(self.aux[name.removeprefix("blocks.")](x))
+        return (self.forward_head(x), *aux_out)
 
 
 @register_model

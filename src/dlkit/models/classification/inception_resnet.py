@@ -27,6 +27,7 @@ from torch import nn
 from ...errors import ConfigError
 from ...nn.conv_bn_act import ConvBNAct
 from ...registry import register_model
+from ..backbone import Backbone, FeatureInfo
 
 
 def _conv(in_chans: int, out_chans: int, kernel_size: int | tuple[int, int], stride: int = 1,
@@ -95,12 +96,18 @@ class InceptionResNetB(_ResidualInception):
         self.up = nn.Conv2d(b0 + b1[-1], chans, 1)
 
 
-class InceptionResNetTiny(nn.Module):
+class InceptionResNetTiny(Backbone):
     """A small Inception-ResNet: 3x3 stem -> conv/2 -> A blocks -> conv/2 -> B blocks -> GAP -> dropout -> FC.
 
     Notes: 002 §2.2.2. Branch widths are v2's ratios of the block width (A: C/4 | C/4-C/4 | C/4-3C/8-C/2;
     B: C/4 | C/4-5C/16-3C/8); for 28x28 / 32x32 images (28 -> 14 -> 7).
+
+    Backbone contract: stages stem (stride 2), stage_a (stride 2) and stage_b (after the strided `reduce`
+    convolution, stride 4); head: average pool -> dropout -> classifier `head.3`.
     """
+
+    classifier_name = "head.3"
+    head_modules = ("head",)
 
     def __init__(self, num_classes: int = 10, in_chans: int = 1, stem_chans: int = 16, a_chans: int = 32,
                  b_chans: int = 64, num_a: int = 2, num_b: int = 2, dropout: float = 0.2):
@@ -118,12 +125,20 @@ class InceptionResNetTiny(nn.Module):
         self.stage_b = nn.Sequential(*[InceptionResNetB(b, b // 4, (b // 4, 5 * b // 16, 3 * b // 8))
                                        for _ in range(num_b)])
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(b, num_classes))
+        self.feature_info = FeatureInfo([FeatureInfo.entry("stem", a, 2), FeatureInfo.entry("stage_a", a, 2),
+                                         FeatureInfo.entry("stage_b", b, 4)])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def check_input(self, x: torch.Tensor) -> None:
+        """Images [N, in_chans, H, W]."""
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ConfigError(f"InceptionResNetTiny expects images [N, {self.in_chans}, H, W] (e.g. "
                               f"{list(self.default_input_shape)}); got {tuple(x.shape)}")
-        return self.head(self.stage_b(self.reduce(self.stage_a(self.stem(x)))))
+
+    def feature_path(self):
+        return [("stem", self.stem), ("stage_a", self.stage_a), ("reduce", self.reduce), ("stage_b", self.stage_b)]
+
+    def head_path(self):
+        return list(self.head)[:-1]
 
 
 @register_model

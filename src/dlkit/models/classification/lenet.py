@@ -14,12 +14,21 @@ from torch import nn
 from ...errors import ConfigError
 from ...nn.activations import get_activation
 from ...registry import register_model
+from ..backbone import Backbone, FeatureInfo, named_steps
 
 _MONOTONE = ("relu", "leaky_relu", "elu", "relu6", "tanh", "sigmoid", "softplus")
 
 
-class LeNet5(nn.Module):
-    """LeNet-5; `activation` tanh with average pooling is the original, relu with max pooling the modern."""
+class LeNet5(Backbone):
+    """LeNet-5; `activation` tanh with average pooling is the original, relu with max pooling the modern.
+
+    Backbone contract: stages features.2 (6 maps, stride 2) and features.5 (16 maps, stride 4; 5x5 for 28x28
+    inputs, the 5x5 convolutions being unpadded); the head is the dense stack 120 -> 84 -> classes, whose last
+    layer `classifier.5` is the classifier (pre-logits: the 84 features).
+    """
+
+    classifier_name = "classifier.5"
+    head_modules = ("classifier",)
 
     def __init__(self, num_classes: int = 10, in_chans: int = 1, activation: str = "relu", pool: str = "max",
                  pad_input: bool = True):
@@ -43,11 +52,19 @@ class LeNet5(nn.Module):
             nn.Linear(120, 84), get_activation(activation), nn.Linear(84, num_classes),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.feature_info = FeatureInfo([FeatureInfo.entry("features.2", 6, 2), FeatureInfo.entry("features.5", 16, 4)])
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Images [N, in_chans, H, W]."""
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ConfigError(f"LeNet5 expects images [N, {self.in_chans}, 28, 28] (or 32x32 with pad_input=False); "
                               f"got {tuple(x.shape)}")
-        return self.classifier(self.features(x))
+
+    def feature_path(self):
+        return named_steps("features", self.features)
+
+    def head_path(self):
+        return list(self.classifier)[:-1]
 
 
 @register_model

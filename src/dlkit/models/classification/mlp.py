@@ -16,14 +16,21 @@ from ...errors import ConfigError
 from ...nn.activations import get_activation
 from ...nn.conv_arithmetic import dense_flops, dense_params
 from ...registry import register_model
+from ..backbone import Backbone, FeatureInfo, named_steps
 
 
-class MLP(nn.Module):
+class MLP(Backbone):
     """Dense layers with an activation between them; input is flattened from dim 1 on.
 
     `hidden` lists the hidden widths (empty: a linear model). Options: dropout after each hidden
     activation, batch normalisation before it.
+
+    Backbone contract (vectors, not maps): a stage per hidden layer, its output after the activation (and dropout),
+    `num_chs` its width and `reduction` 1 (a linear model: the flattened input); the classifier is the last dense
+    layer, and pre-logits are the last hidden layer's outputs.
     """
+
+    head_modules = ()
 
     def __init__(self, in_features: int, hidden: Sequence[int], num_classes: int, activation: str = "relu",
                  dropout: float = 0.0, batchnorm: bool = False):
@@ -41,8 +48,13 @@ class MLP(nn.Module):
             layers.append(get_activation(activation))
             if dropout:
                 layers.append(nn.Dropout(dropout))
+        after = 1 + bool(batchnorm) + bool(dropout)  # a hidden layer's output: its activation or dropout
+        info = [FeatureInfo.entry(f"layers.{i + after}", m.out_features, 1) for i, m in enumerate(layers)
+                if isinstance(m, nn.Linear)] or [FeatureInfo.entry("layers.0", in_features, 1)]
         layers.append(nn.Linear(self.widths[-2], self.widths[-1]))
         self.layers = nn.Sequential(*layers)
+        self.classifier_name = f"layers.{len(layers) - 1}"
+        self.feature_info = FeatureInfo(info)
 
     @property
     def num_hidden_layers(self) -> int:
@@ -61,11 +73,17 @@ class MLP(nn.Module):
         """Multiply-adds per sample by the notes' formula."""
         return sum(dense_flops(a, b) for a, b in zip(self.widths[:-1], self.widths[1:]))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def check_input(self, x: torch.Tensor) -> None:
+        """in_features values per sample (any shape after dim 0)."""
         if x[0].numel() != self.in_features:
             raise ConfigError(f"MLP expects {self.in_features} features per sample; got input of shape "
                               f"{tuple(x.shape)} ({x[0].numel()} per sample)")
-        return self.layers(x)
+
+    def feature_path(self):
+        return named_steps("layers", self.layers, len(self.layers) - 1)
+
+    def head_path(self):
+        return []
 
 
 @register_model

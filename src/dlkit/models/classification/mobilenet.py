@@ -19,6 +19,7 @@ from ...errors import ConfigError
 from ...nn.conv_bn_act import ConvBNAct
 from ...nn.inverted_residual import InvertedResidual, make_divisible
 from ...registry import register_model
+from ..backbone import Backbone, FeatureInfo, flatten, named_steps
 
 # Notes 002 Table 2.1, the bottleneck rows: (expansion t, output channels c, repeats n, stride s of the first repeat).
 MOBILENET_V2_TABLE: tuple[tuple[int, int, int, int], ...] = (
@@ -58,14 +59,20 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(Backbone):
     """MobileNetV2 built from the rows (t, c, n, s) of the notes' Table 2.1. Notes: 002 §2.5.
 
     Every channel count c becomes make_divisible(c * width_mult, 8); the head has
     make_divisible(last_chans * max(1, width_mult)) channels. `stem_stride=1` keeps small (32x32) images from
     shrinking to 1x1. 224x224 input: 112^2x32 -> 112^2x16 -> 56^2x24 -> 28^2x32 -> 14^2x64 -> 14^2x96 -> 7^2x160
     -> 7^2x320 -> 7^2x1280 -> pool -> k.
+
+    Backbone contract: stages stem, stages.0 ... stages.6 (one per table row) and the 1x1 head (stride 32 with the
+    stride-2 stem); head: average pool -> dropout -> classifier `classifier.1`.
     """
+
+    classifier_name = "classifier.1"
+    head_modules = ("pool", "classifier")
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0,
                  table: tuple[tuple[int, int, int, int], ...] = MOBILENET_V2_TABLE, stem_chans: int = 32,
@@ -80,9 +87,12 @@ class MobileNetV2(nn.Module):
         self.default_input_shape = (in_chans, 224, 224) if stem_stride == 2 else (in_chans, 32, 32)
         chans = make_divisible(stem_chans * width_mult, round_nearest)
         self.stem = ConvBNAct(in_chans, chans, 3, stem_stride, activation=activation)
-        stages = []
+        stages, stride = [], stem_stride
+        info = [FeatureInfo.entry("stem", chans, stride)]
         for t, c, n, s in table:
+            stride *= s
             out = make_divisible(c * width_mult, round_nearest)
+            info.append(FeatureInfo.entry(f"stages.{len(stages)}", out, stride))
             blocks = []
             for i in range(n):
                 blocks.append(InvertedResidual(chans, out, s if i == 0 else 1, t, activation=activation))
@@ -91,26 +101,36 @@ class MobileNetV2(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.num_features = make_divisible(last_chans * max(1.0, width_mult), round_nearest)
         self.head = ConvBNAct(chans, self.num_features, 1, activation=activation)
+        self.feature_info = FeatureInfo([*info, FeatureInfo.entry("head", self.num_features, stride)])
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.num_features, num_classes))
         _init_weights(self)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature map (before pooling), [N, num_features, H/32, W/32]."""
+    def check_input(self, x: torch.Tensor) -> None:
+        """Images [N, in_chans, H, W]."""
         _check_input(x, self.in_chans, "MobileNetV2")
-        return self.head(self.stages(self.stem(x)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.pool(self.forward_features(x)).flatten(1))
+    def feature_path(self):
+        """stem, stages.0 ..., head: the last map is [N, num_features, H/32, W/32]."""
+        return [("stem", self.stem), *named_steps("stages", self.stages), ("head", self.head)]
+
+    def head_path(self):
+        return [self.pool, flatten, self.classifier[0]]
 
 
-class MobileNetV1(nn.Module):
+class MobileNetV1(Backbone):
     """MobileNet v1: a 3x3 stem, then 13 depth-wise separable convolutions. Notes: 003 §3.3.3.
 
     Each separable layer is depth-wise 3x3 + BN + ReLU6 then point-wise 1x1 + BN + ReLU6 (the Keras layout),
     k^2 C_in + C_in C_out weights. Channels are int(c * alpha). The classifier is a 1x1 conv (with bias) on the
     pooled features, as in Keras.
+
+    Backbone contract: stages features.0 (the stem) and the last separable layer at every stride (features.1, 3, 5,
+    11, 13 at strides 2, 4, 8, 16, 32); head: average pool -> dropout -> 1x1 convolution `classifier`.
     """
+
+    classifier_name = "classifier"
+    head_modules = ("pool", "dropout", "classifier")
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, alpha: float = 1.0,
                  table: tuple[tuple[int, int], ...] = MOBILENET_V1_TABLE, dropout: float = 1e-3,
@@ -122,23 +142,36 @@ class MobileNetV1(nn.Module):
         self.default_input_shape = (in_chans, 224, 224)
         chans = int(32 * alpha)
         layers: list[nn.Module] = [ConvBNAct(in_chans, chans, 3, 2, activation=activation, bn_eps=bn_eps)]
+        info, stride = [FeatureInfo.entry("features.0", chans, 2)], 2
         for c, s in table:
             out = int(c * alpha)
+            if s > 1 and len(layers) > 1:
+                info.append(FeatureInfo.entry(f"features.{len(layers) - 1}", chans, stride))
+            stride *= s
             layers.append(nn.Sequential(
                 ConvBNAct(chans, chans, 3, s, groups=chans, activation=activation, bn_eps=bn_eps),
                 ConvBNAct(chans, out, 1, activation=activation, bn_eps=bn_eps),
             ))
             chans = out
         self.features = nn.Sequential(*layers)
+        self.feature_info = FeatureInfo([*info, FeatureInfo.entry(f"features.{len(layers) - 1}", chans, stride)])
         self.num_features = chans
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Conv2d(chans, num_classes, 1)
         _init_weights(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def check_input(self, x: torch.Tensor) -> None:
+        """Images [N, in_chans, H, W]."""
         _check_input(x, self.in_chans, "MobileNetV1")
-        return self.classifier(self.dropout(self.pool(self.features(x)))).flatten(1)
+
+    def feature_path(self):
+        return named_steps("features", self.features)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Average pool -> dropout -> 1x1 convolution on the [N, C, 1, 1] map, flattened; pre_logits: [N, C]."""
+        x = self.dropout(self.pool(x))
+        return (x if pre_logits else self.classifier(x)).flatten(1)
 
 
 @register_model

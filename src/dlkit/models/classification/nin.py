@@ -24,6 +24,7 @@ from torch import nn
 
 from ...errors import ConfigError
 from ...registry import register_model
+from ..backbone import Backbone, FeatureInfo, flatten, named_steps
 
 
 class MlpConv(nn.Sequential):
@@ -52,14 +53,21 @@ class MlpConv(nn.Sequential):
         self.in_chans, self.out_chans = in_chans, widths[-1]
 
 
-class NiN(nn.Module):
+class NiN(Backbone):
     """Network in Network: mlpconv -> maxpool -> dropout -> mlpconv -> avgpool -> dropout -> mlpconv -> GAP.
 
     Notes: 003 §3.3.3. `blocks` lists (kernel, widths) of the three mlpconv layers; the last width of the last
     block is `num_classes` (one feature map per class, averaged into the logits). The paper keeps a ReLU on those
     class maps (`final_relu=True`), so its logits are >= 0; `final_relu=False` drops it, which trains more reliably.
     `norm=True` adds batch normalisation inside the mlpconv layers (not in the paper; used by `nin_fashion`).
+
+    Backbone contract: stages features.2 (after the max-pool and dropout, stride 2), features.5 (stride 4) and the
+    third mlpconv up to its last convolution; that 1x1 convolution to the class maps is the classifier (with the
+    paper's ReLU after it), and global average pooling of the class maps gives the logits (pre-logits: the
+    pooled features it reads).
     """
+
+    head_modules = ("gap",)
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3,
                  blocks: Sequence[tuple[int, Sequence[int]]] = ((5, (192, 160, 96)), (5, (192, 192, 192)),
@@ -77,17 +85,43 @@ class NiN(nn.Module):
             MlpConv(w2[-1], [*w3, num_classes], k3, final_relu=final_relu, norm=norm),
         )
         self.gap = nn.AdaptiveAvgPool2d(1)
+        last = self.features[6]
+        self.head_start = max(i for i, m in enumerate(last) if isinstance(m, nn.Conv2d))  # the class-map conv
+        self.classifier_name = f"features.6.{self.head_start}"
+        info = [FeatureInfo.entry("features.2", w1[-1], 2), FeatureInfo.entry("features.5", w2[-1], 4)]
+        if self.head_start > 0:
+            info.append(FeatureInfo.entry(f"features.6.{self.head_start - 1}", w3[-1], 4))
+        self.feature_info = FeatureInfo(info)
         for m in self.modules():  # He init: with torch's default (variance 1/(3 fan_in)) nine ReLU convs fade out
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def check_input(self, x: torch.Tensor) -> None:
+        """Images [N, in_chans, H, W], H, W >= 3."""
         if x.dim() != 4 or x.shape[1] != self.in_chans or min(x.shape[-2:]) < 3:
             raise ConfigError(f"NiN expects images [N, {self.in_chans}, H, W] (e.g. "
                               f"{list(self.default_input_shape)}); got {tuple(x.shape)}")
-        return torch.flatten(self.gap(self.features(x)), 1)
+
+    def feature_path(self):
+        return named_steps("features", self.features, 6) + named_steps("features.6", self.features[6], self.head_start)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Class maps (classifier conv, its BN and ReLU if any) averaged per map; pre_logits: the pooled features."""
+        if not pre_logits:
+            for step in list(self.features[6])[self.head_start:]:
+                x = step(x)
+        return flatten(self.gap(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new 1x1 class-map convolution (a batch norm after it is rebuilt for the new width; 0: removed)."""
+        super().reset_classifier(num_classes)
+        tail, i = self.features[6], self.head_start + 1
+        if i < len(tail) and isinstance(tail[i], nn.BatchNorm2d | nn.Identity):  # norm=True with the final ReLU
+            like = next(self.parameters())
+            tail[i] = (nn.BatchNorm2d(num_classes, device=like.device, dtype=like.dtype) if num_classes
+                       else nn.Identity())
 
 
 @register_model

@@ -103,5 +103,5 @@ def load_efficientnet_lite0_imagenet(path: str | Path | None = None, num_classes
         raise ConfigError(f"{path} should hold a state dict (a mapping of names to tensors); got {type(state)}")
     model.load_state_dict(convert_lite0_state_dict(state, model), strict=True)
     if num_classes != 1000:
-        model.classifier[1] = torch.nn.Linear(model.num_features, num_classes)
+        model.reset_classifier(num_classes)
     return model.eval()

@@ -29,6 +29,7 @@ from ...nn.conv_bn_act import ConvBNAct
 from ...nn.inverted_residual import make_divisible
 from ...nn.squeeze_excitation import SqueezeExcitation
 from ...registry import register_model
+from ..backbone import Backbone, FeatureInfo, flatten, named_steps
 
 # (depth d, w_0, w_a, w_m, group width g, SE) of the RegNet model zoo (Radosavovic et al., 2020; pycls / torchvision).
 REGNET_CONFIGS: dict[str, tuple[int, int, float, float, int, bool]] = {
@@ -153,12 +154,18 @@ class RegNetBlock(nn.Module):
         return self.act(h + (self.shortcut(x) if self.shortcut is not None else x))
 
 
-class RegNet(nn.Module):
+class RegNet(Backbone):
     """AnyNet body with explicit per-stage (depth, width, group width, bottleneck ratio); RegNet via `from_design`.
 
     Notes: 002 §2.8. Stem 3x3/`stem_stride` conv to `stem_chans` -> 4 (or more) stages, each starting with
     stride 2 -> global average pooling -> dense layer.
+
+    Backbone contract: stages stem and stages.0 ... (strides 2, 4, 8, 16, 32 with the stride-2 stem); head: average
+    pool -> classifier `fc`.
     """
+
+    classifier_name = "fc"
+    head_modules = ("pool", "fc")
 
     def __init__(self, depths: Sequence[int], widths: Sequence[int], group_widths: Sequence[int],
                  bottleneck_ratios: Sequence[float], se_ratio: float = 0.0, num_classes: int = 1000,
@@ -182,6 +189,8 @@ class RegNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
             chans = w
         self.stages = nn.Sequential(*stages)
+        self.feature_info = FeatureInfo([FeatureInfo.entry("stem", stem_chans, stem_stride)] + [
+            FeatureInfo.entry(f"stages.{i}", w, stem_stride * 2 ** (i + 1)) for i, w in enumerate(widths)])
         self.num_features = chans
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(chans, num_classes)
@@ -201,14 +210,17 @@ class RegNet(nn.Module):
         """Build the RegNet of design parameters (d, w_0, w_a, w_m, g, b) via `regnet_design`."""
         return cls(**regnet_design(depth, w0, wa, wm, group_width, bottleneck_ratio), se_ratio=se_ratio, **kw)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature map (before pooling)."""
+    def check_input(self, x: torch.Tensor) -> None:
+        """Images [N, in_chans, H, W]."""
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ConfigError(f"RegNet expects images [N, {self.in_chans}, H, W]; got {tuple(x.shape)}")
-        return self.stages(self.stem(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pool(self.forward_features(x)).flatten(1))
+    def feature_path(self):
+        """stem, stages.0 ...: the last map is [N, num_features, H/32, W/32]."""
+        return [("stem", self.stem), *named_steps("stages", self.stages)]
+
+    def head_path(self):
+        return [self.pool, flatten]
 
 
 def _zoo(name: str, kw: dict) -> RegNet:

@@ -28,12 +28,13 @@ from ...nn.conv_bn_act import ConvBNAct
 from ...nn.init import he_init_conv_bn_
 from ...nn.residual import BasicBlock, Bottleneck, ResNetStages
 from ...registry import register_model
+from ..backbone import Backbone, FeatureInfo, flatten
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 STEMS = ("imagenet", "cifar")
 
 
-class ResNet(nn.Module):
+class ResNet(Backbone):
     """Residual network: stem -> stages of residual blocks -> global average pooling -> fc. Notes: 002 §2.2.1.
 
     Stage i has `layers[i]` blocks of width `widths[i]` (times 4 output channels for bottlenecks); the first block
@@ -44,13 +45,23 @@ class ResNet(nn.Module):
     identity (torchvision's option). `output_stride` (8 or 16; default 32, 4 with the CIFAR stem) replaces the
     stride of the last stages by dilation (dilated ResNet, Notes: 002 §5.1.5; torchvision's
     `replace_stride_with_dilation`), with the same parameters; `set_output_stride` switches it in place.
+    `num_classes=0` builds no classifier (the pooled features); `init_weights=False` keeps PyTorch's default
+    initialisation, for a network that initialises itself as a whole (DeepLab).
+
+    Backbone contract (`dlkit.models.backbone`): stages stem (stride 2 after the 7x7 convolution of the ImageNet stem;
+    the CIFAR stem at stride 1) and stages.0 ... (strides `stage_strides`, following dilation), the last one after
+    `head_norm` for pre-activation networks; head: average pool -> fc.
     """
+
+    classifier_name = "fc"
+    head_modules = ("pool", "fc")
 
     def __init__(self, block: str = "basic", layers: Sequence[int] = (2, 2, 2, 2), num_classes: int = 1000,
                  in_chans: int = 3, widths: Sequence[int] = (64, 128, 256, 512), stem: str = "imagenet",
                  stem_width: int = 64, groups: int = 1, base_width: int = 64, se_reduction: int | None = None,
                  shortcut: str = "B", preact: bool = False, drop_rate: float = 0.0, stride_in_1x1: bool = False,
-                 zero_init_residual: bool = False, activation: str = "relu", output_stride: int | None = None):
+                 zero_init_residual: bool = False, activation: str = "relu", output_stride: int | None = None,
+                 init_weights: bool = True):
         super().__init__()
         if block not in BLOCKS:
             raise ConfigError(f"ResNet block must be one of {sorted(BLOCKS)}; got {block!r}")
@@ -61,7 +72,8 @@ class ResNet(nn.Module):
                               f"widths={tuple(widths)}")
         if preact and block != "basic":
             raise ConfigError("preact=True is implemented for basic blocks (Wide ResNet); use block='basic'")
-        self.in_chans, self.num_classes, self.preact = in_chans, num_classes, preact
+        self.in_chans, self.num_classes, self.preact, self.stem_kind = in_chans, num_classes, preact, stem
+        self.stem_width, self.stage_chans = stem_width, [w * BLOCKS[block].expansion for w in widths]
         self.default_input_shape = (in_chans, 224, 224) if stem == "imagenet" else (in_chans, 32, 32)
 
         if stem == "imagenet":
@@ -84,8 +96,9 @@ class ResNet(nn.Module):
         self.head_norm = (nn.Sequential(nn.BatchNorm2d(chans), get_activation(activation)) if preact
                           else nn.Identity())
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(chans, num_classes)
-        self.reset_parameters(zero_init_residual)
+        self.fc = nn.Linear(chans, num_classes) if num_classes else nn.Identity()
+        if init_weights:
+            self.reset_parameters(zero_init_residual)
 
     @torch.no_grad()
     def reset_parameters(self, zero_init_residual: bool = False) -> None:
@@ -105,16 +118,33 @@ class ResNet(nn.Module):
         """Dilate the last stages in place so the features have stride `output_stride` (None: undilated)."""
         self.stages.set_output_stride(output_stride)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last stage's map [N, num_features, H/s, W/s], s = output_stride (32; 4 for the CIFAR stem)."""
+    def check_input(self, x: torch.Tensor) -> None:
+        """Images [N, in_chans, H, W]."""
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             h, w = self.default_input_shape[1:]
             raise ConfigError(f"ResNet expects images [N, {self.in_chans}, H, W] (default {h}x{w}); got "
                               f"{tuple(x.shape)}. Set in_chans to the number of image channels.")
-        return self.head_norm(self.stages(self.stem(x)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.forward_features(x)), 1))
+    @property
+    def feature_info(self) -> FeatureInfo:
+        """stem (ImageNet: its 7x7/2 convolution, stride 2; CIFAR: stride 1) and every stage, at its current stride."""
+        if self.stem_kind == "imagenet":
+            info = [FeatureInfo.entry("stem.0", self.stem_width, 2)]
+        else:
+            info = [FeatureInfo.entry(f"stem.{len(self.stem) - 1}", self.stem_width, 1)]
+        for i, (chans, stride) in enumerate(zip(self.stage_chans, self.stages.stage_strides)):
+            info.append(FeatureInfo.entry(f"stages.{i}", chans, stride))
+        if self.preact:
+            info[-1]["module"] = "head_norm"
+        return FeatureInfo(info)
+
+    def feature_path(self):
+        """stem.0, stem.1 (max-pool), stages.0 ..., head_norm: the last map is [N, num_features, H/s, W/s]."""
+        return ([(f"stem.{i}", m) for i, m in enumerate(self.stem)]
+                + [(f"stages.{i}", m) for i, m in enumerate(self.stages)] + [("head_norm", self.head_norm)])
+
+    def head_path(self):
+        return [self.pool, flatten]
 
 
 # ----------------------------------------------------------------------------- builders

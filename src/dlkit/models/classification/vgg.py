@@ -23,6 +23,7 @@ from torch import nn
 
 from ...errors import ConfigError
 from ...registry import register_model
+from ..backbone import Backbone, FeatureInfo, flatten, named_steps
 
 # Conv widths per layer, "M" = max-pool 2x2/2 (Table 1 of the paper).
 VGG_CONFIGS: dict[str, tuple] = {
@@ -34,12 +35,19 @@ VGG_CONFIGS: dict[str, tuple] = {
 }
 
 
-class VGG(nn.Module):
+class VGG(Backbone):
     """VGG: stacks of 3x3 conv (+BN) + ReLU separated by 2x2 max-pools, then FC-hidden-hidden-K. Notes: 003 §3.3.3.
 
     `cfg` is a key of `VGG_CONFIGS` ("A", "B", "D", "E", "tiny") or a sequence of widths and "M". The head pools
     adaptively to `pool_size` x `pool_size` and has two hidden dense layers of width `hidden`.
+
+    Backbone contract: one stage per max-pool, its map taken after the pool (pool1 ... pool5 at strides 2 ... 32, the
+    maps FCN reads), plus the last convolution if the configuration does not end in a pool; head: adaptive pool ->
+    FC hidden -> FC hidden -> classifier `classifier.6` (pre-logits: the second hidden layer's output).
     """
+
+    classifier_name = "classifier.6"
+    head_modules = ("avgpool", "classifier")
 
     def __init__(self, cfg: str | Sequence = "D", num_classes: int = 1000, in_chans: int = 3, batch_norm: bool = False,
                  hidden: int = 4096, pool_size: int = 7, dropout: float = 0.5):
@@ -55,10 +63,12 @@ class VGG(nn.Module):
         self.min_size = 2 ** sum(c == "M" for c in cfg)
         self.default_input_shape = (in_chans, 224, 224)
         layers: list[nn.Module] = []
-        chans = in_chans
+        chans, stride, info = in_chans, 1, []
         for c in cfg:
             if c == "M":
                 layers.append(nn.MaxPool2d(2, 2))
+                stride *= 2
+                info.append(FeatureInfo.entry(f"features.{len(layers) - 1}", chans, stride))
                 continue
             layers.append(nn.Conv2d(chans, c, 3, padding=1))
             if batch_norm:
@@ -66,6 +76,9 @@ class VGG(nn.Module):
             layers.append(nn.ReLU(inplace=True))
             chans = c
         self.features = nn.Sequential(*layers)
+        if cfg[-1] != "M":
+            info.append(FeatureInfo.entry(f"features.{len(layers) - 1}", chans, stride))
+        self.feature_info = FeatureInfo(info)
         self.avgpool = nn.AdaptiveAvgPool2d(pool_size)
         self.classifier = nn.Sequential(
             nn.Linear(chans * pool_size * pool_size, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
@@ -84,11 +97,17 @@ class VGG(nn.Module):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def check_input(self, x: torch.Tensor) -> None:
+        """Images [N, in_chans, H, W] with H, W >= 2^(number of max-pools)."""
         if x.dim() != 4 or x.shape[1] != self.in_chans or min(x.shape[-2:]) < self.min_size:
             raise ConfigError(f"VGG expects images [N, {self.in_chans}, H, W] with H, W >= {self.min_size} "
                               f"(one halving per max-pool); got {tuple(x.shape)}")
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+    def feature_path(self):
+        return named_steps("features", self.features)
+
+    def head_path(self):
+        return [self.avgpool, flatten, *list(self.classifier)[:-1]]
 
 
 def _vgg(cfg: str, batch_norm: bool, kw: dict) -> VGG:

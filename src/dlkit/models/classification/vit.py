@@ -25,6 +25,7 @@ from ...errors import ConfigError
 from ...nn.positional import LearnedPositionalEmbedding
 from ...nn.transformer import TransformerEncoder
 from ...registry import register_model
+from ..backbone import Backbone, FeatureInfo
 
 
 def patchify(x: Tensor, patch_size: int) -> Tensor:
@@ -53,8 +54,16 @@ class PatchEmbedding(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
-class VisionTransformer(nn.Module):
-    """ViT: logits = head(LN(encoder([x_cls; x_p W_E] + E_pos))[:, 0]) with a pre-norm encoder. Notes: 002 §3.2."""
+class VisionTransformer(Backbone):
+    """ViT: logits = head(LN(encoder([x_cls; x_p W_E] + E_pos))[:, 0]) with a pre-norm encoder. Notes: 002 §3.2.
+
+    Backbone contract: `forward_features` is the token sequence after the final LayerNorm [B, 1 + N, D];
+    `forward_head` takes the [CLS] token (pre-logits) and applies the classifier `head`. The stages are the encoder
+    layers: each layer's patch tokens as a map [B, D, H/P, W/P] (stride P, without the final norm).
+    """
+
+    classifier_name = "head"
+    head_modules = ("head",)
 
     def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, num_classes: int = 1000,
                  dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_dim: int | None = None,
@@ -73,6 +82,7 @@ class VisionTransformer(nn.Module):
                                           dropout=dropout, attn_dropout=attn_dropout, activation="gelu",
                                           norm_first=True, layer_norm_eps=layer_norm_eps)
         self.head = nn.Linear(dim, num_classes)
+        self.feature_info = FeatureInfo(FeatureInfo.entry(f"encoder.layers.{i}", dim, patch_size) for i in range(depth))
         self._init_weights()
 
     @torch.no_grad()
@@ -89,20 +99,35 @@ class VisionTransformer(nn.Module):
         nn.init.zeros_(self.patch_embed.proj.bias)
         nn.init.normal_(self.cls_token, std=1e-6)
 
-    def tokens(self, x: Tensor) -> Tensor:
-        """The encoder's input [B, 1 + N, D]: [CLS] then the patch embeddings, plus positions (dropout applied)."""
+    def check_input(self, x: Tensor) -> None:
+        """Images [N, in_chans, img_size, img_size]."""
         if x.dim() != 4 or x.shape[1:] != (self.in_chans, self.img_size, self.img_size):
             raise ConfigError(f"VisionTransformer expects images [N, {self.in_chans}, {self.img_size}, "
                               f"{self.img_size}]; got {tuple(x.shape)}")
+
+    def tokens(self, x: Tensor) -> Tensor:
+        """The encoder's input [B, 1 + N, D]: [CLS] then the patch embeddings, plus positions (dropout applied)."""
+        self.check_input(x)
         p = self.patch_embed(x)
         return self.drop(self.pos_embed(torch.cat([self.cls_token.expand(p.shape[0], -1, -1), p], 1)))
 
-    def features(self, x: Tensor) -> Tensor:
-        """The normalised [CLS] output [B, D], the image representation."""
-        return self.encoder(self.tokens(x))[:, 0]
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The encoder's output after the final LayerNorm, [B, 1 + N, D] (token 0 is [CLS])."""
+        return self.encoder(self.tokens(x))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
+    def stage_maps(self, x: Tensor):
+        """Each encoder layer's patch tokens as a map [B, D, H/P, W/P] (the [CLS] token left out)."""
+        h = self.tokens(x)
+        for layer in self.encoder.layers:
+            h = layer(h)
+            yield h[:, 1:].transpose(1, 2).reshape(h.shape[0], h.shape[2], self.grid, self.grid)
+
+    def head_path(self):
+        return [_cls_token]
+
+    def features(self, x: Tensor) -> Tensor:
+        """The normalised [CLS] output [B, D], the image representation (`forward_head(..., pre_logits=True)`)."""
+        return self.forward_head(self.forward_features(x), pre_logits=True)
 
     @torch.no_grad()
     def attention_maps(self, x: Tensor) -> list[Tensor]:
@@ -112,6 +137,10 @@ class VisionTransformer(nn.Module):
             maps.append(layer.self_attn(layer.norm1(h), need_weights=True, average_attn_weights=False)[1])
             h = layer(h)
         return maps
+
+
+def _cls_token(tokens: Tensor) -> Tensor:
+    return tokens[:, 0]
 
 
 def position_embedding_similarity(pos_embed: Tensor) -> Tensor:

@@ -41,42 +41,20 @@ from ...errors import ConfigError
 from ...nn.aspp import ASPP, atrous_conv
 from ...nn.conv_bn_act import ConvBNAct
 from ...nn.init import he_init_conv_bn_
-from ...nn.residual import BasicBlock, Bottleneck, ResNetStages
-from ...registry import register_model
-
-BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
-RESNET50 = dict(block="bottleneck", layers=(3, 4, 6, 3))
+from ...registry import create_model, register_model
+from ..backbone import FeatureExtractor
 
 
-class DilatedResNet(nn.Module):
-    """ResNet features at output stride 8, 16 or 32: ImageNet stem + `ResNetStages`, no pooling or fc.
+def dilated_resnet(name: str = "resnet50", in_chans: int = 3, output_stride: int = 8, **overrides) -> FeatureExtractor:
+    """The stages of the registered ResNet `name` (`overrides`: block, layers, widths, stem_width) at output stride 8,
+    16 or 32, as a feature extractor: forward(x) is the list of every stage's map (strides 4, 8, 16, 32 undilated).
 
-    Notes: 002 §5.1.5. Same parameter names and shapes as `ResNet` minus `fc`, so a classifier's state dict
-    (without `fc.*`) loads. `forward` returns the output of every stage (strides 4, 8, 16, 32 undilated).
+    Notes: 002 §5.1.5. Built without a classifier and with PyTorch's default initialisation (DeepLab initialises
+    the whole network); its state dict is the ResNet's without `fc.*`, so a classifier's weights load into it.
     """
-
-    def __init__(self, block: str = "bottleneck", layers: Sequence[int] = (3, 4, 6, 3),
-                 widths: Sequence[int] = (64, 128, 256, 512), in_chans: int = 3, stem_width: int = 64,
-                 output_stride: int = 8):
-        super().__init__()
-        if block not in BLOCKS:
-            raise ConfigError(f"DilatedResNet block must be one of {sorted(BLOCKS)}; got {block!r}")
-        self.in_chans = in_chans
-        self.stem = nn.Sequential(ConvBNAct(in_chans, stem_width, 7, 2), nn.MaxPool2d(3, 2, 1))
-        self.stages = ResNetStages(BLOCKS[block], stem_width, layers, widths, input_stride=4,
-                                   output_stride=output_stride)
-        self.stage_chans = [stage[-1].expansion * w for stage, w in zip(self.stages, widths)]
-
-    @property
-    def output_stride(self) -> int:
-        return self.stages.output_stride
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        outs, x = [], self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-            outs.append(x)
-        return outs
+    resnet = create_model(name, in_chans=in_chans, num_classes=0, output_stride=output_stride, init_weights=False,
+                          **overrides)
+    return FeatureExtractor(resnet, range(1, len(resnet.feature_info)), name=name)  # every stage after the stem
 
 
 class DeepLabV3(nn.Module):
@@ -84,12 +62,13 @@ class DeepLabV3(nn.Module):
 
     `aspp_rates` are the rates at the given `output_stride` (default (6, 12, 18) x 16 / output_stride). Returns
     scores [N, num_classes, H, W] for any H x W; `forward_maps` returns the intermediate maps and the
-    auxiliary scores.
+    auxiliary scores. The backbone is the registered ResNet `backbone` read through the backbone contract
+    (`dilated_resnet`); `block`, `layers`, `widths`, `stem_width` override its configuration.
     """
 
-    def __init__(self, num_classes: int = 21, in_chans: int = 3, block: str = "bottleneck",
-                 layers: Sequence[int] = (3, 4, 6, 3), widths: Sequence[int] = (64, 128, 256, 512),
-                 stem_width: int = 64, output_stride: int = 8, aspp_rates: Sequence[int] | None = None,
+    def __init__(self, num_classes: int = 21, in_chans: int = 3, backbone: str = "resnet50", block: str | None = None,
+                 layers: Sequence[int] | None = None, widths: Sequence[int] | None = None,
+                 stem_width: int | None = None, output_stride: int = 8, aspp_rates: Sequence[int] | None = None,
                  aspp_chans: int = 256, dropout: float = 0.1, aux: bool = False, separable: bool = False):
         super().__init__()
         if output_stride not in (8, 16, 32):
@@ -98,8 +77,10 @@ class DeepLabV3(nn.Module):
             aspp_rates = tuple(r * 16 // output_stride for r in (6, 12, 18))
         self.num_classes, self.in_chans = num_classes, in_chans
         self.default_input_shape = (in_chans, 224, 224)
-        self.backbone = DilatedResNet(block, layers, widths, in_chans, stem_width, output_stride)
-        chans = self.backbone.stage_chans
+        overrides = dict(block=block, layers=layers, widths=widths, stem_width=stem_width)
+        self.backbone = dilated_resnet(backbone, in_chans, output_stride,
+                                       **{k: v for k, v in overrides.items() if v is not None})
+        chans = self.backbone.feature_info.channels()
         self.aspp = ASPP(chans[-1], aspp_chans, aspp_rates, dropout=dropout, separable=separable)
         self._build_head(num_classes, aspp_chans, separable)
         if aux and len(chans) < 2:
@@ -124,7 +105,7 @@ class DeepLabV3(nn.Module):
     @property
     def output_stride(self) -> int:
         """Stride of the backbone's last feature map (8 or 16)."""
-        return self.backbone.output_stride
+        return self.backbone.stages.output_stride
 
     def set_output_stride(self, output_stride: int) -> None:
         """Switch the output stride in place (curriculum OS 16 -> 8), rescaling the ASPP rates by old / new."""
@@ -180,7 +161,7 @@ class DeepLabV3Plus(DeepLabV3):
 
     def _build_head(self, num_classes: int, chans: int, separable: bool) -> None:
         self.head = None
-        self.reduce = ConvBNAct(self.backbone.stage_chans[0], self.low_chans, 1)
+        self.reduce = ConvBNAct(self.backbone.feature_info.channels()[0], self.low_chans, 1)
         self.decoder = nn.Sequential(atrous_conv(chans + self.low_chans, chans, 1, separable),
                                      atrous_conv(chans, chans, 1, separable), nn.Conv2d(chans, num_classes, 1))
 
@@ -196,7 +177,7 @@ class DeepLabV3Plus(DeepLabV3):
 
 # ----------------------------------------------------------------------------- registered configurations
 
-TINY = dict(block="basic", layers=(1, 1, 1, 1), widths=(16, 32, 64, 128), stem_width=16, aspp_chans=48)
+TINY = dict(backbone="resnet18", layers=(1, 1, 1, 1), widths=(16, 32, 64, 128), stem_width=16, aspp_chans=48)
 
 
 def _tiny(cls: type[DeepLabV3], kw: dict, **defaults) -> DeepLabV3:
@@ -208,19 +189,19 @@ def _tiny(cls: type[DeepLabV3], kw: dict, **defaults) -> DeepLabV3:
 @register_model
 def deeplabv3_resnet50(**kw) -> DeepLabV3:
     """DeepLab v3, ResNet-50 at output stride 8, 21 classes: 39,638,869 parameters (42,004,074 with aux=True)."""
-    return DeepLabV3(**(RESNET50 | kw))
+    return DeepLabV3(**kw)
 
 
 @register_model
 def deeplabv3_resnet101(**kw) -> DeepLabV3:
     """DeepLab v3, ResNet-101 at output stride 8, 21 classes: 58,630,997 parameters (60,996,202 with aux=True)."""
-    return DeepLabV3(**(dict(block="bottleneck", layers=(3, 4, 23, 3)) | kw))
+    return DeepLabV3(**(dict(backbone="resnet101") | kw))
 
 
 @register_model
 def deeplabv3plus_resnet50(**kw) -> DeepLabV3Plus:
     """DeepLab v3+, ResNet-50 at output stride 16, 21 classes: 40,352,181 parameters (derived, not published)."""
-    return DeepLabV3Plus(**(RESNET50 | kw))
+    return DeepLabV3Plus(**kw)
 
 
 @register_model

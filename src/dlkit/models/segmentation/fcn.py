@@ -44,6 +44,7 @@ from ...errors import ConfigError
 from ...nn.conv_bn_act import ConvBNAct
 from ...nn.upsample import BilinearUpsample
 from ...registry import register_model
+from ..backbone import FeatureInfo
 
 VARIANTS = {"32s": 32, "16s": 16, "8s": 8}  # stride of the last merged map
 MERGES = ("sum", "concat")
@@ -58,9 +59,10 @@ class FCN(nn.Module):
     channels, conv7 is 1x1, both with ReLU and dropout. Returns scores [N, num_classes, H, W];
     `forward_maps` returns every intermediate map by name.
 
-    `backbone` replaces the VGG stages by any network returning a dict of maps "pool3", "pool4", "pool5" at
-    strides 8, 16, 32, with their channel counts in its `out_chans` dict (e.g. an ImageNet-trained classifier's
-    stages: the notes' "fine-tuning the backbone matters"); `fc_width=0` scores pool5 directly (no conv6/conv7).
+    `backbone` replaces the VGG stages by a classifier's feature extractor giving three maps at strides 8, 16, 32
+    (`create_model(name, features_only=True, out_indices=...)`, its `feature_info` saying their channels), which
+    take the places of pool3, pool4, pool5 (an ImageNet-trained classifier's stages: the notes' "fine-tuning the
+    backbone matters"); `fc_width=0` scores pool5 directly (no conv6/conv7).
     """
 
     def __init__(self, num_classes: int = 21, variant: str = "8s", merge: str = "sum", in_chans: int = 3,
@@ -83,11 +85,14 @@ class FCN(nn.Module):
         self.default_input_shape = (in_chans, 224, 224)
         self.backbone = backbone
         if backbone is not None:
-            out_chans = getattr(backbone, "out_chans", None)
-            if not isinstance(out_chans, dict) or not {"pool3", "pool4", "pool5"} <= set(out_chans):
-                raise ConfigError(f"an FCN backbone needs an `out_chans` dict with the channels of its maps "
-                                  f"'pool3', 'pool4', 'pool5'; got {out_chans!r}")
-            self.stages, chans = nn.ModuleList(), out_chans["pool5"]
+            info = getattr(backbone, "feature_info", None)
+            if not isinstance(info, FeatureInfo) or info.reductions() != [8, 16, 32]:
+                got = info.reductions() if isinstance(info, FeatureInfo) else type(backbone).__name__
+                raise ConfigError(f"an FCN backbone is a feature extractor of three maps at strides [8, 16, 32] "
+                                  f"(pool3, pool4, pool5), e.g. create_model(name, features_only=True, "
+                                  f"out_indices=...); got strides {got}")
+            c3, c4, chans = info.channels()
+            self.stages, out_chans = nn.ModuleList(), {"pool3": c3, "pool4": c4}
         else:
             stages, chans = [], in_chans
             for stage in widths:
@@ -178,7 +183,7 @@ class FCN(nn.Module):
             x = F.pad(x, (0, -w % self.stride, 0, -h % self.stride))
         maps: dict[str, Tensor] = {}
         if self.backbone is not None:
-            maps.update(self.backbone(x))
+            maps.update(zip(("pool3", "pool4", "pool5"), self.backbone(x)))
             x = maps["pool5"]
         for i, stage in enumerate(self.stages, 1):
             x = maps[f"pool{i}"] = stage(x)

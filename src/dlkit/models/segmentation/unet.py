@@ -10,6 +10,11 @@ finds *where* it is; a 1x1 convolution scores the classes per pixel.
   (572 x 572 -> 388 x 388): only the centre of the tile is segmented (the paper's overlap-tile strategy).
 - `padding=True` is the common alternative: "same" convolutions, no cropping, output H x W = input H x W (H and W
   divisible by 2^depth).
+- `encoder="resnet18"` (any registered classifier) replaces the contracting path by that network's stages, read
+  through the backbone contract (a `FeatureExtractor` of its `feature_info` stages): its last map at every stride is a
+  level, the deepest is the bottom, and the padded expansive path climbs back to the shallowest level; the scores
+  are then upsampled bilinearly to the input size (a ResNet's shallowest map has stride 2). A pretrained encoder
+  is the notes' transfer learning for segmentation (003 §4.1.3); `encoder_kwargs` go to its factory.
 
 Parameter count of `unet` (1 input channel, 2 classes, widths 64-128-256-512-1024, no batch norm), with a 3x3
 convolution cin -> cout having 9 cin cout + cout parameters, the 2x2 up-convolution 4 cin cout + cout, the 1x1
@@ -28,10 +33,12 @@ scorer cin cout + cout:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ConfigError
-from ...registry import register_model
+from ...registry import create_model, register_model
+from ..backbone import FeatureExtractor
 
 UPSAMPLE_MODES = ("transposed", "bilinear")
 
@@ -81,10 +88,13 @@ class UNet(nn.Module):
     valid-convolution network (572 -> 388, centre-cropped skips); `padding=True` keeps H x W. `upsample` is
     'transposed' (2x2 up-convolution) or 'bilinear' (+ 1x1 convolution). `batch_norm` adds BN after every 3x3
     convolution (and drops its bias). Returns class scores [N, num_classes, H_out, W_out]; see `output_size`.
+    With `encoder` (a registered classifier's name) its stages are the contracting path and bottom (`depth` and
+    `base_width` do not apply; the convolutions are padded).
     """
 
     def __init__(self, in_chans: int = 1, num_classes: int = 2, base_width: int = 64, depth: int = 4,
-                 padding: bool = False, upsample: str = "transposed", batch_norm: bool = False):
+                 padding: bool = False, upsample: str = "transposed", batch_norm: bool = False,
+                 encoder: str | None = None, encoder_kwargs: dict | None = None):
         super().__init__()
         if upsample not in UPSAMPLE_MODES:
             raise ConfigError(f"UNet upsample must be one of {UPSAMPLE_MODES}; got {upsample!r}")
@@ -92,6 +102,10 @@ class UNet(nn.Module):
             raise ConfigError(f"UNet needs depth, base_width, in_chans, num_classes >= 1; got depth={depth}, "
                               f"base_width={base_width}, in_chans={in_chans}, num_classes={num_classes}")
         self.in_chans, self.num_classes, self.depth, self.padding = in_chans, num_classes, depth, padding
+        self.encoder = None
+        if encoder is not None:
+            self._build_on_encoder(encoder, dict(encoder_kwargs or {}), upsample, batch_norm)
+            return
         self.widths = [base_width * 2 ** level for level in range(depth + 1)]
         self.down = nn.ModuleList()
         chans = in_chans
@@ -114,12 +128,44 @@ class UNet(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
+    def _build_on_encoder(self, name: str, kwargs: dict, upsample: str, batch_norm: bool) -> None:
+        """Levels from a classifier's stages (the last at every stride), each twice the previous stride."""
+        probe = create_model(name, in_chans=self.in_chans, **kwargs)
+        info = getattr(probe, "feature_info", None)
+        if info is None:
+            raise ConfigError(f"a U-Net encoder is a classification backbone (feature_info); '{name}' is a "
+                              f"{type(probe).__name__}")
+        strides = sorted(set(info.reductions()))
+        if any(b != 2 * a for a, b in zip(strides[:-1], strides[1:])) or len(strides) < 2:
+            raise ConfigError(f"a U-Net encoder needs stages whose strides double from level to level; "
+                              f"{name} has stages at strides {info.reductions()}")
+        self.encoder = FeatureExtractor(probe, info.last_at(strides), name=name)
+        chans = self.encoder.feature_info.channels()
+        self.padding, self.depth, self.widths = True, len(chans) - 1, chans
+        self.stride_in, self.stride_out = strides[0], strides[-1]
+        self.up, self.decode = nn.ModuleList(), nn.ModuleList()
+        deep = chans[-1]
+        for width in reversed(chans[:-1]):
+            self.up.append(UpConv(deep, width, upsample))
+            self.decode.append(DoubleConv(2 * width, width, True, batch_norm))
+            deep = width
+        self.head = nn.Conv2d(chans[0], self.num_classes, 1)
+        side = getattr(probe, "default_input_shape", (self.in_chans, 224, 224))[-1]
+        self.default_input_shape = (self.in_chans, *[self.nearest_valid_size(side)] * 2)
+        for m in [*self.up.modules(), *self.decode.modules(), self.head]:  # the encoder keeps its own weights
+            if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
     def output_size(self, size: int) -> int | None:
         """The output side for an input side `size`, or None when it is not valid for this network.
 
         Padded: the size itself if divisible by 2^depth. Unpadded: each level takes 4 pixels off (two valid 3x3
         convolutions), each pool halves an even size, each up-convolution doubles (572 -> 388 at depth 4).
         """
+        if self.encoder is not None:
+            return size if size > 0 and size % self.stride_out == 0 else None
         if self.padding:
             return size if size > 0 and size % 2 ** self.depth == 0 else None
         for _ in range(self.depth):
@@ -147,11 +193,14 @@ class UNet(nn.Module):
             raise ConfigError(f"UNet expects images [N, {self.in_chans}, H, W]; got {tuple(x.shape)}")
         for side in x.shape[-2:]:
             if self.output_size(side) is None:
-                rule = (f"divisible by 2^depth = {2 ** self.depth}" if self.padding else
+                rule = (f"divisible by the encoder's stride {self.stride_out}" if self.encoder is not None else
+                        f"divisible by 2^depth = {2 ** self.depth}" if self.padding else
                         "such that every max-pool gets an even map after the valid convolutions")
                 raise ConfigError(f"UNet(depth={self.depth}, padding={self.padding}) needs H and W {rule}; got "
                                   f"{tuple(x.shape[-2:])}. Nearest valid side to {side}: "
                                   f"{self.nearest_valid_size(side)} (resize, pad or crop the input)")
+        if self.encoder is not None:
+            return self._forward_encoder(x)
         skips = []
         for block in self.down:
             x = block(x)
@@ -162,6 +211,16 @@ class UNet(nn.Module):
             x = up(x)
             x = decode(torch.cat([center_crop(skip, x.shape[-2:]), x], dim=1))
         return self.head(x)
+
+
+    def _forward_encoder(self, x: Tensor) -> Tensor:
+        *skips, h = self.encoder(x)
+        for up, decode, skip in zip(self.up, self.decode, reversed(skips)):
+            h = decode(torch.cat([skip, up(h)], dim=1))
+        scores = self.head(h)
+        if self.stride_in > 1:
+            scores = F.interpolate(scores, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return scores
 
 
 @register_model
