@@ -262,3 +262,11 @@ def test_metrics_csv_has_long_format_rows(tmp_path):
     names = {line.split(",")[3] for line in lines[1:]}
     assert {"train/loss", "val/loss", "lr"} <= names
     assert all(math.isfinite(float(line.split(",")[4])) for line in lines[1:])
+
+
+def test_a_plateau_schedule_watching_a_metric_the_task_never_logs_is_a_config_error():
+    train, val = toy_loaders()
+    task = ToyClassifier(toy_model(), optim=dict(optimizer="adam", schedule="plateau"))
+    cfg = TrainerConfig(epochs=1, progress=False, monitor="val/accuracy")  # the toy task logs only val/loss
+    with pytest.raises(ConfigError, match=r"plateau schedule watches monitor 'val/accuracy'.*it logs val/loss"):
+        Trainer(task, train, val, cfg).fit()

@@ -374,7 +374,10 @@ class Trainer:
              self.dist.is_main and (self.cfg.progress or self.run_dir is not None))  # headless fit(): quiet
         for s in self.schedulers:
             if isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                s.step(metrics.get(self.cfg.monitor, float("nan")))
+                if self.cfg.monitor not in metrics:
+                    raise ConfigError(f"the plateau schedule watches monitor '{self.cfg.monitor}', which the task does "
+                                      f"not log; it logs {', '.join(sorted(metrics))}. Set monitor to one of them")
+                s.step(metrics[self.cfg.monitor])
         for c in self.callbacks:
             c.on_eval_end(self, metrics)
 
