@@ -23,6 +23,15 @@ from dlkit.engine.trainer import Trainer, TrainerConfig
 from dlkit.errors import TrainingDiverged
 
 
+@pytest.fixture(autouse=True)
+def default_sigint():
+    """Python's own Ctrl-C handler during each test: a shell starts background jobs (CI, nohup) with SIGINT ignored."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+
 class SignalAt(Callback):
     """Sends this process `sig` after optimizer step `step` (as a scheduler or Ctrl-C would, from outside)."""
 

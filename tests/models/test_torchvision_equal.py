@@ -17,6 +17,7 @@ torchvision = pytest.importorskip("torchvision")
 
 from dlkit.errors import CheckpointError, ConfigError  # noqa: E402
 from dlkit.models.torchvision_weights import load_torchvision_state_dict  # noqa: E402
+from dlkit.models.weights_file import load_weights_file  # noqa: E402
 from dlkit.registry import create_model  # noqa: E402
 
 TOL = 1e-5  # float64
@@ -175,11 +176,11 @@ def test_loader_names_the_families_it_knows_for_an_unknown_one():
 
 
 def test_a_checkpoint_file_on_disk_loads_with_weights_only(tmp_path):
-    """The README's recipe: torch.save of a torchvision state dict, torch.load(weights_only=True), the loader."""
+    """The README's recipe: torch.save of a torchvision state dict, load_weights_file (weights_only), the loader."""
     torch.manual_seed(0)
     tv = _randomise_constants_(torchvision.models.resnet18(weights=None))
     path = tmp_path / "resnet18.pth"
     torch.save(tv.state_dict(), path)
-    dl = load_torchvision_state_dict(create_model("resnet18"), torch.load(path, map_location="cpu", weights_only=True))
+    dl = load_torchvision_state_dict(create_model("resnet18"), load_weights_file(path))
     assert torch.equal(dl.fc.weight, tv.fc.weight)
     assert torch.equal(dl.stages[3][1].conv2[1].running_var, tv.layer4[1].bn2.running_var)

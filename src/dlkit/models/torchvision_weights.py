@@ -5,7 +5,7 @@ are the reference its tests compare against (tests/models/test_torchvision_equal
 model's weights into the dlkit model and requires equal outputs). The same loader lets a user with a
 torchvision checkpoint file on disk use it with a dlkit model, with no download at run time:
 
-    state = torch.load("resnet50.pth", map_location="cpu", weights_only=True)
+    state = load_weights_file("resnet50.pth")  # dlkit.models.weights_file: tensors only, no pickled code runs
     model = create_model("resnet50")
     load_torchvision_state_dict(model, state)
 
@@ -280,7 +280,7 @@ def load_torchvision_state_dict(model: nn.Module, state_dict: Mapping[str, Tenso
     """Copy a torchvision model's state dict into the equivalent dlkit `model` (in place; returns the model).
 
     Families: AlexNet, VGG, GoogLeNet, ResNet/ResNeXt/Wide ResNet, MobileNetV2, EfficientNet, RegNet, ViT,
-    DeepLab v3. Read checkpoint files with `torch.load(path, map_location="cpu", weights_only=True)`.
+    DeepLab v3. Read checkpoint files with `dlkit.models.weights_file.load_weights_file(path)`.
     `assign=True` makes the model hold the checkpoint's tensors (their dtype and device) instead of copying
     into its own, so a model built on the meta device (`with torch.device("meta"): create_model(...)`) skips
     its random initialisation.

