@@ -59,3 +59,18 @@ def test_a_2_4_1_mlp_learns_xor_through_the_trainer_and_draws_its_regions(tmp_pa
     paths = task.figures(tmp_path, result.model, data)
     assert [p.name for p in paths] == ["decision_regions.png"] and paths[0].stat().st_size > 5000
     assert np.array_equal((result.model(x).squeeze(1) > 0).long().numpy(), y.numpy())
+
+
+def test_a_monitor_the_task_declares_it_never_logs_is_refused_before_any_step():
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 2), torch.randint(0, 2, (32,))
+    data = TensorLoader(x, y, batch_size=8, shuffle=False)
+    task = BinaryClassificationTask(nn.Linear(2, 1), _sgd())
+    before = [p.detach().clone() for p in task.model.parameters()]
+    cfg = TrainerConfig(epochs=1, progress=False, early_stopping_patience=2, monitor="val/auc")
+    with pytest.raises(ConfigError, match=r"early stopping watches 'val/auc'.*it logs val/accuracy, val/loss"):
+        fit(task, data, data, cfg)
+    assert all(torch.equal(a, b) for a, b in zip(before, task.model.parameters()))  # refused before training
+    ok = fit(task, data, data, TrainerConfig(epochs=1, progress=False, early_stopping_patience=2,
+                                             monitor="val/accuracy"))
+    assert set(ok.metrics) == {"val/loss", "val/accuracy"}

@@ -48,6 +48,9 @@ class Task:
     """Base class of training tasks (see the module docstring)."""
 
     automatic_optimization: bool = True
+    metric_names: tuple[str, ...] | None = None
+    """The names `evaluate` returns, where they are fixed: the Trainer then refuses a `monitor` the task never logs
+    before training instead of at the first evaluation (None: not declared, checked at that evaluation)."""
 
     def __init__(self, model: nn.Module):
         self.model = model

@@ -179,6 +179,7 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.optimizers, self.schedulers = task.configure_optimizers(self.plan)
+        self._check_monitors()
         self.ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay else None
         train_model = model
         if self.dist.enabled:
@@ -190,6 +191,22 @@ class Trainer:
             train_model = torch.compile(train_model)
         self.train_model = train_model
         self.bf16 = resolve_bf16(cfg.bf16, self.device.type)
+
+    def _check_monitors(self) -> None:
+        """Refuse, before training, a metric watched by early stopping or a plateau schedule that the task declares
+        it never logs (tasks without `metric_names` are checked at the first evaluation)."""
+        names = getattr(self.task, "metric_names", None)
+        if names is None or self.val_data is None:
+            return
+        watched = [(f"early stopping watches '{c.monitor}'", c.monitor) for c in self.callbacks
+                   if isinstance(c, EarlyStopping)]
+        watched += [(f"the plateau schedule watches monitor '{self.cfg.monitor}'", self.cfg.monitor)
+                    for s in self.schedulers if isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau)]
+        logged = [f"{self.val_prefix}/{n}" for n in names]
+        for what, metric in watched:
+            if metric not in logged:
+                raise ConfigError(f"{what}, which the task does not log; it logs {', '.join(sorted(logged))}. Set "
+                                  "monitor to one of them")
 
     def _plan(self) -> TrainingPlan:
         cfg = self.cfg
@@ -358,6 +375,10 @@ class Trainer:
                 metrics = self.task.evaluate(model, data)
         finally:
             model.train(was)
+        declared = getattr(self.task, "metric_names", None)
+        if declared is not None and not set(metrics) <= set(declared):  # a task bug: its declaration must hold
+            raise RuntimeError(f"{type(self.task).__name__}.metric_names declares {sorted(declared)} but evaluate "
+                               f"returned {sorted(metrics)}")
         return {f"{prefix}/{k}": float(v) for k, v in metrics.items()}
 
     def _validate(self, logger: MetricLogger) -> None:

@@ -31,6 +31,8 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class BinaryClassificationTask(Task):
     """One sigmoid output trained with binary cross-entropy; evaluates loss and accuracy (Notes: 003 §2.2.1.1)."""
 
+    metric_names = ("loss", "accuracy")
+
     def __init__(self, model: nn.Module, cfg, title: str = ""):
         super().__init__(model)
         self.cfg, self.title = cfg, title

@@ -25,6 +25,8 @@ class ClassificationTask(Task):
     `image_shape` lets vector inputs (e.g. 64 pixels of an 8x8 digit) be drawn as images.
     """
 
+    metric_names = ("loss", "accuracy")
+
     def __init__(self, model: nn.Module, cfg, class_names: Sequence[str] | None = None,
                  image_shape: tuple[int, ...] | None = None, label_smoothing: float = 0.0):
         super().__init__(model)

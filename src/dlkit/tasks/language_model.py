@@ -57,6 +57,8 @@ class LanguageModelTask(Task):
     `generate` takes it), decoded with `vocab`, headed by `title`.
     """
 
+    metric_names = ("loss", "bits_per_char")
+
     def __init__(self, model: nn.Module, *, block_size: int, lr: float, betas: tuple[float, float] = (0.9, 0.99),
                  weight_decay: float = 0.0, warmup_steps: int = 0, lr_decay_steps: int | None = None,
                  min_lr: float = 0.0, fused: bool = True, eval_batch_size: int = 128, vocab=None,

@@ -28,6 +28,8 @@ class SegmentationTask(Task):
     cross-entropy per class (rare classes such as poles and signs). `show` un-normalises images for figures.
     """
 
+    metric_names = ("loss", "pixel_accuracy", "mean_accuracy", "miou")
+
     def __init__(self, model: nn.Module, cfg, class_names: Sequence[str], ignore_index: int | None = None,
                  dice_weight: float = 0.0, class_weights: torch.Tensor | None = None, show=None):
         super().__init__(model)
