@@ -59,6 +59,8 @@ class MaskedLMTask(Task):
     baseline's token and, with `sample_lines`, the fill-in samples of the report.
     """
 
+    metric_names = ("masked_accuracy", "unigram_baseline", "mlm_loss", "nsp_accuracy")
+
     def __init__(self, model: nn.Module, cfg, corpus: MaskedLMCorpus, sample_lines: Sequence[str] = (),
                  sample_max_len: int = 63):
         super().__init__(model)

@@ -82,6 +82,12 @@ class Seq2SeqTask(Task):
     (with its <EOS>) plus `decode_margin` tokens. `src_vocab`/`tgt_vocab` turn ids into text for samples.
     """
 
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """What `evaluate` returns (the beam-search scores only with beam_width > 1)."""
+        beam = ("beam_exact_match", "beam_token_accuracy") if self.beam_width > 1 else ()
+        return ("loss", "exact_match", "token_accuracy", *beam)
+
     def __init__(self, model: nn.Module, cfg, src_vocab, tgt_vocab, beam_width: int = 1,
                  length_penalty: float = 0.0, decode_margin: int = 2):
         super().__init__(model)
