@@ -66,8 +66,15 @@ def one_and_two_processes(recipe: str, opts: list, tmp_path: Path) -> tuple[dict
     """Weights of `recipe` trained by one process and by two torchrun gloo processes with the same global batch;
     asserts they agree to 1e-5."""
     run_ok(DLKIT + ["run", recipe, "--out", str(tmp_path / "one"), *opts])
-    run_ok([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dlkit",
-            "run", recipe, "--out", str(tmp_path / "two"), *opts])
+    two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dlkit", "run",
+           recipe, "--out", str(tmp_path / "two"), *opts]
+    proc = subprocess.run(two, capture_output=True, text=True, timeout=240, env=ENV)
+    if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
+        # a gloo teardown abort seen once in four suite runs under load with torch 2.14.1 (after every output was
+        # written); the run is repeated once from scratch, any other failure fails the test
+        run_ok([*two, "--overwrite"])
+    else:
+        assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
     for k in a:
         torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-5)

@@ -11,6 +11,7 @@ config.json records such changes under `resumes`.
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import os
 import sys
@@ -230,6 +231,9 @@ def _run_in(recipe: Recipe, cfg: Config, run_dir: Path, dist, *, smoke: bool, re
                            device=str(trainer.device), world_size=dist.world_size, stop_reason=trainer.stop_reason,
                            val_name=setup.val_name, extra=setup.extra)
         _write_outputs(run_dir, summary, trainer, setup, report)
+    if dist.enabled:  # free the DDP wrapper (its reducer holds the process group) before the group is destroyed
+        trainer = None
+        gc.collect()
     barrier(dist)
     cleanup(dist)
     return summary
