@@ -16,7 +16,6 @@ returns a `LoadedRun`: the model with its weights in eval mode, plus that record
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -117,13 +116,9 @@ def read_model_spec(run_dir: str | os.PathLike) -> dict:
                           f"ends); missing {', '.join(missing)} (found: {', '.join(found) or 'nothing'}). {why}")
     path = run_dir / "model.json"
     again = "train the run again (`dlkit run RECIPE --out DIR`), or restore model.json from a backup"
-    try:
-        spec = json.loads(path.read_bytes().decode("utf-8"))
-    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        detail = " ".join(str(e).split())[:200] or type(e).__name__
-        raise ConfigError(f"{path} is not valid JSON ({detail}); {again}") from None
-    except OSError as e:
-        raise ConfigError(f"{path} cannot be read ({e.strerror or e}); check its permissions") from None
+    from .report.html import read_json
+
+    spec = read_json(path, again)
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(spec.get("kwargs", {}),
                                                                                              dict):
         raise ConfigError(f"{path}: expected {{\"name\": registry name, \"kwargs\": {{...}}, ...}}; got "

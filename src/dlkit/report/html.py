@@ -65,19 +65,25 @@ def check_run_folder(run_dir: Path) -> Path:
     return run_dir
 
 
+def read_json(path: Path, fix: str = _REDO):
+    """The JSON value in `path`; a file that cannot be read or is not valid JSON raises ConfigError naming it and
+    saying `fix`."""
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        detail = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ConfigError(f"{path} is not valid JSON ({detail}); {fix}") from None
+    except OSError as e:
+        raise ConfigError(f"{path} cannot be read ({e.strerror or e}); check its permissions") from None
+
+
 def read_json_object(path: Path, fix: str = _REDO) -> dict:
     """The JSON object (dict) in `path`, {} when the file does not exist; a file that is not a JSON object (damaged,
     truncated, another program's) raises ConfigError naming it."""
     path = Path(path)
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        detail = " ".join(str(e).split())[:160] or type(e).__name__
-        raise ConfigError(f"{path} is not valid JSON ({detail}); {fix}") from None
-    except OSError as e:
-        raise ConfigError(f"{path} cannot be read ({e.strerror or e}); check its permissions") from None
+    data = read_json(path, fix)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object {{...}}, got {type(data).__name__} {str(data)[:80]}; {fix}")
     return data
