@@ -93,3 +93,25 @@ def test_words_of_shared_contexts_become_neighbours_through_the_trainer():
                                                    tensorboard=False, checkpoint_every_minutes=None))
     assert before["x~y/rank"] > 0.2
     assert result.metrics["val/x~y/rank"] == 0.0 and result.metrics["val/p~q/rank"] == 0.0
+
+
+def test_metric_names_are_known_from_the_pairs_and_a_monitor_word2vec_never_logs_is_refused_before_training():
+    from dlkit.engine.callbacks import EarlyStopping
+    from dlkit.engine.trainer import Trainer
+    from dlkit.errors import ConfigError
+
+    vocab = Vocab(["a", "b", "c"])
+    torch.manual_seed(0)
+    model = Word2Vec(len(vocab), 4, vocab=vocab)
+    task = EmbeddingTask(model, SimpleNamespace(**{**OPTIMIZER_OPTIONS, "lr": 0.05}), vocab, top_fraction=0.1)
+    pairs = [("a", "b"), ("b", "zzz")]
+    assert set(task.evaluate(model, pairs)) == set(task.metric_names_for(pairs)) == {
+        "related_pairs_in_top10pct", "a~b/rank"}
+    before = [p.detach().clone() for p in model.parameters()]
+    counts = torch.ones(len(vocab), dtype=torch.float64)
+    train = SkipGramBatches(torch.arange(4, 7).repeat(20), counts, 1, 8, 1.0, noise_distribution(counts), 2,
+                            seed=0, min_id=vocab.unk_id)
+    cfg = TrainerConfig(epochs=1, progress=False, tensorboard=False, checkpoint_every_minutes=None)
+    with pytest.raises(ConfigError, match="'val/b~a/rank', which the task does not log.*val/a~b/rank"):
+        Trainer(task, train, pairs, cfg, callbacks=[EarlyStopping(monitor="val/b~a/rank", patience=1)]).fit()
+    assert all(torch.equal(p, q) for p, q in zip(before, model.parameters()))

@@ -55,6 +55,11 @@ class Task:
     def __init__(self, model: nn.Module):
         self.model = model
 
+    def metric_names_for(self, data) -> tuple[str, ...] | None:
+        """The names `evaluate(model, data)` returns, known before any evaluation (default: `metric_names`); a
+        task whose names depend on the evaluation data (word2vec's per-pair ranks) overrides this."""
+        return self.metric_names
+
     def configure_optimizers(self, plan: TrainingPlan) -> tuple[list[torch.optim.Optimizer], list]:
         """The optimizers and LR schedules; schedules step once per optimizer step (ReduceLROnPlateau: once
         per evaluation, on the monitored metric)."""

@@ -194,9 +194,11 @@ class Trainer:
 
     def _check_monitors(self) -> None:
         """Refuse, before training, a metric watched by early stopping or a plateau schedule that the task declares
-        it never logs (tasks without `metric_names` are checked at the first evaluation)."""
-        names = getattr(self.task, "metric_names", None)
-        if names is None or self.val_data is None:
+        it never logs (tasks that cannot name their metrics before evaluating are checked at the first evaluation)."""
+        if self.val_data is None:
+            return
+        names = self._declared_metrics(self.val_data)
+        if names is None:
             return
         watched = [(f"early stopping watches '{c.monitor}'", c.monitor) for c in self.callbacks
                    if isinstance(c, EarlyStopping)]
@@ -207,6 +209,11 @@ class Trainer:
             if metric not in logged:
                 raise ConfigError(f"{what}, which the task does not log; it logs {', '.join(sorted(logged))}. Set "
                                   "monitor to one of them")
+
+    def _declared_metrics(self, data) -> tuple[str, ...] | None:
+        """The metric names the task declares for `data` (None: not known before evaluating)."""
+        names_for = getattr(self.task, "metric_names_for", None)
+        return names_for(data) if names_for is not None else getattr(self.task, "metric_names", None)
 
     def _plan(self) -> TrainingPlan:
         cfg = self.cfg
@@ -375,7 +382,7 @@ class Trainer:
                 metrics = self.task.evaluate(model, data)
         finally:
             model.train(was)
-        declared = getattr(self.task, "metric_names", None)
+        declared = self._declared_metrics(data)
         if declared is not None and not set(metrics) <= set(declared):  # a task bug: its declaration must hold
             raise RuntimeError(f"{type(self.task).__name__}.metric_names declares {sorted(declared)} but evaluate "
                                f"returned {sorted(metrics)}")

@@ -113,6 +113,16 @@ class EmbeddingTask(Task):
         centres, contexts, negatives = batch
         return {"loss": model(centres, contexts, negatives)}
 
+    def metric_names_for(self, data) -> tuple[str, ...]:
+        """What `evaluate(model, data)` returns: the related-pairs score and one `a~b/rank` per pair of `data`
+        whose words are both in the vocabulary (known from the data alone, before any evaluation)."""
+        pairs = [f"{a}~{b}/rank" for a, b in data if a in self.vocab.stoi and b in self.vocab.stoi]
+        return (self._top_name, *pairs)
+
+    @property
+    def _top_name(self) -> str:
+        return f"related_pairs_in_top{100 * self.top_fraction:g}pct"
+
     def ranks(self, model: nn.Module, pairs: Sequence[tuple[str, str]]) -> dict[str, float]:
         """For each pair (a, b) with both words in the vocabulary: the fraction of the vocabulary nearer (cosine)
         to a than b is, keyed 'a~b'."""
@@ -133,8 +143,7 @@ class EmbeddingTask(Task):
         top = Mean()
         for v in ranks.values():
             top.update(float(v < self.top_fraction))
-        name = f"related_pairs_in_top{100 * self.top_fraction:g}pct"
-        return {name: top.compute() if ranks else float("nan"), **{f"{k}/rank": v for k, v in ranks.items()}}
+        return {self._top_name: top.compute() if ranks else float("nan"), **{f"{k}/rank": v for k, v in ranks.items()}}
 
     def figures(self, run_dir: Path, model, data) -> list[Path]:
         """samples_neighbours.txt: the query words' nearest neighbours and the rank of every related pair."""
