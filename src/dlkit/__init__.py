@@ -5,11 +5,11 @@ from .registry import create_model, list_models, register_model
 __version__ = "0.1.0"
 
 
-def list_recipes(pattern: str = "*"):
-    """Names of registered recipes matching `pattern`."""
+def list_recipes(pattern: str = "*", **filters):
+    """Names of registered recipes matching `pattern` and metadata filters (task="classification", study=True)."""
     from .recipes import list_recipes as _list
 
-    return _list(pattern)
+    return _list(pattern, **filters)
 
 
 def run_recipe(name: str, overrides: dict | None = None, **options):

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .engine.preemption import Preempted
-from .errors import ConfigError, DlkitError
+from .errors import ConfigError, DlkitError, unknown
 
 
 def _parse_sets(items: list[str]) -> dict[str, str]:
@@ -38,23 +38,57 @@ def _verified(name: str, results: Path = Path("results/verify")) -> str:
 
 
 def cmd_list(args) -> int:
-    from . import list_models
     from .recipes import get_recipe, list_recipes
+    from .registry import MODELS
 
     pattern = args.pattern or "*"
+    pattern = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
     if args.what == "models":
-        names = list_models(pattern if any(c in pattern for c in "*?[") else f"*{pattern}*")
-        print("\n".join(names) if names else f"no model matches '{pattern}'")
+        if args.task is not None:
+            from .tasks import TASKS
+
+            TASKS.get(args.task)  # an unknown task: one line with the nearest names
+        entries = MODELS.entries(pattern, task=args.task, pretrained=True if args.pretrained else None)
+        if not entries:
+            print(f"no model matches '{args.pattern or '*'}'" + (f" with task {args.task!r}" if args.task else "")
+                  + (" with pretrained weights" if args.pretrained else ""))
+            return 0
+        rows = [("model", "task", "family", "parameters", "input", "pretrained", "notes")]
+        for e in entries:
+            m = e.meta
+            size = "x".join(map(str, m["input_size"])) if m["input_size"] else "-"
+            rows.append((e.name, m["task"], m["family"], f"{m['num_params']:,}" if m["num_params"] else "-", size,
+                         ",".join(m["pretrained"]) or "-", m["section"] or "-"))
+        _print_table(rows)
         return 0
-    names = list_recipes(pattern if any(c in pattern for c in "*?[") else f"*{pattern}*")
+    if args.pretrained:
+        raise ConfigError(f"--pretrained filters models; `dlkit list {args.what}` has no pretrained weights. Use "
+                          f"`dlkit list models --pretrained`")
+    if args.what == "tasks":
+        from .tasks import TASKS
+
+        if args.task is not None:
+            raise ConfigError("--task filters models and recipes; `dlkit list tasks` takes a pattern (e.g. 'seq*')")
+        rows = [("task", "class", "notes")]
+        rows += [(e.name, e.meta["cls_name"], e.meta["section"] or "-") for e in TASKS.entries(pattern)]
+        _print_table(rows)
+        return 0
+    families = {get_recipe(n).task for n in list_recipes()}
+    if args.task is not None and args.task not in families:
+        raise unknown("recipe task", args.task, families, "dlkit list recipes")
+    names = list_recipes(pattern, task=args.task)
     rows = [("recipe", "task", "notes", "expected result", "budget", "verified")]
     for n in names:
         r = get_recipe(n)
         rows.append((n, r.task, r.notes, r.expected, f"{r.budget_s:g} s", _verified(n)))
+    _print_table(rows)
+    return 0
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-    return 0
 
 
 def cmd_show(args) -> int:
@@ -180,7 +214,7 @@ def cmd_export(args) -> int:
 def cmd_summary(args) -> int:
     from . import create_model
     from .registry import model_entrypoint
-    from .report.summary import check_input_shape, summarize
+    from .report.summary import check_input_shape, default_input_shape, summarize
 
     shape = None
     if args.input_shape:  # checked before the model is built
@@ -192,7 +226,7 @@ def cmd_summary(args) -> int:
         check_input_shape(shape)
     model_entrypoint(args.model)  # an unknown name is refused before anything is built
     model = create_model(args.model)
-    shape = shape or getattr(model, "default_input_shape", None)
+    shape = shape or default_input_shape(model)  # token models: a sequence length
     if shape is None:
         raise ConfigError(f"model '{args.model}' has no default input shape; pass one, e.g. --input-shape 3,224,224")
     print(summarize(model, input_shape=(1, *shape)).format_table())
@@ -246,9 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("list", help="list models or recipes")
-    s.add_argument("what", choices=["models", "recipes"])
+    s = sub.add_parser("list", help="list models (with their metadata), recipes or tasks")
+    s.add_argument("what", choices=["models", "recipes", "tasks"])
     s.add_argument("pattern", nargs="?", help="a substring or shell pattern, e.g. 'resnet*'")
+    s.add_argument("--task", help="only models or recipes of this task, e.g. classification (`dlkit list tasks`)")
+    s.add_argument("--pretrained", action="store_true", help="only models with pretrained weights")
     s.set_defaults(func=cmd_list)
 
     s = sub.add_parser("show", help="a recipe's description, expected result and every option with its default")
@@ -294,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("summary", help="per-layer table of output shapes, parameters and multiply-adds")
     s.add_argument("model")
-    s.add_argument("--input-shape", help="one sample's shape without the batch, e.g. 3,224,224")
+    s.add_argument("--input-shape", help="one sample's shape without the batch, e.g. 3,224,224; for a model "
+                   "that reads token ids, the sequence length, e.g. 64")
     s.set_defaults(func=cmd_summary)
 
     s = sub.add_parser("status", help="write docs/STATUS.md from the registries and results/verify")

@@ -64,3 +64,15 @@ def test_real_camvid_splits_have_segnet_counts(data_root):
         assert int(m.max()) <= CAMVID_VOID
     x, m = load_camvid("val", data_dir=data_root)
     assert x.shape[-2:] == (360, 480) and m.unique().tolist() == list(range(12))
+
+
+@pytest.mark.data
+def test_real_camvid_resize_is_pixel_exact_to_interpolate(data_root):
+    """The loader resizes through torchvision.transforms.v2 (float, rounded; masks as tv_tensors.Mask, nearest):
+    on the real frames every pixel equals F.interpolate's, so the verified CamVid records keep their inputs."""
+    x, m = load_camvid("val", data_dir=data_root)
+    xs, ms = load_camvid("val", data_dir=data_root, size=(96, 128))
+    want = F.interpolate(x.float(), size=(96, 128), mode="bilinear", align_corners=False, antialias=True)
+    assert torch.equal(xs, want.round().clamp(0, 255).to(torch.uint8))
+    assert torch.equal(ms, F.interpolate(m[:, None].float(), size=(96, 128), mode="nearest")[:, 0].to(torch.uint8))
+    assert type(ms) is torch.Tensor

@@ -88,7 +88,7 @@ def test_color_jitter_factor_one_is_identity_and_brightness_scales():
 
 def test_contrast_and_saturation_follow_definitions():
     x = torch.rand(4, 3, 5, 5)
-    gray = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+    gray = 0.2989 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]  # torchvision's luma weights
     torch.testing.assert_close(grayscale(x), gray)
     mean = gray.mean(dim=(1, 2, 3), keepdim=True)
     torch.testing.assert_close(ColorJitter(contrast=(0.5, 0.5))(x), (0.5 * x + 0.5 * mean).clamp(0, 1))

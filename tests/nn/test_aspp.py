@@ -93,7 +93,7 @@ def test_atrous_conv_follows_the_notes_formula_at_one_pixel(rate):
 
 @pytest.mark.parametrize("num_layers", [1, 2, 3, 4])
 def test_dilated_stack_receptive_field_is_2_to_the_l_plus_1_minus_1_by_hand_and_by_gradient(num_layers):
-    stack = DilatedStack(1, num_layers, activation=None)
+    stack = DilatedStack(1, num_layers, act_layer=None)
     expected = [3, 7, 15, 31][num_layers - 1]
     assert exponential_receptive_field(num_layers) == 2 ** (num_layers + 1) - 1 == expected
     assert stack.receptive_field() == expected and stack.dilations == tuple(2 ** i for i in range(num_layers))

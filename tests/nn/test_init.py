@@ -159,3 +159,65 @@ def test_he_init_conv_bn_draws_fan_out_he_normal_and_resets_batch_norm():
     assert abs(w.std().item() / math.sqrt(2 / 2304) - 1) < 0.02 and abs(w.mean().item()) < 2e-3
     assert torch.equal(net[0].bias, torch.zeros(256)) and torch.equal(net[1].weight, torch.ones(256))
     assert torch.equal(net[1].bias, torch.zeros(256))
+
+
+def _net():
+    return torch.nn.Sequential(torch.nn.Conv2d(64, 256, 3), torch.nn.GroupNorm(32, 256), torch.nn.Conv2d(256, 128, 1),
+                               torch.nn.BatchNorm2d(128), torch.nn.Flatten(), torch.nn.Linear(512, 300),
+                               torch.nn.Embedding(50, 400))
+
+
+def test_init_weights_draws_equal_torch_nn_init_in_module_order():
+    torch.manual_seed(3)
+    net = _net()
+    with torch.no_grad():
+        for m in (net[1], net[3]):
+            m.weight.fill_(3.0)
+            m.bias.fill_(2.0)
+    torch.manual_seed(7)
+    assert I.init_weights(net, conv="he_fan_out", linear="normal_0.01", embedding="normal_0.02") is net
+    torch.manual_seed(7)
+    ref = [torch.nn.init.kaiming_normal_(torch.empty(256, 64, 3, 3), mode="fan_out", nonlinearity="relu"),
+           torch.nn.init.kaiming_normal_(torch.empty(128, 256, 1, 1), mode="fan_out", nonlinearity="relu"),
+           torch.nn.init.normal_(torch.empty(300, 512), 0.0, 0.01),
+           torch.nn.init.normal_(torch.empty(50, 400), 0.0, 0.02)]
+    for got, want in zip((net[0].weight, net[2].weight, net[5].weight, net[6].weight), ref):
+        assert torch.equal(got, want)
+    # the formulas: std sqrt(2 / fan_out), fan_out = 256 * 9; zero biases; norms gamma 1, beta 0
+    w = net[0].weight
+    assert abs(w.std().item() / math.sqrt(2 / 2304) - 1) < 0.02 and abs(w.mean().item()) < 2e-3
+    assert abs(net[2].weight.std().item() / math.sqrt(2 / 128) - 1) < 0.03
+    assert torch.count_nonzero(net[0].bias) == 0 and torch.count_nonzero(net[2].bias) == 0
+    assert torch.count_nonzero(net[5].bias) == 0
+    for m in (net[1], net[3]):
+        assert torch.equal(m.weight, torch.ones_like(m.weight)) and torch.equal(m.bias, torch.zeros_like(m.bias))
+
+
+@pytest.mark.parametrize("scheme, ref", [
+    ("he_fan_in", lambda w: torch.nn.init.kaiming_normal_(w, nonlinearity="relu")),
+    ("xavier_uniform", torch.nn.init.xavier_uniform_),
+    ("trunc_normal_0.02", lambda w: torch.nn.init.trunc_normal_(w, std=0.02)),
+    ("uniform_fan_out", lambda w: torch.nn.init.uniform_(w, -1 / math.sqrt(w.shape[0]), 1 / math.sqrt(w.shape[0]))),
+])
+def test_init_weights_schemes_equal_torch(scheme, ref):
+    conv, lin = torch.nn.Conv2d(16, 32, 3), torch.nn.Linear(40, 20)
+    torch.manual_seed(1)
+    I.init_weights([conv, lin], conv=scheme, linear=scheme)
+    torch.manual_seed(1)
+    assert torch.equal(conv.weight, ref(torch.empty(32, 16, 3, 3)))
+    assert torch.equal(lin.weight, ref(torch.empty(20, 40)))
+
+
+def test_init_weights_keeps_what_it_is_not_asked_to_touch():
+    net = _net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    I.init_weights(net, conv=None, conv_bias=False, norm=False)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    I.init_weights(net, conv="he_fan_out", conv_bias=False)  # RegNet keeps its conv biases
+    assert torch.equal(net[0].bias, before["0.bias"]) and torch.equal(net[5].weight, before["5.weight"])
+
+
+def test_init_weights_unknown_scheme_is_a_config_error_listing_the_schemes():
+    with pytest.raises(ConfigError) as e:
+        I.init_weights(torch.nn.Conv2d(1, 1, 1), conv="kaiming")
+    assert "he_fan_out" in str(e.value) and "xavier_uniform" in str(e.value) and "\n" not in str(e.value)

@@ -66,7 +66,7 @@ def test_projection_is_linear_no_activation_after_it():
                                                                ("silu", 0.25, 3, 2)])
 def test_block_equals_functional_reference(activation, se_ratio, kernel, stride):
     cin, cout, t = 16, 16 if stride == 1 else 24, 6
-    block = InvertedResidual(cin, cout, stride, t, kernel, se_ratio=se_ratio, activation=activation).eval()
+    block = InvertedResidual(cin, cout, stride, t, kernel, se_ratio=se_ratio, act_layer=activation).eval()
     _randomize_bn(block)
     act = {"relu6": F.relu6, "silu": F.silu}[activation]
     x = torch.randn(2, cin, 10, 10)
@@ -89,7 +89,7 @@ def test_block_equals_functional_reference(activation, se_ratio, kernel, stride)
 
 def test_squeeze_excitation_width_is_a_quarter_of_the_block_input():
     # EfficientNet: SE hidden units = 0.25 * C_in (not of the expanded width): 40 in, 240 expanded -> 10
-    block = InvertedResidual(40, 80, 2, 6, 3, se_ratio=0.25, activation="silu")
+    block = InvertedResidual(40, 80, 2, 6, 3, se_ratio=0.25, act_layer="silu")
     assert block.se.fc1.weight.shape == (10, 240, 1, 1)
     assert block.se.fc2.weight.shape == (240, 10, 1, 1)
 

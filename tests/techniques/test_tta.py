@@ -76,3 +76,20 @@ def test_bad_tta_arguments_raise_config_errors():
         tta_predict(model, x, crops=10)
     with pytest.raises(ConfigError):
         tta_predict(model, x, activation="relu")
+
+
+def test_tta_views_equal_torchvision_flips_rotations_and_ten_crop():
+    from torchvision.transforms.v2 import functional as TF
+
+    x = torch.rand(2, 3, 8, 8)
+    names = ("identity", "hflip", "vflip", "rot90", "rot180", "rot270")
+    want = [x, TF.hflip(x), TF.vflip(x), *(TF.rotate(x, a) for a in (90.0, 180.0, 270.0))]
+    for name, view, ref in zip(names, tta_views(x, names), want, strict=True):
+        torch.testing.assert_close(view, ref, rtol=0, atol=1e-5, msg=name)
+    # ten-crop: v2 crops the image and its mirror; the mirror's crops are the mirrored crops, in another order
+    x = torch.rand(2, 3, 10, 12)
+    ours = tta_views(x, ("identity", "hflip"), crops=(6, 8))
+    tv = TF.ten_crop(x, [6, 8])
+    assert len(ours) == len(tv) == 10
+    for v in tv:
+        assert sum(torch.equal(v, o) for o in ours) == 1

@@ -217,13 +217,23 @@ class RandomResizedCrop(RandomAugment):
 
     def apply(self, x, generator=None):
         _check_float(x, "RandomResizedCrop")
-        n, c, h, w = x.shape
-        x0, y0, bw, bh = self.sample_boxes(x, generator).unbind(1)
-        theta = torch.zeros(n, 2, 3, dtype=x.dtype, device=x.device)
-        theta[:, 0, 0], theta[:, 0, 2] = bw / w, (2 * x0 + bw) / w - 1
-        theta[:, 1, 1], theta[:, 1, 2] = bh / h, (2 * y0 + bh) / h - 1
-        grid = F.affine_grid(theta, [n, c, *self.size], align_corners=False)
-        return F.grid_sample(x, grid, mode=self.interpolation, padding_mode="border", align_corners=False)
+        return resized_crop(x, self.sample_boxes(x, generator), self.size, self.interpolation)
+
+
+def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int],
+                 interpolation: str = "bilinear") -> torch.Tensor:
+    """Crop box i = (x0, y0, width, height) (pixels, continuous) of image i of x [N, C, H, W] and resize it to
+    `size`, all in one `grid_sample` (Notes: 003 §3.3.1). For whole-pixel boxes at least as large as `size` this
+    equals torchvision's `v2.functional.resized_crop(..., antialias=False)` of each image; a box smaller than
+    `size` differs in its outer half pixel, which blends with the image around the box where torchvision repeats
+    the box's edge."""
+    n, c, h, w = x.shape
+    x0, y0, bw, bh = boxes.to(x.dtype).unbind(1)
+    theta = torch.zeros(n, 2, 3, dtype=x.dtype, device=x.device)
+    theta[:, 0, 0], theta[:, 0, 2] = bw / w, (2 * x0 + bw) / w - 1
+    theta[:, 1, 1], theta[:, 1, 2] = bh / h, (2 * y0 + bh) / h - 1
+    grid = F.affine_grid(theta, [n, c, *size], align_corners=False)
+    return F.grid_sample(x, grid, mode=interpolation, padding_mode="border", align_corners=False)
 
 
 class Cutout(RandomAugment):
@@ -379,12 +389,22 @@ class CutMix(_TrainEval):
         cy, cx = (int(v) for v in (torch.rand(2, generator=generator) * torch.tensor([h, w])).long())
         y0, y1 = max(cy - int(h * r) // 2, 0), min(cy - int(h * r) // 2 + int(h * r), h)
         x0, x1 = max(cx - int(w * r) // 2, 0), min(cx - int(w * r) // 2 + int(w * r), w)
-        out = x.clone()
-        out[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
-        return MixedBatch(out, y, y[perm], 1.0 - (y1 - y0) * (x1 - x0) / (h * w))
+        return cutmix(x, y, (y0, x0, y1, x1), perm)
 
     def __repr__(self) -> str:
         return f"CutMix(alpha={self.alpha})"
+
+
+def cutmix(x: torch.Tensor, y: torch.Tensor, box: tuple[int, int, int, int], perm: torch.Tensor) -> MixedBatch:
+    """Paste rows y0:y1, columns x0:x1 (`box` = (y0, x0, y1, x1)) of x[perm] into x; labels y and y[perm] with
+    lam = 1 - box area / (H W), the fraction of each image that is kept (Notes: 003 §3.3.1, Yun et al., 2019)."""
+    h, w = x.shape[-2:]
+    y0, x0, y1, x1 = (int(v) for v in box)
+    if not (0 <= y0 <= y1 <= h and 0 <= x0 <= x1 <= w):
+        raise ConfigError(f"cutmix box (y0, x0, y1, x1) must lie inside the {h}x{w} images; got {box}")
+    out = x.clone()
+    out[..., y0:y1, x0:x1] = x[perm, ..., y0:y1, x0:x1]
+    return MixedBatch(out, y, y[perm], 1.0 - (y1 - y0) * (x1 - x0) / (h * w))
 
 
 def mixup_cross_entropy(logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor,

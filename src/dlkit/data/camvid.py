@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as TF
 
 from ..errors import ConfigError, DataNotFoundError
 from .files import decode_image, read_image, repair_hint
@@ -51,15 +52,16 @@ def _read(pair: tuple[Path, Path], size: tuple[int, int] | None) -> tuple[torch.
                           f"{tuple(img.shape[1:])}; got {tuple(mask.shape)}")
     if size is not None and tuple(img.shape[1:]) != tuple(size):
         img = resize_image(img, size)
-        mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].to(torch.uint8)
-    return img, mask.to(torch.uint8)
+        mask = TF.resize(tv_tensors.Mask(mask[None]), list(size), TF.InterpolationMode.NEAREST)[0]
+    return img, mask.as_subclass(torch.Tensor).to(torch.uint8)
 
 
 def load_camvid(split: str = "train", data_dir: str | os.PathLike | None = None,
                 size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """CamVid frames and label maps: (images uint8 [N, 3, H, W], masks uint8 [N, H, W]), sorted by name.
 
-    `size=(h, w)` resizes images bilinearly (antialiased) and masks by nearest neighbour.
+    `size=(h, w)` resizes images bilinearly (antialiased, in float, rounded) and masks by nearest neighbour, both
+    with torchvision.transforms.v2 (the mask as a `tv_tensors.Mask`).
     """
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split must be one of ['test', 'train', 'val']; got {split!r}")

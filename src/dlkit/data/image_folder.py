@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from ..errors import ConfigError, DataNotFoundError
 from .files import read_image
-from .transforms import Compose, Normalize, RandomHorizontalFlip, ToFloat
+from .transforms import Compose, Normalize, RandomHorizontalFlip, Resize, ToFloat
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".pgm", ".ppm", ".webp")
 
@@ -35,12 +34,8 @@ def _folder_fix(root: str | os.PathLike) -> str:
 
 
 def resize_image(img: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
-    """Resize a uint8 [C, H, W] image to `size=(h, w)` bilinearly with antialiasing (no-op when None)."""
-    if size is None or tuple(img.shape[-2:]) == tuple(size):
-        return img
-    out = F.interpolate(img[None].float(), size=tuple(size), mode="bilinear", align_corners=False,
-                        antialias=True)[0]
-    return out.round().clamp(0, 255).to(torch.uint8)
+    """Resize a uint8 [C, H, W] image to `size=(h, w)` bilinearly with antialiasing (no-op when None): `Resize`."""
+    return img if size is None else Resize(tuple(size))(img)
 
 
 def _check_size(size) -> tuple[int, int] | None:

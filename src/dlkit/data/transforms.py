@@ -4,7 +4,8 @@ Augmentation enlarges a data set with label-preserving transformations: geometri
 flips, resizing) and photometric ones (brightness, contrast, saturation). Every transform takes a
 float batch [N, C, H, W] or a single image [C, H, W] and draws its randomness per sample from an
 optional `torch.Generator` (drawn on the CPU, so a seed gives the same result on every device).
-No transform loops over samples in Python.
+No transform loops over samples in Python. Plumbing runs on torchvision's `transforms.v2.functional`
+kernels (resizing, luma); the parameters are drawn here, so runs stay reproducible from the generator.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
 
 from ..errors import ConfigError
-
-_GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma weights
 
 
 def _as_batch(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -204,8 +204,9 @@ class Resize(Transform):
         size = self.output_size(*x.shape[-2:])
         if size == tuple(x.shape[-2:]):
             return x
-        y = F.interpolate(x.float() if x.dtype == torch.uint8 else x, size=size, mode="bilinear",
-                          align_corners=False, antialias=self.antialias)
+        # uint8 goes through float and is rounded: v2's own uint8 kernel differs by 1 grey level on many pixels
+        y = TF.resize(x.float() if x.dtype == torch.uint8 else x, list(size), TF.InterpolationMode.BILINEAR,
+                      antialias=self.antialias)
         return y.round().clamp(0, 255).to(torch.uint8) if x.dtype == torch.uint8 else y
 
 
@@ -218,20 +219,22 @@ def _factor_range(v, name: str) -> tuple[float, float]:
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:
-    """Luma of an RGB batch [N, 3, H, W] -> [N, 1, H, W]: 0.299 R + 0.587 G + 0.114 B (1 channel: itself)."""
+    """Luma of an RGB batch [N, 3, H, W] -> [N, 1, H, W]: 0.2989 R + 0.587 G + 0.114 B, torchvision's weights
+    (`v2.functional.rgb_to_grayscale`; ITU-R 601 rounds 0.2989 to 0.299). One channel: itself."""
     if x.shape[1] == 1:
         return x
     if x.shape[1] != 3:
         raise ConfigError(f"grayscale needs 1 or 3 channels; got {x.shape[1]}")
-    w = torch.tensor(_GRAY, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
+    return TF.rgb_to_grayscale(x)
 
 
 class ColorJitter(Transform):
     """Random photometric change per sample of float images in [0, 1], applied in this order:
 
     brightness x*f; contrast f*x + (1-f)*mean(gray(x)); saturation f*x + (1-f)*gray(x); clamp to [0, 1]
-    after each. A number v draws f uniformly in [max(0, 1-v), 1+v]; a pair (lo, hi) in [lo, hi].
+    after each. A number v draws f uniformly in [max(0, 1-v), 1+v]; a pair (lo, hi) in [lo, hi]. Each step
+    equals `v2.functional.adjust_brightness` / `adjust_contrast` / `adjust_saturation` of one sample with its
+    factor (to float rounding); here one vectorised pass serves the whole batch with per-sample factors.
     """
 
     def __init__(self, brightness=0.0, contrast=0.0, saturation=0.0):

@@ -12,13 +12,15 @@ binary or independent outputs, linear for regression, softplus for non-negative 
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ConfigError, unknown
+from ..errors import ConfigError, suggest, unknown
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_TANH_COEF = 0.044715
@@ -506,6 +508,29 @@ def get_activation(name: str, **kwargs) -> nn.Module:
         return _ACTIVATIONS[key](**kwargs)
     except TypeError as e:
         raise ConfigError(f"bad arguments {kwargs} for activation '{name}': {e}") from e
+
+
+def get_act_layer(spec: str | type[nn.Module] | Callable[[], nn.Module] | None,
+                  **kwargs) -> Callable[[], nn.Module] | None:
+    """A factory () -> activation module for a block's `act_layer`: a name, a module class or a callable. 003 §2.2.1.1.
+
+    A name is built by `get_activation` ('relu', 'leaky_relu', 'silu', 'gelu', ...; `list_activations()`), a class
+    (nn.ReLU, nn.SiLU, dlkit's LeakyReLU, ...) is called with `kwargs`, a callable is used as is; None (or 'none')
+    means no activation. An unknown name raises a one-line ConfigError listing the valid ones.
+    """
+    if spec is None or (isinstance(spec, str) and _normalise(spec) == "none"):
+        return None
+    if isinstance(spec, str):
+        if _normalise(spec) not in list_activations():
+            raise ConfigError(f"act_layer must be one of {', '.join(list_activations())}, 'none' or a module class; "
+                              f"got {spec!r}.{suggest(_normalise(spec), list_activations())}")
+        return functools.partial(get_activation, spec, **kwargs)
+    if isinstance(spec, type) and issubclass(spec, nn.Module):
+        return functools.partial(spec, **kwargs)
+    if callable(spec) and not isinstance(spec, nn.Module):
+        return spec
+    raise ConfigError(f"act_layer must be an activation name such as 'relu', a module class such as nn.SiLU, or "
+                      f"None; got {type(spec).__name__}")
 
 
 def get_derivative(name: str):

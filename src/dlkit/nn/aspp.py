@@ -79,13 +79,15 @@ def valid_taps(height: int, width: int, rate: int, kernel_size: int = 3) -> Tens
     return F.conv2d(ones, kernel, padding=rate * (kernel_size - 1) // 2, dilation=rate)[0, 0].round().long()
 
 
-def atrous_conv(in_chans: int, out_chans: int, rate: int = 1, separable: bool = False) -> nn.Sequential:
+def atrous_conv(in_chans: int, out_chans: int, rate: int = 1, separable: bool = False, norm_layer="batch",
+                act_layer="relu") -> nn.Sequential:
     """3x3 atrous conv (padding r, dilation r) + BN + ReLU; `separable`: depth-wise atrous 3x3 + BN + ReLU, then
-    point-wise 1x1 + BN + ReLU (DeepLab v3+). Notes: 002 §5.1.5."""
+    point-wise 1x1 + BN + ReLU (DeepLab v3+). Notes: 002 §5.1.5. `norm_layer`/`act_layer` replace BN/ReLU."""
+    layer = dict(norm_layer=norm_layer, act_layer=act_layer)
     if not separable:
-        return ConvBNAct(in_chans, out_chans, 3, dilation=rate)
-    return nn.Sequential(ConvBNAct(in_chans, in_chans, 3, groups=in_chans, dilation=rate),
-                         ConvBNAct(in_chans, out_chans, 1))
+        return ConvBNAct(in_chans, out_chans, 3, dilation=rate, **layer)
+    return nn.Sequential(ConvBNAct(in_chans, in_chans, 3, groups=in_chans, dilation=rate, **layer),
+                         ConvBNAct(in_chans, out_chans, 1, **layer))
 
 
 def _set_rate(branch: nn.Module, rate: int) -> None:
@@ -125,15 +127,21 @@ class ImagePooling(nn.Module):
     """ASPP's image-level branch: global average pooling -> 1x1 conv + BN + ReLU -> bilinear upsampling to H x W.
 
     Notes: 002 §5.A.2. The output is constant over H x W. Its BN sees one value per channel and image, so
-    training needs batches of 2 or more images (as in torchvision; a ConfigError says so).
+    training needs batches of 2 or more images (as in torchvision; a ConfigError says so). Instance norm is refused:
+    on a 1x1 map it would output the constant beta.
     """
 
-    def __init__(self, in_chans: int, out_chans: int):
+    def __init__(self, in_chans: int, out_chans: int, norm_layer="batch", act_layer="relu"):
         super().__init__()
-        self.conv = ConvBNAct(in_chans, out_chans, 1)
+        self.conv = ConvBNAct(in_chans, out_chans, 1, norm_layer=norm_layer, act_layer=act_layer)
+        norm = self.conv[1] if len(self.conv) > 1 else None
+        if isinstance(norm, nn.InstanceNorm2d):
+            raise ConfigError("ASPP's image-pooling branch normalises a 1x1 map, which instance norm turns into the "
+                              "constant beta; use norm_layer='batch' or 'group', or image_pooling=False")
+        self.batch_stats = isinstance(norm, nn.modules.batchnorm._BatchNorm)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training and x.shape[0] < 2:
+        if self.training and self.batch_stats and x.shape[0] < 2:
             raise ConfigError(f"ASPP's image-pooling branch normalises one value per channel and image, so training "
                               f"needs batches of 2 or more images; got a batch of {x.shape[0]}. Use a larger batch "
                               f"or drop_last=True in the data loader, or call model.eval() for inference.")
@@ -148,19 +156,21 @@ class ASPP(nn.Module):
     len(rates) + 2 branches and the concatenation has (len(rates) + 2) out_chans channels. The rates are
     (6, 12, 18) at output stride 16 and (12, 24, 36) at output stride 8 (`set_rates` changes them in place).
     `dropout` is 0.1 as in the official code (torchvision uses 0.5); `separable` uses depth-wise separable
-    atrous convolutions (DeepLab v3+).
+    atrous convolutions (DeepLab v3+). `norm_layer` and `act_layer` replace BN and ReLU in every branch.
     """
 
     def __init__(self, in_chans: int, out_chans: int = 256, rates: Sequence[int] = (6, 12, 18),
-                 dropout: float = 0.1, image_pooling: bool = True, separable: bool = False):
+                 dropout: float = 0.1, image_pooling: bool = True, separable: bool = False, norm_layer="batch",
+                 act_layer="relu"):
         super().__init__()
         self.rates = _check_rates(rates, "ASPP")
-        branches: list[nn.Module] = [ConvBNAct(in_chans, out_chans, 1)]
-        branches += [atrous_conv(in_chans, out_chans, r, separable) for r in self.rates]
+        layer = dict(norm_layer=norm_layer, act_layer=act_layer)
+        branches: list[nn.Module] = [ConvBNAct(in_chans, out_chans, 1, **layer)]
+        branches += [atrous_conv(in_chans, out_chans, r, separable, **layer) for r in self.rates]
         if image_pooling:
-            branches.append(ImagePooling(in_chans, out_chans))
+            branches.append(ImagePooling(in_chans, out_chans, **layer))
         self.branches = nn.ModuleList(branches)
-        self.project = nn.Sequential(ConvBNAct(len(branches) * out_chans, out_chans, 1), nn.Dropout(dropout))
+        self.project = nn.Sequential(ConvBNAct(len(branches) * out_chans, out_chans, 1, **layer), nn.Dropout(dropout))
         self.out_chans = out_chans
 
     def set_rates(self, rates: Sequence[int]) -> None:

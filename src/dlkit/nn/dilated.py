@@ -33,17 +33,18 @@ def exponential_receptive_field(num_layers: int, kernel_size: int = 3) -> int:
 class DilatedStack(nn.Sequential):
     """k x k convolutions with dilation 1, 2, 4, ..., 2^(L-1), 'same' padding. Notes: 002 §5.1.5.
 
-    Each layer keeps `chans` channels and H x W (padding (k - 1) / 2 * r) and is followed by `activation`
-    (None: a linear stack); `norm=True` adds batch normalisation (the convolutions then have no bias).
+    Each layer keeps `chans` channels and H x W (padding (k - 1) / 2 * r) and is followed by `act_layer`
+    (None: a linear stack); `norm_layer` ('batch', 'group', ..., a class; `dlkit.nn.norm`) adds a normalisation
+    (the convolutions then have no bias).
     Parameters: L (k^2 C^2 + C) without BN, linear in L; the receptive field is 2^(L+1) - 1 for k = 3.
     """
 
-    def __init__(self, chans: int, num_layers: int = 4, kernel_size: int = 3, activation: str | None = "relu",
-                 norm: bool = False):
+    def __init__(self, chans: int, num_layers: int = 4, kernel_size: int = 3, act_layer="relu", norm_layer=None):
         if num_layers < 1 or kernel_size < 1 or kernel_size % 2 == 0:
             raise ConfigError(f"DilatedStack needs num_layers >= 1 and an odd kernel_size ('same' padding); got "
                               f"num_layers={num_layers}, kernel_size={kernel_size}")
-        super().__init__(*(ConvBNAct(chans, chans, kernel_size, dilation=2 ** i, activation=activation, norm=norm)
+        super().__init__(*(ConvBNAct(chans, chans, kernel_size, dilation=2 ** i, act_layer=act_layer,
+                                     norm_layer=norm_layer)
                            for i in range(num_layers)))
         self.dilations = tuple(2 ** i for i in range(num_layers))
         self.kernel_size = kernel_size

@@ -25,8 +25,13 @@ from ..errors import ConfigError
 from .conv_bn_act import ConvBNAct
 
 
-def _unit(in_chans: int, out_chans: int, kernel_size: int, norm: bool, bn_eps: float) -> ConvBNAct:
-    return ConvBNAct(in_chans, out_chans, kernel_size, norm=norm, bn_eps=bn_eps)
+def _unit(in_chans: int, out_chans: int, kernel_size: int, norm_layer, bn_eps: float, act_layer) -> ConvBNAct:
+    return ConvBNAct(in_chans, out_chans, kernel_size, norm_layer=norm_layer, bn_eps=bn_eps, act_layer=act_layer)
+
+
+def _norm_layer(norm: bool, norm_layer):
+    """The norm of an Inception unit: `norm_layer` if given, else batch norm when `norm` (torchvision), else none."""
+    return norm_layer if norm_layer is not None else ("batch" if norm else None)
 
 
 class InceptionModule(nn.Module):
@@ -34,11 +39,12 @@ class InceptionModule(nn.Module):
 
     Output channels c1 + c3 + c5 + pool_proj, spatial size unchanged. Each convolution is followed by ReLU, with
     batch normalisation in between when `norm` (torchvision; the conv then has no bias) and a bias when not (paper).
-    Parameters (norm=False): C(c1 + r3 + r5 + p) + 9 r3 c3 + k^2 r5 c5 + biases, k = `c5_kernel`.
+    Parameters (norm=False): C(c1 + r3 + r5 + p) + 9 r3 c3 + k^2 r5 c5 + biases, k = `c5_kernel`. `norm_layer`
+    (a name or class, `dlkit.nn.norm`) replaces batch norm; `act_layer` replaces ReLU.
     """
 
     def __init__(self, in_chans: int, c1: int, c3_reduce: int, c3: int, c5_reduce: int, c5: int, pool_proj: int,
-                 norm: bool = True, bn_eps: float = 1e-3, c5_kernel: int = 5):
+                 norm: bool = True, bn_eps: float = 1e-3, c5_kernel: int = 5, norm_layer=None, act_layer="relu"):
         super().__init__()
         widths = dict(in_chans=in_chans, c1=c1, c3_reduce=c3_reduce, c3=c3, c5_reduce=c5_reduce, c5=c5,
                       pool_proj=pool_proj)
@@ -46,12 +52,12 @@ class InceptionModule(nn.Module):
             raise ConfigError(f"InceptionModule widths must be positive; got {widths}")
         if c5_kernel not in (3, 5):
             raise ConfigError(f"InceptionModule c5_kernel must be 5 (paper) or 3 (torchvision); got {c5_kernel}")
-        self.branch1 = _unit(in_chans, c1, 1, norm, bn_eps)
-        self.branch3 = nn.Sequential(_unit(in_chans, c3_reduce, 1, norm, bn_eps), _unit(c3_reduce, c3, 3, norm, bn_eps))
-        self.branch5 = nn.Sequential(_unit(in_chans, c5_reduce, 1, norm, bn_eps),
-                                     _unit(c5_reduce, c5, c5_kernel, norm, bn_eps))
+        layer = (_norm_layer(norm, norm_layer), bn_eps, act_layer)
+        self.branch1 = _unit(in_chans, c1, 1, *layer)
+        self.branch3 = nn.Sequential(_unit(in_chans, c3_reduce, 1, *layer), _unit(c3_reduce, c3, 3, *layer))
+        self.branch5 = nn.Sequential(_unit(in_chans, c5_reduce, 1, *layer), _unit(c5_reduce, c5, c5_kernel, *layer))
         self.branch_pool = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
-                                         _unit(in_chans, pool_proj, 1, norm, bn_eps))
+                                         _unit(in_chans, pool_proj, 1, *layer))
         self.in_chans, self.out_chans = in_chans, c1 + c3 + c5 + pool_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,14 +70,16 @@ class InceptionAux(nn.Module):
     """GoogLeNet auxiliary classifier: avgpool to 4x4 -> 1x1 conv 128 -> FC 1024 -> ReLU -> dropout -> FC.
 
     Notes: 002 §2.1. The paper pools 5x5 with stride 3 (14x14 -> 4x4); an adaptive 4x4 average pool is the same at
-    14x14 and also works on other input sizes. Dropout 0.7 as in the paper and torchvision.
+    14x14 and also works on other input sizes. Dropout 0.7 as in the paper and torchvision. `norm_layer` replaces
+    the convolution's batch norm (the dense layers keep ReLU).
     """
 
     def __init__(self, in_chans: int, num_classes: int, norm: bool = True, bn_eps: float = 1e-3,
-                 dropout: float = 0.7, conv_chans: int = 128, hidden: int = 1024, pool_size: int = 4):
+                 dropout: float = 0.7, conv_chans: int = 128, hidden: int = 1024, pool_size: int = 4,
+                 norm_layer=None, act_layer="relu"):
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(pool_size)
-        self.conv = _unit(in_chans, conv_chans, 1, norm, bn_eps)
+        self.conv = _unit(in_chans, conv_chans, 1, _norm_layer(norm, norm_layer), bn_eps, act_layer)
         self.fc1 = nn.Linear(conv_chans * pool_size * pool_size, hidden)
         self.act = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(dropout)

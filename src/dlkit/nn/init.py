@@ -137,19 +137,10 @@ def kaiming_normal_(
     return normal_(tensor, 0.0, std, generator)
 
 
-@torch.no_grad()
 def he_init_conv_bn_(module: torch.nn.Module) -> torch.nn.Module:
-    """Initialise every Conv2d of `module` He normal N(0, 2 / fan_out) with zero bias, and every BatchNorm2d to
+    """Initialise every Conv2d of `module` He normal N(0, 2 / fan_out) with zero bias, and every normalisation to
     scale 1, shift 0 (He et al. 2015, as ResNets are; Notes: 003 §2.2.4). Returns `module`."""
-    for m in module.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                torch.nn.init.zeros_(m.bias)
-        elif isinstance(m, torch.nn.BatchNorm2d):
-            torch.nn.init.ones_(m.weight)
-            torch.nn.init.zeros_(m.bias)
-    return module
+    return init_weights(module, conv="he_fan_out")
 
 
 def kaiming_uniform_(
@@ -198,3 +189,70 @@ def get_initializer(name: str):
     if key not in _INITS:
         raise unknown("initializer", name, _INITS, "dlkit.nn.init.list_initializers()")
     return _INITS[key]
+
+
+# ----------------------------------------------------------------------------- whole-network initialisation
+
+_WEIGHT_SCHEMES = {
+    # name: weight -> None, each drawing from torch's global generator in the order the modules come
+    "he_fan_out": lambda w: kaiming_normal_(w, mode="fan_out", nonlinearity="relu"),  # N(0, 2 / fan_out)
+    "he_fan_in": lambda w: kaiming_normal_(w, mode="fan_in", nonlinearity="relu"),  # N(0, 2 / fan_in)
+    "xavier_uniform": torch.nn.init.xavier_uniform_,  # U(-b, b), b = sqrt(6 / (fan_in + fan_out)), as torch
+    "normal_0.01": lambda w: normal_(w, 0.0, 0.01),
+    "normal_0.02": lambda w: normal_(w, 0.0, 0.02),
+    "trunc_normal_0.02": lambda w: torch.nn.init.trunc_normal_(w, std=0.02),  # cut at +-2 (absolute), as torch
+    "uniform_fan_out": lambda w: uniform_(w, -1.0 / math.sqrt(w.shape[0]), 1.0 / math.sqrt(w.shape[0])),
+}
+_NORM_TYPES = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm)  # batch and instance norm, group norm
+_CONV_TYPES = (torch.nn.Conv2d,)
+
+
+def list_weight_schemes() -> list[str]:
+    """Names accepted for `init_weights`' conv / linear / embedding weights."""
+    return sorted(_WEIGHT_SCHEMES)
+
+
+def _scheme(spec, what: str):
+    if spec is None or callable(spec):
+        return spec
+    if spec not in _WEIGHT_SCHEMES:
+        raise ConfigError(f"init_weights {what} must be one of {', '.join(list_weight_schemes())}, a function "
+                          f"weight -> None or None (keep); got {spec!r}")
+    return _WEIGHT_SCHEMES[spec]
+
+
+@torch.no_grad()
+def init_weights(module, conv="he_fan_out", conv_bias: bool = True, linear=None, embedding=None, norm: bool = True,
+                 conv_types: tuple[type, ...] = _CONV_TYPES):
+    """Initialise a network's layers by type, the one loop every family uses (Notes: 003 §2.2.4). Returns `module`.
+
+    Visits `module.modules()` in order (or each module's in an iterable of modules) and sets: convolutions
+    (`conv_types`, default Conv2d) by `conv`, their bias to 0 when `conv_bias`; nn.Linear weights by `linear`,
+    bias 0; nn.Embedding weights by `embedding`; normalisations with a scale (batch, group, instance norm) to
+    gamma 1, beta 0 when `norm`. A scheme is a name of `list_weight_schemes()` ('he_fan_out' N(0, 2/fan_out) as
+    ResNet/VGG/MobileNet, 'he_fan_in' N(0, 2/fan_in), 'xavier_uniform', 'normal_0.01', 'uniform_fan_out'
+    U(+-1/sqrt(out)) as EfficientNet's classifier, ...), a function of the weight, or None to keep it. Draws come
+    from torch's global generator in module order, so a seed fixes the result.
+    """
+    conv_fn, linear_fn = _scheme(conv, "conv"), _scheme(linear, "linear")
+    embedding_fn = _scheme(embedding, "embedding")
+    roots = [module] if isinstance(module, torch.nn.Module) else list(module)
+    for root in roots:
+        for m in root.modules():
+            if isinstance(m, conv_types):
+                if conv_fn is not None:
+                    conv_fn(m.weight)
+                if conv_bias and m.bias is not None:
+                    zeros_(m.bias)
+            elif isinstance(m, torch.nn.Linear):
+                if linear_fn is not None:
+                    linear_fn(m.weight)
+                    if m.bias is not None:
+                        zeros_(m.bias)
+            elif isinstance(m, torch.nn.Embedding):
+                if embedding_fn is not None:
+                    embedding_fn(m.weight)
+            elif norm and isinstance(m, _NORM_TYPES) and m.weight is not None:
+                torch.nn.init.ones_(m.weight)
+                zeros_(m.bias)
+    return module

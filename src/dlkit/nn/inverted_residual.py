@@ -71,15 +71,16 @@ class StochasticDepth(nn.Module):
 class InvertedResidual(nn.Module):
     """MBConv: 1x1 expand (x t) -> k x k depth-wise (stride s) -> [SE] -> 1x1 linear projection, + x if s=1, C_in=C_out.
 
-    Notes: 002 §2.5. y = x + P(SE(D(E(x)))) with E, D followed by BN and `activation` (ReLU6 in MobileNetV2,
-    SiLU in EfficientNet) and P followed by BN only. `se_ratio` > 0 adds squeeze-and-excitation with
-    max(1, floor(se_ratio * C_in)) hidden units, i.e. a fraction of the block's *input* channels, as EfficientNet
-    does. `expanded_chans` overrides round(t * C_in). `drop_path` is the stochastic-depth probability of the branch.
+    Notes: 002 §2.5. y = x + P(SE(D(E(x)))) with E, D followed by BN and `act_layer` (ReLU6 in MobileNetV2,
+    SiLU in EfficientNet) and P followed by BN only; `norm_layer` replaces BN (`dlkit.nn.norm`). `se_ratio` > 0
+    adds squeeze-and-excitation with max(1, floor(se_ratio * C_in)) hidden units, i.e. a fraction of the block's
+    *input* channels, as EfficientNet does. `expanded_chans` overrides round(t * C_in). `drop_path` is the
+    stochastic-depth probability of the branch.
     """
 
     def __init__(self, in_chans: int, out_chans: int, stride: int = 1, expand_ratio: float = 6, kernel_size: int = 3,
-                 se_ratio: float = 0.0, activation: str = "relu6", bn_eps: float = 1e-5, bn_momentum: float = 0.1,
-                 drop_path: float = 0.0, expanded_chans: int | None = None):
+                 se_ratio: float = 0.0, act_layer="relu6", bn_eps: float = 1e-5, bn_momentum: float = 0.1,
+                 drop_path: float = 0.0, expanded_chans: int | None = None, norm_layer="batch"):
         super().__init__()
         if stride not in (1, 2):
             raise ConfigError(f"InvertedResidual stride must be 1 or 2; got {stride}")
@@ -88,14 +89,14 @@ class InvertedResidual(nn.Module):
         if kernel_size % 2 != 1:
             raise ConfigError(f"InvertedResidual kernel_size must be odd (3, 5, ...); got {kernel_size}")
         hidden = int(round(in_chans * expand_ratio)) if expanded_chans is None else expanded_chans
-        bn = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
+        bn = dict(bn_eps=bn_eps, bn_momentum=bn_momentum, norm_layer=norm_layer)
         self.in_chans, self.out_chans, self.stride, self.hidden_chans = in_chans, out_chans, stride, hidden
         self.use_residual = stride == 1 and in_chans == out_chans
-        self.expand = ConvBNAct(in_chans, hidden, 1, activation=activation, **bn) if hidden != in_chans else None
-        self.depthwise = ConvBNAct(hidden, hidden, kernel_size, stride, groups=hidden, activation=activation, **bn)
-        self.se = (SqueezeExcitation(hidden, max(1, int(in_chans * se_ratio)), activation=activation)
+        self.expand = ConvBNAct(in_chans, hidden, 1, act_layer=act_layer, **bn) if hidden != in_chans else None
+        self.depthwise = ConvBNAct(hidden, hidden, kernel_size, stride, groups=hidden, act_layer=act_layer, **bn)
+        self.se = (SqueezeExcitation(hidden, max(1, int(in_chans * se_ratio)), act_layer=act_layer)
                    if se_ratio > 0 else None)
-        self.project = ConvBNAct(hidden, out_chans, 1, activation=None, **bn)
+        self.project = ConvBNAct(hidden, out_chans, 1, act_layer=None, **bn)
         self.drop_path = StochasticDepth(drop_path) if self.use_residual and drop_path > 0 else None
 
     def forward(self, x: Tensor) -> Tensor:

@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .activations import get_activation
+from .activations import get_act_layer
 from .conv_bn_act import ConvBNAct
+from .norm import get_norm_layer
 from .squeeze_excitation import SqueezeExcitation
 
 SHORTCUTS = ("A", "B")
@@ -76,10 +77,11 @@ class PadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, 0, self.extra)) if self.extra else x
 
 
-def make_shortcut(in_chans: int, out_chans: int, stride: int, kind: str = "B", norm: bool = True) -> nn.Module:
+def make_shortcut(in_chans: int, out_chans: int, stride: int, kind: str = "B", norm_layer="batch") -> nn.Module:
     """The skip path (Notes: 002 §2.2): identity if the shape is kept, else option A (zero-pad) or B (BN(W_1x1 x)).
 
-    `norm=False` drops the projection's BN (pre-activation blocks project the already normalised input).
+    `norm_layer` is the projection's normalisation (`dlkit.nn.norm`); None drops it (pre-activation blocks project
+    the already normalised input).
     """
     if kind not in SHORTCUTS:
         raise ConfigError(f"shortcut must be one of {SHORTCUTS} (A: zero-padding identity, B: 1x1 projection); "
@@ -89,7 +91,8 @@ def make_shortcut(in_chans: int, out_chans: int, stride: int, kind: str = "B", n
     if kind == "A":
         return PadShortcut(in_chans, out_chans, stride)
     conv = nn.Conv2d(in_chans, out_chans, 1, stride, bias=False)
-    return nn.Sequential(conv, nn.BatchNorm2d(out_chans)) if norm else nn.Sequential(conv)
+    make_norm = get_norm_layer(norm_layer)
+    return nn.Sequential(conv, make_norm(out_chans)) if make_norm is not None else nn.Sequential(conv)
 
 
 def _check_dilation(dilation: int) -> None:
@@ -116,12 +119,21 @@ def _set_shortcut_stride(shortcut: nn.Module, stride: int) -> None:
                           f"get stride {stride}; build it with the stride it should downsample by")
 
 
-def _se(chans: int, se_reduction: int | None, activation: str) -> nn.Module:
+def _se(chans: int, se_reduction: int | None, act_layer) -> nn.Module:
     if se_reduction is None:
         return nn.Identity()
     if se_reduction < 1:
         raise ConfigError(f"se_reduction must be a ratio >= 1 (16 in SENet); got {se_reduction}")
-    return SqueezeExcitation(chans, max(1, chans // se_reduction), activation=activation)
+    return SqueezeExcitation(chans, max(1, chans // se_reduction), act_layer=act_layer)
+
+
+def _act(act_layer):
+    """The block's activation factory; a residual block needs one (the skip is added before it)."""
+    make = get_act_layer(act_layer)
+    if make is None:
+        raise ConfigError("a residual block's act_layer cannot be None (its output is act(F(x) + x)); pass a name "
+                          "such as 'relu' or a module class")
+    return make
 
 
 class BasicBlock(nn.Module):
@@ -130,32 +142,35 @@ class BasicBlock(nn.Module):
     `preact=True` is the pre-activation form (He et al. 2016b; Wide ResNet, 002 §2.6.1):
     y = W2 dropout(relu(BN(W1 a))) + shortcut, a = relu(BN(x)); a projection shortcut then reads a (not x) and
     has no BN. `drop_rate` puts dropout between the two convolutions, as in Wide ResNet. `dilation` dilates both
-    3x3 convolutions (dilated residual networks, Yu et al. 2017; Notes: 002 §5.1.5).
+    3x3 convolutions (dilated residual networks, Yu et al. 2017; Notes: 002 §5.1.5). `norm_layer` and
+    `act_layer` replace BN and ReLU everywhere in the block (`dlkit.nn.norm`, `get_act_layer`).
     """
 
     expansion = 1
 
     def __init__(self, in_chans: int, planes: int, stride: int = 1, groups: int = 1, base_width: int = 64,
                  se_reduction: int | None = None, shortcut: str = "B", preact: bool = False, drop_rate: float = 0.0,
-                 activation: str = "relu", dilation: int = 1):
+                 act_layer="relu", dilation: int = 1, norm_layer="batch"):
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ConfigError(f"BasicBlock has no groups/base_width (got groups={groups}, base_width={base_width}); "
                               "use block='bottleneck' for ResNeXt and wide bottlenecks")
         self.preact = preact
         _check_dilation(dilation)
+        make_norm, make_act = get_norm_layer(norm_layer), _act(act_layer)
+        layer = dict(act_layer=act_layer, norm_layer=norm_layer)
         if preact:
-            self.bn1 = nn.BatchNorm2d(in_chans)
-            self.act1 = get_activation(activation)
-            self.conv1 = ConvBNAct(in_chans, planes, 3, stride, dilation=dilation, activation=activation)
+            self.bn1 = make_norm(in_chans) if make_norm is not None else nn.Identity()
+            self.act1 = make_act()
+            self.conv1 = ConvBNAct(in_chans, planes, 3, stride, dilation=dilation, **layer)
             self.conv2 = nn.Conv2d(planes, planes, 3, 1, dilation, dilation=dilation, bias=False)
         else:
-            self.conv1 = ConvBNAct(in_chans, planes, 3, stride, dilation=dilation, activation=activation)
-            self.conv2 = ConvBNAct(planes, planes, 3, 1, dilation=dilation, activation=None)
-            self.act = get_activation(activation)
+            self.conv1 = ConvBNAct(in_chans, planes, 3, stride, dilation=dilation, **layer)
+            self.conv2 = ConvBNAct(planes, planes, 3, 1, dilation=dilation, act_layer=None, norm_layer=norm_layer)
+            self.act = make_act()
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.se = _se(planes, se_reduction, activation)
-        self.shortcut = make_shortcut(in_chans, planes, stride, shortcut, norm=not preact)
+        self.se = _se(planes, se_reduction, act_layer)
+        self.shortcut = make_shortcut(in_chans, planes, stride, shortcut, norm_layer=None if preact else norm_layer)
         self.project_activated = preact and isinstance(self.shortcut, nn.Sequential)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,7 +194,7 @@ class BasicBlock(nn.Module):
 
     def zero_init_last(self) -> None:
         """Zero the residual branch's last scale (BN gamma; the last conv for preact) so the block starts as y = x."""
-        nn.init.zeros_(self.conv2.weight if self.preact else self.conv2[1].weight)
+        nn.init.zeros_(self.conv2.weight if self.preact else self.conv2[-1].weight)  # the norm, or the conv without
 
 
 class Bottleneck(nn.Module):
@@ -188,14 +203,15 @@ class Bottleneck(nn.Module):
     width = floor(planes * base_width / 64) * groups; y = relu(BN(W3 relu(BN(W2 relu(BN(W1 x))))) + shortcut(x)).
     The notes (ResNet v1) put a stage's stride 2 on the first 1x1 (`stride_in_1x1=True`); the default is
     torchvision's v1.5, stride on the 3x3: same parameters, better accuracy, more FLOPs (spec erratum 26).
-    `dilation` dilates the 3x3 (the dilated bottleneck of DeepLab's backbone, Notes: 002 §5.1.5).
+    `dilation` dilates the 3x3 (the dilated bottleneck of DeepLab's backbone, Notes: 002 §5.1.5). `norm_layer` and
+    `act_layer` replace BN and ReLU everywhere in the block.
     """
 
     expansion = 4
 
     def __init__(self, in_chans: int, planes: int, stride: int = 1, groups: int = 1, base_width: int = 64,
                  se_reduction: int | None = None, shortcut: str = "B", stride_in_1x1: bool = False,
-                 drop_rate: float = 0.0, activation: str = "relu", dilation: int = 1):
+                 drop_rate: float = 0.0, act_layer="relu", dilation: int = 1, norm_layer="batch"):
         super().__init__()
         _check_dilation(dilation)
         width = int(planes * base_width / 64) * groups
@@ -205,13 +221,14 @@ class Bottleneck(nn.Module):
         out_chans = planes * self.expansion
         s1, s2 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.stride_in_1x1 = stride_in_1x1
-        self.conv1 = ConvBNAct(in_chans, width, 1, s1, activation=activation)
-        self.conv2 = ConvBNAct(width, width, 3, s2, groups=groups, dilation=dilation, activation=activation)
+        layer = dict(act_layer=act_layer, norm_layer=norm_layer)
+        self.conv1 = ConvBNAct(in_chans, width, 1, s1, **layer)
+        self.conv2 = ConvBNAct(width, width, 3, s2, groups=groups, dilation=dilation, **layer)
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.conv3 = ConvBNAct(width, out_chans, 1, activation=None)
-        self.se = _se(out_chans, se_reduction, activation)
-        self.shortcut = make_shortcut(in_chans, out_chans, stride, shortcut)
-        self.act = get_activation(activation)
+        self.conv3 = ConvBNAct(width, out_chans, 1, act_layer=None, norm_layer=norm_layer)
+        self.se = _se(out_chans, se_reduction, act_layer)
+        self.shortcut = make_shortcut(in_chans, out_chans, stride, shortcut, norm_layer=norm_layer)
+        self.act = _act(act_layer)()
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """F(x), the residual branch (SE included)."""
@@ -231,7 +248,7 @@ class Bottleneck(nn.Module):
 
     def zero_init_last(self) -> None:
         """Zero the last BN's gamma so the block starts as y = relu(shortcut(x)) (Goyal et al. 2017)."""
-        nn.init.zeros_(self.conv3[1].weight)
+        nn.init.zeros_(self.conv3[-1].weight)  # the norm, or the conv without one
 
 
 class ResNetStages(nn.Sequential):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .activations import get_activation
+from .activations import get_act_layer
 from .conv_bn_act import ConvBNAct
 from .residual import make_shortcut
 
@@ -59,33 +59,35 @@ class ResNeXtBlock(nn.Module):
     """ResNeXt block y = relu(BN(sum_b W3_b T_b(x)) + shortcut(x)) in form 'split', 'concat' or 'grouped'.
 
     Notes: 002 §2.3. T_b = relu(BN(W2_b relu(BN(W1_b x)))) is the b-th branch's first two layers (C_in -> d -> d,
-    the 3x3 with `stride`). All three forms have the same parameters and compute the same function.
+    the 3x3 with `stride`). All three forms have the same parameters and compute the same function. The forms are
+    equal because batch norm is per channel, so the norm is fixed to BN here; `act_layer` is a name or a class
+    (`ResNet(block='bottleneck', groups=G, norm_layer=...)` is the ResNeXt with another norm).
     """
 
     def __init__(self, in_chans: int, out_chans: int, cardinality: int, width: int, stride: int = 1,
-                 form: str = "grouped", activation: str = "relu"):
+                 form: str = "grouped", act_layer="relu"):
         super().__init__()
         if form not in FORMS:
             raise ConfigError(f"ResNeXtBlock form must be one of {FORMS}; got {form!r}")
         if cardinality < 1 or width < 1:
             raise ConfigError(f"cardinality and width must be >= 1; got {cardinality}, {width}")
         self.in_chans, self.out_chans, self.cardinality, self.width = in_chans, out_chans, cardinality, width
-        self.stride, self.form, self.activation = stride, form, activation
+        self.stride, self.form, self.act_layer = stride, form, act_layer
         g, d = cardinality, width
         if form == "grouped":
-            self.conv1 = ConvBNAct(in_chans, g * d, 1, activation=activation)
-            self.conv2 = ConvBNAct(g * d, g * d, 3, stride, groups=g, activation=activation)
+            self.conv1 = ConvBNAct(in_chans, g * d, 1, act_layer=act_layer)
+            self.conv2 = ConvBNAct(g * d, g * d, 3, stride, groups=g, act_layer=act_layer)
         else:
             self.branches = nn.ModuleList(
-                nn.Sequential(ConvBNAct(in_chans, d, 1, activation=activation),
-                              ConvBNAct(d, d, 3, stride, activation=activation),
+                nn.Sequential(ConvBNAct(in_chans, d, 1, act_layer=act_layer),
+                              ConvBNAct(d, d, 3, stride, act_layer=act_layer),
                               *([nn.Conv2d(d, out_chans, 1, bias=False)] if form == "split" else []))
                 for _ in range(g))
         if form != "split":
             self.conv3 = nn.Conv2d(g * d, out_chans, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_chans)
         self.shortcut = make_shortcut(in_chans, out_chans, stride, "B")
-        self.act = get_activation(activation)
+        self.act = get_act_layer(act_layer)()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.form == "split":
@@ -143,7 +145,7 @@ class ResNeXtBlock(nn.Module):
     def to_form(self, form: str) -> ResNeXtBlock:
         """An equivalent block in another form, holding this block's weights (and BN statistics)."""
         other = ResNeXtBlock(self.in_chans, self.out_chans, self.cardinality, self.width, self.stride, form,
-                             self.activation)
+                             self.act_layer)
         p = next(self.parameters())
         other = other.to(device=p.device, dtype=p.dtype)
         other._load_grouped_state(self._grouped_state())

@@ -8,15 +8,13 @@ of several trainings, a `Study` (it calls the headless `dlkit.engine.fit` once p
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..engine.trainer import TrainerConfig
-from ..errors import unknown
-from ..registry import import_all
+from ..registry import Registry
 
 GLOBAL_OPTIONS = {"seed": 0, "data_dir": None}
 STUDY_TRAINER_OPTIONS = ("device", "threads")  # the Trainer options a Study passes to each fit()
@@ -108,29 +106,25 @@ def _list_type(default: list | tuple) -> str:
     return f"list[{kinds.pop()}]" if len(kinds) == 1 and kinds <= {"int", "float", "str", "bool"} else "list"
 
 
-_RECIPES: dict[str, Recipe] = {}
+RECIPES = Registry("recipe", "dlkit.recipes", "dlkit list recipes",
+                   fields=("task", "section", "datasets", "study", "metric"))
 
 
 def register_recipe(recipe: Recipe) -> Recipe:
-    """Add a recipe to the registry (names are unique; smoke keys must be options)."""
-    if recipe.name in _RECIPES:
-        raise ValueError(f"recipe '{recipe.name}' is registered twice")
+    """Add a recipe to the registry (names are unique; smoke keys must be options). Its metadata: task, the first
+    notes' section, datasets, study, metric."""
     bad = set(recipe.smoke) - set(recipe.options())
     if bad:
         raise ValueError(f"recipe '{recipe.name}': smoke keys {sorted(bad)} are not options of the recipe")
-    _RECIPES[recipe.name] = recipe
-    return recipe
+    return RECIPES.register(recipe.name, recipe, task=recipe.task, section=recipe.notes.split(",")[0].strip(),
+                            datasets=recipe.datasets, study=recipe.study, metric=recipe.metric)
 
 
-def list_recipes(pattern: str = "*") -> list[str]:
-    """Registered recipe names matching a shell-style pattern."""
-    import_all("dlkit.recipes")
-    return sorted(n for n in _RECIPES if fnmatch.fnmatch(n, pattern))
+def list_recipes(pattern: str = "*", **filters) -> list[str]:
+    """Registered recipe names matching a shell-style pattern and metadata filters (task="classification")."""
+    return RECIPES.list(pattern, **filters)
 
 
 def get_recipe(name: str) -> Recipe:
     """The recipe registered as `name` (error with the nearest names if unknown)."""
-    import_all("dlkit.recipes")
-    if name not in _RECIPES:
-        raise unknown("recipe", name, _RECIPES, "dlkit list recipes")
-    return _RECIPES[name]
+    return RECIPES.get(name).obj

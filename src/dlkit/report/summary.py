@@ -1,26 +1,32 @@
 """`dlkit summary`: per-layer output shape, parameters and multiply-adds by the notes' formulas
-(Notes: 000 §3.3-3.4, 003 §3 parameter cheat sheet, 004 CNN).
+(Notes: 000 §3.3-3.4, 003 §3 parameter cheat sheet, 004 CNN, 002 §3.1 attention).
 
-Dense layer: S_in*S_out + S_out parameters and S_in*S_out multiply-adds per output position.
-Convolution: Kw*Kh*Din*Dout + Dout parameters and Kw*Kh*Din*Dout*Ow*Oh multiply-adds (Din divided by the
-groups for grouped and depth-wise convolutions). Transposed convolution: the same parameters and
-Kw*Kh*Din*Dout*Iw*Ih multiply-adds (each input pixel scatters a kernel). Other layers' parameters are counted
-from the tensors; their operations (norms, activations, attention's matrix products) are not in the MAC total.
-The totals count each parameter tensor once (tied weights are shared), so they agree with
-`sum(p.numel() for p in model.parameters())`; a test checks that the formula counts equal the tensors.
+Dense layer: S_in*S_out + S_out parameters; convolution: Kw*Kh*Din*Dout + Dout (Din divided by the groups for
+grouped and depth-wise convolutions). Multiply-adds: every matrix product of the forward pass by the formulas in
+`report/macs.py` (dense, convolution, attention with its projections, recurrent cells per time step, and the
+matrix products of any other module); norms, activations, pooling and embeddings count 0. The totals count each
+parameter tensor once (tied weights are shared), so they agree with `sum(p.numel() for p in model.parameters())`.
+
+Token models (whose first layer with parameters is an embedding) read token ids [batch, length]: their input
+shape is the sequence length alone, and every required input of their forward (a translation model's source and
+target) gets ids of that length.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 
 from ..errors import ConfigError
-from ..nn.conv_arithmetic import conv_flops, conv_params, dense_params
+from ..nn.attention import KeyValueAttention, MultiHeadAttention
+from ..nn.conv_arithmetic import conv_params, dense_params
+from .macs import MatmulCounter, has_formula, layer_macs
 
 
 @dataclass
@@ -68,21 +74,14 @@ def _first_tensor(out):
     return None
 
 
-def _formula(module: nn.Module, inp, out) -> tuple[int | None, int]:
-    """(parameters by formula or None, multiply-adds) for one call of `module`."""
+def _formula_params(module: nn.Module) -> int | None:
+    """Parameters of a dense or convolution layer by the notes' formula (None for other modules)."""
     if isinstance(module, nn.Linear):
-        positions = out.numel() // module.out_features
-        return dense_params(module.in_features, module.out_features, module.bias is not None), \
-            module.in_features * module.out_features * positions
+        return dense_params(module.in_features, module.out_features, module.bias is not None)
     if isinstance(module, nn.modules.conv._ConvNd):
         k, g = tuple(module.kernel_size), module.groups
-        p = conv_params(module.in_channels, module.out_channels, k, g, module.bias is not None)
-        if len(k) != 2:  # Conv1d/Conv3d: the same formula over their spatial extent
-            weights = math.prod(k) * (module.in_channels // g) * module.out_channels
-            return p, weights * math.prod((inp[0] if module.transposed else out).shape[2:]) * out.shape[0]
-        spatial = tuple(inp[0].shape[2:]) if module.transposed else tuple(out.shape[2:])
-        return p, out.shape[0] * conv_flops(module.in_channels, module.out_channels, k, spatial, g)
-    return None, 0
+        return conv_params(module.in_channels, module.out_channels, k, g, module.bias is not None)
+    return None
 
 
 MAX_DIM = 2**31 - 1            # the largest size of one dimension torch indexes with 32-bit kernels
@@ -103,13 +102,59 @@ def check_input_shape(shape: tuple[int, ...]) -> None:
                           "more than a tensor can hold; use smaller sizes")
 
 
+DEFAULT_SEQUENCE_LENGTH = 32  # tokens, for token models that declare no default input shape
+TOKEN_ID = 1                  # the id fed to token models: in every vocabulary (>= 2 tokens), not padding id 0
+
+
 def input_dtype(model: nn.Module) -> torch.dtype:
     """The dtype of the model's input: its `default_input_dtype`, else token ids (long) when its first layer with
-    parameters is an embedding, else float32."""
+    parameters (a module without children: a container's own scalars, such as ELMo's mixing weights, are not a
+    layer) is an embedding, else float32."""
     if hasattr(model, "default_input_dtype"):
         return model.default_input_dtype
-    first = next((m for m in model.modules() if any(True for _ in m.parameters(recurse=False))), None)
+    first = next((m for m in model.modules()
+                  if not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False))), None)
     return torch.long if isinstance(first, nn.Embedding) else torch.float32
+
+
+def takes_tokens(model: nn.Module) -> bool:
+    return not input_dtype(model).is_floating_point
+
+
+def default_input_shape(model: nn.Module) -> tuple[int, ...] | None:
+    """One sample's shape: the model's `default_input_shape`, else DEFAULT_SEQUENCE_LENGTH tokens for a token
+    model (at most its `block_size`), else None."""
+    if getattr(model, "default_input_shape", None) is not None:
+        return tuple(model.default_input_shape)
+    if takes_tokens(model):
+        return (min(DEFAULT_SEQUENCE_LENGTH, getattr(model, "block_size", DEFAULT_SEQUENCE_LENGTH)),)
+    return None
+
+
+def _required_inputs(model: nn.Module) -> int:
+    """How many positional inputs `model.forward` needs (2 for a translation model's source and target)."""
+    params = inspect.signature(model.forward).parameters.values()
+    n = sum(1 for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+    return max(n, 1)
+
+
+def check_token_shape(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """A token model reads [batch, length]; any other model is refused nothing here (its forward checks)."""
+    if takes_tokens(model) and len(input_shape) != 2:
+        sample = "x".join(map(str, input_shape[1:])) or "(none)"
+        raise ConfigError(f"{type(model).__name__} reads token ids [batch, length] (its first layer is an embedding), "
+                          f"so its input shape is one number, the sequence length (e.g. {DEFAULT_SEQUENCE_LENGTH}); "
+                          f"got {sample}")
+
+
+def example_inputs(model: nn.Module, input_shape: tuple[int, ...], device="cpu") -> tuple[torch.Tensor, ...]:
+    """Inputs of shape `input_shape` (batch included) for one forward pass: token id TOKEN_ID for a token model (one
+    tensor per required input of its forward), else zeros of the model's dtype."""
+    if takes_tokens(model):
+        check_token_shape(model, tuple(input_shape))
+        ids = torch.full(tuple(input_shape), TOKEN_ID, dtype=input_dtype(model), device=device)
+        return (ids,) * _required_inputs(model)
+    return (torch.zeros(*input_shape, device=device, dtype=input_dtype(model)),)
 
 
 def available_memory() -> int:
@@ -124,13 +169,8 @@ def available_memory() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def activation_bytes(model: nn.Module, inputs: tuple) -> int:
-    """Bytes of the inputs and of every module's outputs in one forward pass, computed on the meta device (shapes
-    only: nothing is allocated), so a shape too large for memory is found before any allocation. An upper bound of
-    what an inference forward holds at once (it frees intermediate outputs)."""
-    from torch.func import functional_call
-
-    state = {k: v.to("meta") for k, v in [*model.named_parameters(), *model.named_buffers()]}
+def _forward_bytes(model: nn.Module, inputs: tuple, run) -> int:
+    """Bytes of the inputs and of every leaf module's output in the forward pass `run()` makes."""
     total = sum(t.numel() * t.element_size() for t in inputs)
 
     def count(module, inp, out):
@@ -144,38 +184,83 @@ def activation_bytes(model: nn.Module, inputs: tuple) -> int:
     model.eval()
     try:
         with torch.no_grad():
-            functional_call(model, state, tuple(t.to("meta") for t in inputs))
-    except (RuntimeError, ValueError, IndexError, TypeError, NotImplementedError) as e:
-        shape = "x".join(map(str, inputs[0].shape[1:]))
-        first = " ".join(str(e).split())[:200]
-        raise ConfigError(f"{type(model).__name__} cannot take an input of shape {shape} ({type(e).__name__}: "
-                          f"{first}); give the shape it expects, e.g. its default input shape") from e
+            run()
     finally:
         hook.remove()
         model.train(was)
     return total
 
 
+def _probe_bytes(model: nn.Module, inputs: tuple, probe: int = 8) -> int:
+    """Activation bytes of a token model whose forward reads values (lengths from padding), which the meta device
+    cannot give: a real forward at `probe` tokens, scaled to the full length (quadratically where attention scores
+    [L, S] are held, linearly otherwise). An estimate, not a bound."""
+    length = inputs[0].shape[-1]
+    short = example_inputs(model, (*inputs[0].shape[:-1], min(probe, length)))
+    got = _forward_bytes(model, short, lambda: model(*short))
+    attention = any(isinstance(m, (MultiHeadAttention, KeyValueAttention, nn.MultiheadAttention))
+                    for m in model.modules())
+    return math.ceil(got * (length / short[0].shape[-1]) ** (2 if attention else 1))
+
+
+def activation_bytes(model: nn.Module, inputs: tuple) -> int:
+    """Bytes of the inputs and of every module's outputs in one forward pass, computed on the meta device (shapes
+    only: nothing is allocated), so a shape too large for memory is found before any allocation. An upper bound of
+    what an inference forward holds at once (it frees intermediate outputs). A token model whose forward needs
+    values (e.g. lengths read from the padding) is estimated from a short real forward (`_probe_bytes`)."""
+    from torch.func import functional_call
+
+    state = {k: v.to("meta") for k, v in [*model.named_parameters(), *model.named_buffers()]}
+    meta = tuple(t.to("meta") for t in inputs)
+    try:
+        try:
+            return _forward_bytes(model, meta, lambda: functional_call(model, state, meta))
+        except RuntimeError as e:
+            if "meta" not in str(e) or not takes_tokens(model):
+                raise
+            return _probe_bytes(model, inputs)
+    except (RuntimeError, ValueError, IndexError, TypeError, NotImplementedError) as e:
+        shape = "x".join(map(str, inputs[0].shape[1:]))
+        first = " ".join(str(e).split())[:200]
+        default = default_input_shape(model)
+        hint = f"e.g. {'x'.join(map(str, default))} (its default)" if default else "e.g. its default input shape"
+        raise ConfigError(f"{type(model).__name__} cannot take an input of shape {shape} ({type(e).__name__}: "
+                          f"{first}); give the shape it expects, {hint}") from e
+
+
+@dataclass
+class _Frame:
+    """A module running in the forward pass: its row name, whether its formula counts it (and everything inside),
+    whether an enclosing formula already does, and the multiply-adds of matrix products its own code ran."""
+    name: str
+    formula: bool
+    inside: bool
+    macs: int = 0
+
+
 def summarize(model: nn.Module, input_shape: tuple[int, ...] | None = None, inputs=None,
               device: str | torch.device = "cpu") -> Summary:
-    """Run one forward pass and tabulate every module that owns parameters or has no children. An input shape is
-    checked first (positive sizes, activations that fit in memory: estimated on the meta device)."""
+    """Run one forward pass and tabulate every module that owns parameters, has no children or runs matrix products
+    of its own. An input shape (batch included) is checked first: positive sizes, [batch, length] for a token model,
+    activations that fit in memory (estimated on the meta device). Multiply-adds: `report/macs.py`."""
     if inputs is None:
         if input_shape is None:
             raise ValueError("summarize needs input_shape (e.g. (1, 3, 224, 224)) or inputs")
         check_input_shape(tuple(input_shape))
-        dtype = input_dtype(model)
-        need = activation_bytes(model, (torch.empty(*input_shape, device="meta", dtype=dtype),))
+        check_token_shape(model, tuple(input_shape))
+        need = activation_bytes(model, example_inputs(model, tuple(input_shape), device="meta"))
         have = available_memory()
         if need > MEMORY_FRACTION * have:
             raise ConfigError(f"the activations of one forward pass at input shape {'x'.join(map(str, input_shape))} "
                               f"need about {need / 2**30:.3g} GiB, more than half of the {have / 2**30:.3g} GiB of "
                               "memory available; use a smaller --input-shape")
-        # token models (char RNNs, GPT, BERT) declare `default_input_dtype = torch.long`: zeros are token 0
-        inputs = torch.zeros(*input_shape, device=device, dtype=input_dtype(model))
-    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
-    summary = Summary(input_shape=tuple(inputs[0].shape))
+        inputs = example_inputs(model, tuple(input_shape), device=device)
+    if not isinstance(inputs, tuple) or isinstance(inputs, PackedSequence):  # a PackedSequence is one input
+        inputs = (inputs,)
+    summary = Summary(input_shape=tuple(_first_tensor(inputs).shape))
     seen: set[int] = set()
+    stack: list[_Frame] = []
+    ran_formula: set[str] = set()  # layers whose formula counted them (and everything they ran)
     hooks = []
 
     def own_params(m: nn.Module) -> int:
@@ -186,34 +271,53 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...] | None = None, inpu
                 n += p.numel()
         return n
 
-    def hook(name):
-        def fn(module, inp, out):
-            t = _first_tensor(out)
-            by_formula, macs = _formula(module, inp, t) if t is not None else (None, 0)
-            counted = own_params(module)
-            if by_formula is not None and counted and by_formula != counted:
-                raise AssertionError(f"{name}: formula gives {by_formula} parameters, tensors hold {counted}")
-            summary.rows.append(LayerRow(name or "(model)", type(module).__name__,
-                                         tuple(t.shape) if t is not None else (), counted, macs))
+    def enter(name):
+        def fn(module, args):
+            inside = bool(stack) and (stack[-1].inside or stack[-1].formula)
+            stack.append(_Frame(name or "(model)", has_formula(module) and not inside, inside))
         return fn
 
+    def leave(name):
+        def fn(module, args, kwargs, out):
+            frame = stack.pop()
+            if frame.formula:
+                ran_formula.add(name)
+            t = _first_tensor(out)
+            macs = frame.macs + (layer_macs(module, args, kwargs, out if t is None else t) if frame.formula else 0)
+            by_formula = _formula_params(module)
+            tensors = sum(p.numel() for p in module.parameters(recurse=False))
+            if by_formula is not None and by_formula != tensors:
+                raise AssertionError(f"{name}: formula gives {by_formula} parameters, tensors hold {tensors}")
+            counted = own_params(module)
+            if counted or macs or not list(module.children()):
+                summary.rows.append(LayerRow(frame.name, type(module).__name__,
+                                             tuple(t.shape) if t is not None else (), counted, macs))
+        return fn
+
+    def record(macs: int) -> None:
+        if stack and not (stack[-1].inside or stack[-1].formula):
+            stack[-1].macs += macs
+
     for name, m in model.named_modules():
-        if not list(m.children()) or any(True for _ in m.parameters(recurse=False)):
-            hooks.append(m.register_forward_hook(hook(name)))
+        hooks.append(m.register_forward_pre_hook(enter(name)))
+        hooks.append(m.register_forward_hook(leave(name), with_kwargs=True))
     was = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), MatmulCounter(record):
             model(*inputs)
     finally:
         model.train(was)
         for h in hooks:
             h.remove()
-    # parameters of modules that never ran in forward (e.g. auxiliary heads in eval) still count
+    # parameters of modules that never ran in forward (e.g. auxiliary heads in eval) still count; those of a layer
+    # whose parent used their weights directly (attention's fused Q/K/V product) are in the parent's multiply-adds
     for name, m in model.named_modules():
         n = own_params(m)
         if n:
-            summary.rows.append(LayerRow(name or "(model)", type(m).__name__ + " (not called)", (), n, 0))
+            parent = next((p for p in sorted(ran_formula) if name.startswith(p + ".") or not p), None)
+            how = f" (run by {parent or '(model)'})" if parent is not None else " (not called)"
+            summary.rows.append(LayerRow(name or "(model)", type(m).__name__ + how, (), n, 0))
     summary.total_params = sum(r.params for r in summary.rows)
     summary.trainable_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()
                                    if p.requires_grad)

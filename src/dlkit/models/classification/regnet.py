@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError
-from ...nn.activations import get_activation
+from ...nn.activations import get_act_layer
 from ...nn.conv_bn_act import ConvBNAct
+from ...nn.init import init_weights
 from ...nn.inverted_residual import make_divisible
 from ...nn.squeeze_excitation import SqueezeExcitation
 from ...registry import register_model
@@ -127,24 +128,25 @@ class RegNetBlock(nn.Module):
     """X/Y block: relu(proj(x) + c(se(b(a(x))))) with a: 1x1, b: 3x3 grouped stride s, c: 1x1 linear. Notes: 002 §2.8.
 
     Bottleneck width w_b = round(w_out / b), groups w_b / g; `se_ratio` > 0 (RegNetY) adds SE with
-    round(se_ratio * w_in) hidden units; the shortcut is a 1x1 conv + BN when stride or width change.
+    round(se_ratio * w_in) hidden units; the shortcut is a 1x1 conv + BN when stride or width change. `norm_layer`
+    and `act_layer` replace BN and ReLU.
     """
 
     def __init__(self, in_chans: int, out_chans: int, stride: int = 1, group_width: int = 1,
-                 bottleneck_ratio: float = 1.0, se_ratio: float = 0.0, activation: str = "relu"):
+                 bottleneck_ratio: float = 1.0, se_ratio: float = 0.0, act_layer="relu", norm_layer="batch"):
         super().__init__()
         w_b = int(round(out_chans / bottleneck_ratio))
         if w_b % group_width:
             raise ConfigError(f"RegNet block: bottleneck width {w_b} must be a multiple of the group width "
                               f"{group_width}; use adjust_widths_groups")
-        self.a = ConvBNAct(in_chans, w_b, 1, activation=activation)
-        self.b = ConvBNAct(w_b, w_b, 3, stride, groups=w_b // group_width, activation=activation)
-        self.se = (SqueezeExcitation(w_b, int(round(se_ratio * in_chans)), activation=activation)
+        self.a = ConvBNAct(in_chans, w_b, 1, act_layer=act_layer, norm_layer=norm_layer)
+        self.b = ConvBNAct(w_b, w_b, 3, stride, groups=w_b // group_width, act_layer=act_layer, norm_layer=norm_layer)
+        self.se = (SqueezeExcitation(w_b, int(round(se_ratio * in_chans)), act_layer=act_layer)
                    if se_ratio > 0 else None)
-        self.c = ConvBNAct(w_b, out_chans, 1, activation=None)
-        self.shortcut = (ConvBNAct(in_chans, out_chans, 1, stride, activation=None)
+        self.c = ConvBNAct(w_b, out_chans, 1, act_layer=None, norm_layer=norm_layer)
+        self.shortcut = (ConvBNAct(in_chans, out_chans, 1, stride, act_layer=None, norm_layer=norm_layer)
                          if stride != 1 or in_chans != out_chans else None)
-        self.act = get_activation(activation)
+        self.act = get_act_layer(act_layer)()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.b(self.a(x))
@@ -161,7 +163,7 @@ class RegNet(Backbone):
     stride 2 -> global average pooling -> dense layer.
 
     Backbone contract: stages stem and stages.0 ... (strides 2, 4, 8, 16, 32 with the stride-2 stem); head: average
-    pool -> classifier `fc`.
+    pool -> classifier `fc`. `norm_layer` (`dlkit.nn.norm`) and `act_layer` (a name or class) replace BN and ReLU.
     """
 
     classifier_name = "fc"
@@ -169,8 +171,8 @@ class RegNet(Backbone):
 
     def __init__(self, depths: Sequence[int], widths: Sequence[int], group_widths: Sequence[int],
                  bottleneck_ratios: Sequence[float], se_ratio: float = 0.0, num_classes: int = 1000,
-                 in_chans: int = 3, stem_chans: int = 32, stem_stride: int = 2, activation: str = "relu",
-                 resolution: int = 224):
+                 in_chans: int = 3, stem_chans: int = 32, stem_stride: int = 2, act_layer="relu",
+                 resolution: int = 224, norm_layer="batch"):
         super().__init__()
         n = len(depths)
         if n == 0 or not (len(widths) == len(group_widths) == len(bottleneck_ratios) == n):
@@ -181,10 +183,10 @@ class RegNet(Backbone):
         self.default_input_shape = (in_chans, resolution, resolution)
         self.stage_params = dict(depths=list(depths), widths=list(widths), group_widths=list(group_widths),
                                  bottleneck_ratios=list(bottleneck_ratios))
-        self.stem = ConvBNAct(in_chans, stem_chans, 3, stem_stride, activation=activation)
+        self.stem = ConvBNAct(in_chans, stem_chans, 3, stem_stride, act_layer=act_layer, norm_layer=norm_layer)
         chans, stages = stem_chans, []
         for d, w, g, b in zip(depths, widths, group_widths, bottleneck_ratios):
-            blocks = [RegNetBlock(chans if i == 0 else w, w, 2 if i == 0 else 1, g, b, se_ratio, activation)
+            blocks = [RegNetBlock(chans if i == 0 else w, w, 2 if i == 0 else 1, g, b, se_ratio, act_layer, norm_layer)
                       for i in range(d)]
             stages.append(nn.Sequential(*blocks))
             chans = w
@@ -194,15 +196,8 @@ class RegNet(Backbone):
         self.num_features = chans
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(chans, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        # torchvision's: He (fan-out) convolutions (SE biases keep torch's default), unit norms, N(0, 0.01) dense
+        init_weights(self, conv="he_fan_out", conv_bias=False, linear="normal_0.01")
 
     @classmethod
     def from_design(cls, depth: int, w0: float, wa: float, wm: float, group_width: int,
@@ -228,45 +223,54 @@ def _zoo(name: str, kw: dict) -> RegNet:
     return RegNet.from_design(depth, w0, wa, wm, g, se_ratio=0.25 if se else 0.0, **kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224))
 def regnet_x_200mf(**kw) -> RegNet:
-    """RegNetX-200MF (d 13, w0 24, wa 36.44, wm 2.49, g 8): stages 24, 56, 152, 368 of depths 1, 1, 4, 7."""
+    """RegNetX-200MF (d 13, w0 24, wa 36.44, wm 2.49, g 8): stages 24, 56, 152, 368 of depths 1, 1, 4, 7.
+
+    Notes: 002 §2.8.
+    """
     return _zoo("regnet_x_200mf", kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=5_495_976, params_source="torchvision")
 def regnet_x_400mf(**kw) -> RegNet:
-    """RegNetX-400MF (d 22, w0 24, wa 24.48, wm 2.54, g 16): 5,495,976 parameters (torchvision)."""
+    """RegNetX-400MF (d 22, w0 24, wa 24.48, wm 2.54, g 16): 5,495,976 parameters (torchvision). Notes: 002 §2.8."""
     return _zoo("regnet_x_400mf", kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=7_259_656, params_source="torchvision")
 def regnet_x_800mf(**kw) -> RegNet:
-    """RegNetX-800MF (d 16, w0 56, wa 35.73, wm 2.28, g 16): 7,259,656 parameters (torchvision)."""
+    """RegNetX-800MF (d 16, w0 56, wa 35.73, wm 2.28, g 16): 7,259,656 parameters (torchvision). Notes: 002 §2.8."""
     return _zoo("regnet_x_800mf", kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=4_344_144, params_source="torchvision")
 def regnet_y_400mf(**kw) -> RegNet:
-    """RegNetY-400MF (d 16, w0 48, wa 27.89, wm 2.09, g 8, SE): 4,344,144 parameters (torchvision)."""
+    """RegNetY-400MF (d 16, w0 48, wa 27.89, wm 2.09, g 8, SE): 4,344,144 parameters (torchvision). Notes: 002 §2.8."""
     return _zoo("regnet_y_400mf", kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=6_432_512, params_source="torchvision")
 def regnet_y_800mf(**kw) -> RegNet:
-    """RegNetY-800MF (d 14, w0 56, wa 38.84, wm 2.4, g 16, SE): 6,432,512 parameters (torchvision)."""
+    """RegNetY-800MF (d 14, w0 56, wa 38.84, wm 2.4, g 16, SE): 6,432,512 parameters (torchvision). Notes: 002 §2.8."""
     return _zoo("regnet_y_800mf", kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=11_202_430, params_source="torchvision")
 def regnet_y_1_6gf(**kw) -> RegNet:
-    """RegNetY-1.6GF (d 27, w0 48, wa 20.71, wm 2.65, g 24, SE): 11,202,430 parameters (torchvision)."""
+    """RegNetY-1.6GF (d 27, w0 48, wa 20.71, wm 2.65, g 24, SE): 11,202,430 parameters (torchvision).
+
+    Notes: 002 §2.8.
+    """
     return _zoo("regnet_y_1_6gf", kw)
 
 
-@register_model
+@register_model(input_size=(1, 32, 32))
 def regnet_tiny_fashion(**kw) -> RegNet:
-    """A tiny RegNetY for 32x32 grey images, 10 classes (d 6, w0 16, wa 16, wm 2, g 8; stem 16, stride 1)."""
+    """A tiny RegNetY for 32x32 grey images, 10 classes (d 6, w0 16, wa 16, wm 2, g 8; stem 16, stride 1).
+
+    Notes: 002 §2.8.
+    """
     cfg = dict(num_classes=10, in_chans=1, stem_chans=16, stem_stride=1, resolution=32)
     return RegNet.from_design(6, 16, 16.0, 2.0, 8, se_ratio=0.25, **{**cfg, **kw})
 

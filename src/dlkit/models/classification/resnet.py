@@ -23,9 +23,10 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError
-from ...nn.activations import get_activation
+from ...nn.activations import get_act_layer
 from ...nn.conv_bn_act import ConvBNAct
-from ...nn.init import he_init_conv_bn_
+from ...nn.init import init_weights as init_layers
+from ...nn.norm import get_norm_layer
 from ...nn.residual import BasicBlock, Bottleneck, ResNetStages
 from ...registry import register_model
 from ..backbone import Backbone, FeatureInfo, flatten
@@ -46,7 +47,9 @@ class ResNet(Backbone):
     stride of the last stages by dilation (dilated ResNet, Notes: 002 §5.1.5; torchvision's
     `replace_stride_with_dilation`), with the same parameters; `set_output_stride` switches it in place.
     `num_classes=0` builds no classifier (the pooled features); `init_weights=False` keeps PyTorch's default
-    initialisation, for a network that initialises itself as a whole (DeepLab).
+    initialisation, for a network that initialises itself as a whole (DeepLab). `norm_layer` ('batch', 'group',
+    'instance', 'frozen_batch', a class; `dlkit.nn.norm`) and `act_layer` (a name or class) replace BN and ReLU
+    everywhere.
 
     Backbone contract (`dlkit.models.backbone`): stages stem (stride 2 after the 7x7 convolution of the ImageNet stem;
     the CIFAR stem at stride 1) and stages.0 ... (strides `stage_strides`, following dilation), the last one after
@@ -60,8 +63,8 @@ class ResNet(Backbone):
                  in_chans: int = 3, widths: Sequence[int] = (64, 128, 256, 512), stem: str = "imagenet",
                  stem_width: int = 64, groups: int = 1, base_width: int = 64, se_reduction: int | None = None,
                  shortcut: str = "B", preact: bool = False, drop_rate: float = 0.0, stride_in_1x1: bool = False,
-                 zero_init_residual: bool = False, activation: str = "relu", output_stride: int | None = None,
-                 init_weights: bool = True):
+                 zero_init_residual: bool = False, act_layer="relu", output_stride: int | None = None,
+                 init_weights: bool = True, norm_layer="batch"):
         super().__init__()
         if block not in BLOCKS:
             raise ConfigError(f"ResNet block must be one of {sorted(BLOCKS)}; got {block!r}")
@@ -76,16 +79,16 @@ class ResNet(Backbone):
         self.stem_width, self.stage_chans = stem_width, [w * BLOCKS[block].expansion for w in widths]
         self.default_input_shape = (in_chans, 224, 224) if stem == "imagenet" else (in_chans, 32, 32)
 
+        layer = dict(act_layer=act_layer, norm_layer=norm_layer)
         if stem == "imagenet":
-            self.stem = nn.Sequential(ConvBNAct(in_chans, stem_width, 7, 2, activation=activation),
-                                      nn.MaxPool2d(3, 2, 1))
+            self.stem = nn.Sequential(ConvBNAct(in_chans, stem_width, 7, 2, **layer), nn.MaxPool2d(3, 2, 1))
         elif preact:  # the first block normalises and activates its input itself
             self.stem = nn.Sequential(nn.Conv2d(in_chans, stem_width, 3, 1, 1, bias=False))
         else:
-            self.stem = nn.Sequential(ConvBNAct(in_chans, stem_width, 3, 1, activation=activation))
+            self.stem = nn.Sequential(ConvBNAct(in_chans, stem_width, 3, 1, **layer))
 
         block_cls = BLOCKS[block]
-        kw: dict = dict(se_reduction=se_reduction, shortcut=shortcut, drop_rate=drop_rate, activation=activation)
+        kw: dict = dict(se_reduction=se_reduction, shortcut=shortcut, drop_rate=drop_rate, **layer)
         if block == "basic":
             kw |= dict(preact=preact, groups=groups, base_width=base_width)
         else:
@@ -93,8 +96,9 @@ class ResNet(Backbone):
         self.stages = ResNetStages(block_cls, stem_width, layers, widths, input_stride=4 if stem == "imagenet" else 1,
                                    output_stride=output_stride, **kw)
         self.num_features = chans = self.stages.out_chans
-        self.head_norm = (nn.Sequential(nn.BatchNorm2d(chans), get_activation(activation)) if preact
-                          else nn.Identity())
+        make_norm = get_norm_layer(norm_layer)
+        self.head_norm = (nn.Sequential(make_norm(chans) if make_norm else nn.Identity(), get_act_layer(act_layer)())
+                          if preact else nn.Identity())
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(chans, num_classes) if num_classes else nn.Identity()
         if init_weights:
@@ -103,7 +107,7 @@ class ResNet(Backbone):
     @torch.no_grad()
     def reset_parameters(self, zero_init_residual: bool = False) -> None:
         """Kaiming normal N(0, 2 / fan_out) for convolutions (He et al. 2015), BN (1, 0), optional zero last gamma."""
-        he_init_conv_bn_(self)
+        init_layers(self, conv="he_fan_out")
         if zero_init_residual:
             for m in self.modules():
                 if isinstance(m, (BasicBlock, Bottleneck)):
@@ -179,120 +183,139 @@ def _imagenet(block: str, layers: tuple[int, ...], kw: dict, **defaults) -> ResN
 # ----------------------------------------------------------------------------- ImageNet (torchvision counts)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=11_689_512, params_source="torchvision")
 def resnet18(**kw) -> ResNet:
-    """ResNet-18: basic blocks [2, 2, 2, 2]; 11,689,512 parameters (1000 classes)."""
+    """ResNet-18: basic blocks [2, 2, 2, 2]; 11,689,512 parameters (1000 classes). Notes: 002 §2.2.1."""
     return _imagenet("basic", (2, 2, 2, 2), kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=21_797_672, params_source="torchvision")
 def resnet34(**kw) -> ResNet:
-    """ResNet-34: basic blocks [3, 4, 6, 3]; 21,797,672 parameters."""
+    """ResNet-34: basic blocks [3, 4, 6, 3]; 21,797,672 parameters. Notes: 002 §2.2.1."""
     return _imagenet("basic", (3, 4, 6, 3), kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=25_557_032, params_source="torchvision")
 def resnet50(**kw) -> ResNet:
-    """ResNet-50: bottlenecks [3, 4, 6, 3]; 25,557,032 parameters."""
+    """ResNet-50: bottlenecks [3, 4, 6, 3]; 25,557,032 parameters. Notes: 002 §2.2.1."""
     return _imagenet("bottleneck", (3, 4, 6, 3), kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=44_549_160, params_source="torchvision")
 def resnet101(**kw) -> ResNet:
-    """ResNet-101: bottlenecks [3, 4, 23, 3]; 44,549,160 parameters."""
+    """ResNet-101: bottlenecks [3, 4, 23, 3]; 44,549,160 parameters. Notes: 002 §2.2.1."""
     return _imagenet("bottleneck", (3, 4, 23, 3), kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=60_192_808, params_source="torchvision")
 def resnet152(**kw) -> ResNet:
-    """ResNet-152: bottlenecks [3, 8, 36, 3]; 60,192,808 parameters."""
+    """ResNet-152: bottlenecks [3, 8, 36, 3]; 60,192,808 parameters. Notes: 002 §2.2.1."""
     return _imagenet("bottleneck", (3, 8, 36, 3), kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=68_883_240, params_source="torchvision")
 def wide_resnet50_2(**kw) -> ResNet:
-    """Wide ResNet-50-2 (torchvision): ResNet-50 with twice the bottleneck width; 68,883,240 parameters."""
+    """Wide ResNet-50-2 (torchvision): ResNet-50 with twice the bottleneck width; 68,883,240 parameters.
+
+    Notes: 002 §2.6.1.
+    """
     return _imagenet("bottleneck", (3, 4, 6, 3), kw, base_width=128)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=25_028_904, params_source="torchvision")
 def resnext50_32x4d(**kw) -> ResNet:
-    """ResNeXt-50 32x4d: cardinality 32, branch width 4; 25,028,904 parameters."""
+    """ResNeXt-50 32x4d: cardinality 32, branch width 4; 25,028,904 parameters. Notes: 002 §2.3."""
     return _imagenet("bottleneck", (3, 4, 6, 3), kw, groups=32, base_width=4)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=88_791_336, params_source="torchvision")
 def resnext101_32x8d(**kw) -> ResNet:
-    """ResNeXt-101 32x8d: cardinality 32, branch width 8; 88,791,336 parameters."""
+    """ResNeXt-101 32x8d: cardinality 32, branch width 8; 88,791,336 parameters. Notes: 002 §2.3."""
     return _imagenet("bottleneck", (3, 4, 23, 3), kw, groups=32, base_width=8)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=25_557_032 + 2_530_992,
+                params_source="by hand: torchvision resnet50 + the SE layers (Hu et al. 2018: 28.1M)")
 def se_resnet50(**kw) -> ResNet:
-    """SE-ResNet-50: SE (r = 16, fc with bias) on every bottleneck; 28,088,024 parameters."""
+    """SE-ResNet-50: SE (r = 16, fc with bias) on every bottleneck; 28,088,024 parameters. Notes: 002 §2.4."""
     return _imagenet("bottleneck", (3, 4, 6, 3), kw, se_reduction=16)
 
 
 # ----------------------------------------------------------------------------- CIFAR (32x32; in_chans=1 for MNIST)
 
 
-@register_model
+@register_model(input_size=(3, 32, 32), num_params=97_216 * 3 - 21_926,
+                params_source="by hand: 97,216 n - 21,926 for 6n + 2 layers (He et al. 2016: 0.27M)")
 def resnet_cifar20(**kw) -> ResNet:
-    """CIFAR ResNet-20, option A shortcuts: 269,722 parameters (0.27M; 272,474 with option B projections)."""
+    """CIFAR ResNet-20, option A shortcuts: 269,722 parameters (0.27M; 272,474 with option B projections).
+
+    Notes: 002 §2.2.1.
+    """
     return cifar_resnet(20, **kw)
 
 
-@register_model
+@register_model(input_size=(3, 32, 32), num_params=97_216 * 5 - 21_926,
+                params_source="by hand: 97,216 n - 21,926 for 6n + 2 layers (He et al. 2016: 0.46M)")
 def resnet_cifar32(**kw) -> ResNet:
-    """CIFAR ResNet-32, option A: 464,154 parameters (0.46M)."""
+    """CIFAR ResNet-32, option A: 464,154 parameters (0.46M). Notes: 002 §2.2.1."""
     return cifar_resnet(32, **kw)
 
 
-@register_model
+@register_model(input_size=(3, 32, 32), num_params=97_216 * 7 - 21_926,
+                params_source="by hand: 97,216 n - 21,926 for 6n + 2 layers (He et al. 2016: 0.66M)")
 def resnet_cifar44(**kw) -> ResNet:
-    """CIFAR ResNet-44, option A: 658,586 parameters (0.66M)."""
+    """CIFAR ResNet-44, option A: 658,586 parameters (0.66M). Notes: 002 §2.2.1."""
     return cifar_resnet(44, **kw)
 
 
-@register_model
+@register_model(input_size=(3, 32, 32), num_params=97_216 * 9 - 21_926,
+                params_source="by hand: 97,216 n - 21,926 for 6n + 2 layers (He et al. 2016: 0.85M)")
 def resnet_cifar56(**kw) -> ResNet:
-    """CIFAR ResNet-56, option A: 853,018 parameters (0.85M)."""
+    """CIFAR ResNet-56, option A: 853,018 parameters (0.85M). Notes: 002 §2.2.1."""
     return cifar_resnet(56, **kw)
 
 
-@register_model
+@register_model(input_size=(3, 32, 32), num_params=97_216 * 18 - 21_926,
+                params_source="by hand: 97,216 n - 21,926 for 6n + 2 layers (He et al. 2016: 1.7M)")
 def resnet_cifar110(**kw) -> ResNet:
-    """CIFAR ResNet-110, option A: 1,727,962 parameters (1.7M)."""
+    """CIFAR ResNet-110, option A: 1,727,962 parameters (1.7M). Notes: 002 §2.2.1."""
     return cifar_resnet(110, **kw)
 
 
-@register_model
+@register_model(input_size=(3, 32, 32), num_params=97_216 * 3 - 21_926 + 3 * (49 + 162 + 580),
+                params_source="by hand: ResNet-20 + SE of 49, 162, 580 per block of 16, 32, 64 channels")
 def se_resnet_cifar20(**kw) -> ResNet:
-    """CIFAR ResNet-20 with SE (r = 16, hidden max(1, C // 16)) in every basic block: 272,095 parameters."""
+    """CIFAR ResNet-20 with SE (r = 16, hidden max(1, C // 16)) in every basic block: 272,095 parameters.
+
+    Notes: 002 §2.4.
+    """
     return cifar_resnet(20, **(dict(se_reduction=16) | kw))
 
 
-@register_model
+@register_model(input_size=(3, 32, 32), num_params=36_479_194, params_source="by hand (the paper: 36.5M)")
 def wrn_28_10(**kw) -> ResNet:
-    """WRN-28-10: 36,479,194 parameters for 10 classes (the paper's 36.5M)."""
+    """WRN-28-10: 36,479,194 parameters for 10 classes (the paper's 36.5M). Notes: 002 §2.6.1."""
     return wide_resnet(28, 10, **kw)
 
 
-@register_model
+@register_model(input_size=(3, 32, 32), num_params=2_748_890, params_source="by hand (the paper: 2.7M)")
 def wrn_16_4(**kw) -> ResNet:
-    """WRN-16-4: 2,748,890 parameters for 10 classes (the paper's 2.7M)."""
+    """WRN-16-4: 2,748,890 parameters for 10 classes (the paper's 2.7M). Notes: 002 §2.6.1."""
     return wide_resnet(16, 4, **kw)
 
 
-@register_model
+@register_model(input_size=(3, 32, 32), num_params=691_674, params_source="by hand: Zagoruyko & Komodakis 2016 layout")
 def wrn_16_2(**kw) -> ResNet:
-    """WRN-16-2, a small Wide ResNet for Fashion-MNIST/CIFAR on a CPU: 691,674 parameters."""
+    """WRN-16-2, a small Wide ResNet for Fashion-MNIST/CIFAR on a CPU: 691,674 parameters. Notes: 002 §2.6.1."""
     return wide_resnet(16, 2, **kw)
 
 
-@register_model
+@register_model(input_size=(1, 32, 32))
 def resnext_tiny_fashion(**kw) -> ResNet:
-    """CIFAR-style ResNeXt (G = 8, d = 4-8-16, 2 bottlenecks per stage) for Fashion-MNIST: 247,610 parameters."""
+    """CIFAR-style ResNeXt (G = 8, d = 4-8-16, 2 bottlenecks per stage) for Fashion-MNIST: 247,610 parameters.
+
+    Notes: 002 §2.3.
+    """
     args = dict(block="bottleneck", layers=(2, 2, 2), widths=(16, 32, 64), stem="cifar", stem_width=16,
                 groups=8, base_width=16, num_classes=10, in_chans=1)
     return ResNet(**(args | kw))

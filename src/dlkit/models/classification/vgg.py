@@ -16,12 +16,16 @@ vgg11_bn 132,868,840  vgg13_bn 133,053,736  vgg16_bn 138,365,992  vgg19_bn 143,6
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from ...errors import ConfigError
+from ...nn.activations import get_act_layer
+from ...nn.init import init_weights
+from ...nn.norm import get_norm_layer
 from ...registry import register_model
 from ..backbone import Backbone, FeatureInfo, flatten, named_steps
 
@@ -34,6 +38,8 @@ VGG_CONFIGS: dict[str, tuple] = {
     "tiny": (16, "M", 32, "M", 64, 64, "M"),
 }
 
+_RELU = functools.partial(nn.ReLU, inplace=True)  # torchvision's in-place ReLU, VGG's default act_layer
+
 
 class VGG(Backbone):
     """VGG: stacks of 3x3 conv (+BN) + ReLU separated by 2x2 max-pools, then FC-hidden-hidden-K. Notes: 003 §3.3.3.
@@ -44,13 +50,18 @@ class VGG(Backbone):
     Backbone contract: one stage per max-pool, its map taken after the pool (pool1 ... pool5 at strides 2 ... 32, the
     maps FCN reads), plus the last convolution if the configuration does not end in a pool; head: adaptive pool ->
     FC hidden -> FC hidden -> classifier `classifier.6` (pre-logits: the second hidden layer's output).
+
+    `norm_layer` (a name or class, `dlkit.nn.norm`) puts that normalisation after every convolution;
+    `batch_norm=True` is `norm_layer='batch'` (VGG-bn). `act_layer` replaces the convolutions' ReLU (the
+    classifier keeps ReLU). The convolutions keep their bias either way, as torchvision's VGG-bn.
     """
 
     classifier_name = "classifier.6"
     head_modules = ("avgpool", "classifier")
 
     def __init__(self, cfg: str | Sequence = "D", num_classes: int = 1000, in_chans: int = 3, batch_norm: bool = False,
-                 hidden: int = 4096, pool_size: int = 7, dropout: float = 0.5):
+                 hidden: int = 4096, pool_size: int = 7, dropout: float = 0.5, norm_layer=None,
+                 act_layer=_RELU):
         super().__init__()
         if isinstance(cfg, str):
             if cfg not in VGG_CONFIGS:
@@ -62,6 +73,8 @@ class VGG(Backbone):
         self.in_chans = in_chans
         self.min_size = 2 ** sum(c == "M" for c in cfg)
         self.default_input_shape = (in_chans, 224, 224)
+        make_norm = get_norm_layer(norm_layer if norm_layer is not None else ("batch" if batch_norm else None))
+        make_act = get_act_layer(act_layer)
         layers: list[nn.Module] = []
         chans, stride, info = in_chans, 1, []
         for c in cfg:
@@ -71,9 +84,10 @@ class VGG(Backbone):
                 info.append(FeatureInfo.entry(f"features.{len(layers) - 1}", chans, stride))
                 continue
             layers.append(nn.Conv2d(chans, c, 3, padding=1))
-            if batch_norm:
-                layers.append(nn.BatchNorm2d(c))
-            layers.append(nn.ReLU(inplace=True))
+            if make_norm is not None:
+                layers.append(make_norm(c))
+            if make_act is not None:
+                layers.append(make_act())
             chans = c
         self.features = nn.Sequential(*layers)
         if cfg[-1] != "M":
@@ -89,13 +103,7 @@ class VGG(Backbone):
 
     def _init_weights(self) -> None:
         # as the paper's follow-ups and torchvision: He init (fan-out) for convolutions, N(0, 0.01) for dense layers
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self, conv="he_fan_out", linear="normal_0.01")
 
     def check_input(self, x: torch.Tensor) -> None:
         """Images [N, in_chans, H, W] with H, W >= 2^(number of max-pools)."""
@@ -114,57 +122,60 @@ def _vgg(cfg: str, batch_norm: bool, kw: dict) -> VGG:
     return VGG(**{"cfg": cfg, "batch_norm": batch_norm, **kw})
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=132_863_336, params_source="torchvision")
 def vgg11(**kw) -> VGG:
-    """VGG-11 (configuration A): 132,863,336 parameters."""
+    """VGG-11 (configuration A): 132,863,336 parameters. Notes: 003 §3.3.3."""
     return _vgg("A", False, kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=133_047_848, params_source="torchvision")
 def vgg13(**kw) -> VGG:
-    """VGG-13 (configuration B): 133,047,848 parameters."""
+    """VGG-13 (configuration B): 133,047,848 parameters. Notes: 003 §3.3.3."""
     return _vgg("B", False, kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=138_357_544, params_source="torchvision")
 def vgg16(**kw) -> VGG:
-    """VGG-16 (configuration D): 138,357,544 parameters."""
+    """VGG-16 (configuration D): 138,357,544 parameters. Notes: 003 §3.3.3."""
     return _vgg("D", False, kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=143_667_240, params_source="torchvision")
 def vgg19(**kw) -> VGG:
-    """VGG-19 (configuration E): 143,667,240 parameters."""
+    """VGG-19 (configuration E): 143,667,240 parameters. Notes: 003 §3.3.3."""
     return _vgg("E", False, kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=132_868_840, params_source="torchvision")
 def vgg11_bn(**kw) -> VGG:
-    """VGG-11 with batch normalisation: 132,868,840 parameters."""
+    """VGG-11 with batch normalisation: 132,868,840 parameters. Notes: 003 §3.3.3."""
     return _vgg("A", True, kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=133_053_736, params_source="torchvision")
 def vgg13_bn(**kw) -> VGG:
-    """VGG-13 with batch normalisation: 133,053,736 parameters."""
+    """VGG-13 with batch normalisation: 133,053,736 parameters. Notes: 003 §3.3.3."""
     return _vgg("B", True, kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=138_365_992, params_source="torchvision")
 def vgg16_bn(**kw) -> VGG:
-    """VGG-16 with batch normalisation: 138,365,992 parameters."""
+    """VGG-16 with batch normalisation: 138,365,992 parameters. Notes: 003 §3.3.3."""
     return _vgg("D", True, kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=143_678_248, params_source="torchvision")
 def vgg19_bn(**kw) -> VGG:
-    """VGG-19 with batch normalisation: 143,678,248 parameters."""
+    """VGG-19 with batch normalisation: 143,678,248 parameters. Notes: 003 §3.3.3."""
     return _vgg("E", True, kw)
 
 
-@register_model
+@register_model(input_size=(1, 28, 28))
 def vgg_tiny_fashion(**kw) -> VGG:
-    """A CPU-sized VGG for 28x28 grey images, 10 classes: conv 16 | 32 | 64, 64 with BN, 3x3 pool, FC 256-256-10."""
+    """A CPU-sized VGG for 28x28 grey images, 10 classes: conv 16 | 32 | 64, 64 with BN, 3x3 pool, FC 256-256-10.
+
+    Notes: 003 §3.3.3.
+    """
     kw = {"num_classes": 10, "in_chans": 1, "hidden": 256, "pool_size": 3, **kw}
     model = _vgg("tiny", True, kw)
     model.default_input_shape = (kw["in_chans"], 28, 28)

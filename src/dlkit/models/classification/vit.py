@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ConfigError
+from ...nn.init import init_weights
 from ...nn.positional import LearnedPositionalEmbedding
 from ...nn.transformer import TransformerEncoder
 from ...registry import register_model
@@ -88,11 +89,7 @@ class VisionTransformer(Backbone):
     @torch.no_grad()
     def _init_weights(self) -> None:
         """Truncated-normal (0.02) Linear weights and positions, zero biases; patch conv N(0, 1/fan_in) truncated."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_weights(self, conv=None, conv_bias=False, linear="trunc_normal_0.02", norm=False)
         nn.init.trunc_normal_(self.pos_embed.weight, std=0.02)
         w = self.patch_embed.proj.weight
         nn.init.trunc_normal_(w, std=math.sqrt(1.0 / (w.shape[1] * w.shape[2] * w.shape[3])))
@@ -168,39 +165,42 @@ def _vit(img_size: int, patch: int, dim: int, depth: int, heads: int, kw: dict) 
                                 "num_heads": heads, "mlp_dim": 4 * dim, **kw})
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=86_567_656, params_source="torchvision")
 def vit_b_16(**kw) -> VisionTransformer:
     """ViT-B/16: 86,567,656 parameters (torchvision). 590,592 patch conv + 768 [CLS] + 197 * 768 positions +
-    12 * 7,087,872 layers + 1,536 final LN + 769,000 head."""
+    12 * 7,087,872 layers + 1,536 final LN + 769,000 head. Notes: 002 §3.2."""
     return _vit(224, 16, 768, 12, 12, kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=88_224_232, params_source="torchvision")
 def vit_b_32(**kw) -> VisionTransformer:
-    """ViT-B/32: 88,224,232 parameters (torchvision)."""
+    """ViT-B/32: 88,224,232 parameters (torchvision). Notes: 002 §3.2."""
     return _vit(224, 32, 768, 12, 12, kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=304_326_632, params_source="torchvision")
 def vit_l_16(**kw) -> VisionTransformer:
-    """ViT-L/16: 304,326,632 parameters (torchvision; the notes round ViT-Large to 307M)."""
+    """ViT-L/16: 304,326,632 parameters (torchvision; the notes round ViT-Large to 307M). Notes: 002 §3.2."""
     return _vit(224, 16, 1024, 24, 16, kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=306_535_400, params_source="torchvision")
 def vit_l_32(**kw) -> VisionTransformer:
-    """ViT-L/32: 306,535,400 parameters (torchvision)."""
+    """ViT-L/32: 306,535,400 parameters (torchvision). Notes: 002 §3.2."""
     return _vit(224, 32, 1024, 24, 16, kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=632_045_800, params_source="torchvision")
 def vit_h_14(**kw) -> VisionTransformer:
-    """ViT-H/14: 632,045,800 parameters (torchvision), 257 tokens at 224 x 224."""
+    """ViT-H/14: 632,045,800 parameters (torchvision), 257 tokens at 224 x 224. Notes: 002 §3.2."""
     return _vit(224, 14, 1280, 32, 16, kw)
 
 
-@register_model
+@register_model(input_size=(1, 28, 28))
 def vit_tiny_mnist(**kw) -> VisionTransformer:
-    """A CPU ViT for 28 x 28 grey digits: patch 7 (16 patches + [CLS]), 64 wide, 6 layers, 4 heads, MLP 128."""
+    """A CPU ViT for 28 x 28 grey digits: patch 7 (16 patches + [CLS]), 64 wide, 6 layers, 4 heads, MLP 128.
+
+    Notes: 002 §3.2.
+    """
     return VisionTransformer(**{"img_size": 28, "patch_size": 7, "in_chans": 1, "num_classes": 10, "dim": 64,
                                 "depth": 6, "num_heads": 4, "mlp_dim": 128, **kw})

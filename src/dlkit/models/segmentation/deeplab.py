@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from ...errors import ConfigError
 from ...nn.aspp import ASPP, atrous_conv
 from ...nn.conv_bn_act import ConvBNAct
-from ...nn.init import he_init_conv_bn_
+from ...nn.init import init_weights
 from ...registry import create_model, register_model
 from ..backbone import FeatureExtractor
 
@@ -63,14 +63,17 @@ class DeepLabV3(nn.Module):
     `aspp_rates` are the rates at the given `output_stride` (default (6, 12, 18) x 16 / output_stride). Returns
     scores [N, num_classes, H, W] for any H x W; `forward_maps` returns the intermediate maps and the
     auxiliary scores. The backbone is the registered ResNet `backbone` read through the backbone contract
-    (`dilated_resnet`); `block`, `layers`, `widths`, `stem_width` override its configuration.
+    (`dilated_resnet`); `block`, `layers`, `widths`, `stem_width` override its configuration. `norm_layer` (a name or
+    class, `dlkit.nn.norm`) and `act_layer` replace BN and ReLU in the backbone, ASPP and heads.
     """
 
     def __init__(self, num_classes: int = 21, in_chans: int = 3, backbone: str = "resnet50", block: str | None = None,
                  layers: Sequence[int] | None = None, widths: Sequence[int] | None = None,
                  stem_width: int | None = None, output_stride: int = 8, aspp_rates: Sequence[int] | None = None,
-                 aspp_chans: int = 256, dropout: float = 0.1, aux: bool = False, separable: bool = False):
+                 aspp_chans: int = 256, dropout: float = 0.1, aux: bool = False, separable: bool = False,
+                 norm_layer="batch", act_layer="relu"):
         super().__init__()
+        self.layer_kw = layer = dict(norm_layer=norm_layer, act_layer=act_layer)
         if output_stride not in (8, 16, 32):
             raise ConfigError(f"DeepLab output_stride must be 8, 16 or 32; got {output_stride!r}")
         if aspp_rates is None:
@@ -79,18 +82,19 @@ class DeepLabV3(nn.Module):
         self.default_input_shape = (in_chans, 224, 224)
         overrides = dict(block=block, layers=layers, widths=widths, stem_width=stem_width)
         self.backbone = dilated_resnet(backbone, in_chans, output_stride,
-                                       **{k: v for k, v in overrides.items() if v is not None})
+                                       **{k: v for k, v in overrides.items() if v is not None}, **layer)
         chans = self.backbone.feature_info.channels()
-        self.aspp = ASPP(chans[-1], aspp_chans, aspp_rates, dropout=dropout, separable=separable)
+        self.aspp = ASPP(chans[-1], aspp_chans, aspp_rates, dropout=dropout, separable=separable, **layer)
         self._build_head(num_classes, aspp_chans, separable)
         if aux and len(chans) < 2:
             raise ConfigError(f"the auxiliary head reads the second-to-last stage; the backbone has {len(chans)}")
-        self.aux_head = nn.Sequential(ConvBNAct(chans[-2], chans[-2] // 4, 3), nn.Dropout(0.1),
+        self.aux_head = nn.Sequential(ConvBNAct(chans[-2], chans[-2] // 4, 3, **layer), nn.Dropout(0.1),
                                       nn.Conv2d(chans[-2] // 4, num_classes, 1)) if aux else None
         self.reset_parameters()
 
     def _build_head(self, num_classes: int, chans: int, separable: bool) -> None:
-        self.head = nn.Sequential(atrous_conv(chans, chans, 1, separable), nn.Conv2d(chans, num_classes, 1))
+        self.head = nn.Sequential(atrous_conv(chans, chans, 1, separable, **self.layer_kw),
+                                  nn.Conv2d(chans, num_classes, 1))
 
     def _classifiers(self) -> list[nn.Conv2d]:
         return [self.head[-1]] + ([self.aux_head[-1]] if self.aux_head is not None else [])
@@ -98,7 +102,7 @@ class DeepLabV3(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Kaiming normal (fan_out) convolutions, BN (1, 0), classifiers N(0, 0.01^2) with zero bias."""
-        he_init_conv_bn_(self)
+        init_weights(self, conv="he_fan_out")
         for conv in self._classifiers():
             nn.init.normal_(conv.weight, 0.0, 0.01)
 
@@ -161,9 +165,10 @@ class DeepLabV3Plus(DeepLabV3):
 
     def _build_head(self, num_classes: int, chans: int, separable: bool) -> None:
         self.head = None
-        self.reduce = ConvBNAct(self.backbone.feature_info.channels()[0], self.low_chans, 1)
-        self.decoder = nn.Sequential(atrous_conv(chans + self.low_chans, chans, 1, separable),
-                                     atrous_conv(chans, chans, 1, separable), nn.Conv2d(chans, num_classes, 1))
+        layer = self.layer_kw
+        self.reduce = ConvBNAct(self.backbone.feature_info.channels()[0], self.low_chans, 1, **layer)
+        self.decoder = nn.Sequential(atrous_conv(chans + self.low_chans, chans, 1, separable, **layer),
+                                     atrous_conv(chans, chans, 1, separable, **layer), nn.Conv2d(chans, num_classes, 1))
 
     def _classifiers(self) -> list[nn.Conv2d]:
         return [self.decoder[-1]] + ([self.aux_head[-1]] if self.aux_head is not None else [])
@@ -186,33 +191,48 @@ def _tiny(cls: type[DeepLabV3], kw: dict, **defaults) -> DeepLabV3:
     return model
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=42_004_074 - 2_365_205,
+                params_source="torchvision (42,004,074) without its auxiliary head (2,365,205 by hand)")
 def deeplabv3_resnet50(**kw) -> DeepLabV3:
-    """DeepLab v3, ResNet-50 at output stride 8, 21 classes: 39,638,869 parameters (42,004,074 with aux=True)."""
+    """DeepLab v3, ResNet-50 at output stride 8, 21 classes: 39,638,869 parameters (42,004,074 with aux=True).
+
+    Notes: 002 §5.1.5.
+    """
     return DeepLabV3(**kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=60_996_202 - 2_365_205,
+                params_source="torchvision (60,996,202) without its auxiliary head (2,365,205 by hand)")
 def deeplabv3_resnet101(**kw) -> DeepLabV3:
-    """DeepLab v3, ResNet-101 at output stride 8, 21 classes: 58,630,997 parameters (60,996,202 with aux=True)."""
+    """DeepLab v3, ResNet-101 at output stride 8, 21 classes: 58,630,997 parameters (60,996,202 with aux=True).
+
+    Notes: 002 §5.1.5.
+    """
     return DeepLabV3(**(dict(backbone="resnet101") | kw))
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=40_352_181,
+                params_source="by hand: torchvision resnet50 without fc + ASPP + the v3+ decoder")
 def deeplabv3plus_resnet50(**kw) -> DeepLabV3Plus:
-    """DeepLab v3+, ResNet-50 at output stride 16, 21 classes: 40,352,181 parameters (derived, not published)."""
+    """DeepLab v3+, ResNet-50 at output stride 16, 21 classes: 40,352,181 parameters (derived, not published).
+
+    Notes: 002 §5.1.5.
+    """
     return DeepLabV3Plus(**kw)
 
 
-@register_model
+@register_model(input_size=(3, 96, 128))
 def deeplabv3_tiny(**kw) -> DeepLabV3:
     """A CPU-sized DeepLab v3: basic blocks 16-32-64-128, output stride 8, ASPP 48 channels at rates (2, 4, 6)
-    (the full rates scaled to its 12 x 16 maps of 96 x 128 images), 11 classes (CamVid): 521,099 parameters."""
+    (the full rates scaled to its 12 x 16 maps of 96 x 128 images), 11 classes (CamVid): 521,099 parameters.
+
+    Notes: 002 §5.1.5.
+    """
     return _tiny(DeepLabV3, kw, num_classes=11, output_stride=8, aspp_rates=(2, 4, 6))
 
 
-@register_model
+@register_model(input_size=(3, 96, 128))
 def deeplabv3plus_tiny(**kw) -> DeepLabV3Plus:
     """A CPU-sized DeepLab v3+: the tiny backbone at output stride 16, ASPP 48 at rates (1, 2, 3), 16 low-level
-    channels, 11 classes: 549,131 parameters."""
+    channels, 11 classes: 549,131 parameters. Notes: 002 §5.1.5."""
     return _tiny(DeepLabV3Plus, kw, num_classes=11, output_stride=16, aspp_rates=(1, 2, 3), low_chans=16)

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...nn.conv_bn_act import ConvBNAct
+from ...nn.init import init_weights
 from ...nn.upsample import BilinearUpsample
 from ...registry import register_model
 from ..backbone import FeatureInfo
@@ -62,13 +63,15 @@ class FCN(nn.Module):
     `backbone` replaces the VGG stages by a classifier's feature extractor giving three maps at strides 8, 16, 32
     (`create_model(name, features_only=True, out_indices=...)`, its `feature_info` saying their channels), which
     take the places of pool3, pool4, pool5 (an ImageNet-trained classifier's stages: the notes' "fine-tuning the
-    backbone matters"); `fc_width=0` scores pool5 directly (no conv6/conv7).
+    backbone matters"); `fc_width=0` scores pool5 directly (no conv6/conv7). `norm_layer` (a name or class,
+    `dlkit.nn.norm`) normalises the VGG stages' convolutions (`batch_norm=True` is `norm_layer='batch'`) and
+    `act_layer` replaces their ReLU.
     """
 
     def __init__(self, num_classes: int = 21, variant: str = "8s", merge: str = "sum", in_chans: int = 3,
                  widths: Sequence[Sequence[int]] = VGG16_WIDTHS, fc_width: int = 4096, fc_kernel: int = 7,
                  dropout: float = 0.5, batch_norm: bool = False, learn_final_upsample: bool = False,
-                 pad_input: bool = False, backbone: nn.Module | None = None):
+                 pad_input: bool = False, backbone: nn.Module | None = None, norm_layer=None, act_layer="relu"):
         super().__init__()
         if variant not in VARIANTS:
             raise ConfigError(f"FCN variant must be one of {sorted(VARIANTS)}; got {variant!r}")
@@ -98,7 +101,8 @@ class FCN(nn.Module):
             for stage in widths:
                 layers: list[nn.Module] = []
                 for w in stage:
-                    layers.append(ConvBNAct(chans, w, 3, norm=batch_norm))
+                    layers.append(ConvBNAct(chans, w, 3, act_layer=act_layer, norm_layer=norm_layer if norm_layer
+                                            is not None else ("batch" if batch_norm else None)))
                     chans = w
                 stages.append(nn.Sequential(*layers, nn.MaxPool2d(2, 2)))
             self.stages = nn.ModuleList(stages)
@@ -123,11 +127,8 @@ class FCN(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in [*self.stages.modules(), *self.conv6.modules(), *self.conv7.modules()]:
-            if isinstance(m, nn.Conv2d):  # He init (fan_out) as VGG; replaced by `load_classifier`
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        # He init (fan_out) as VGG; replaced by `load_classifier`
+        init_weights([self.stages, self.conv6, self.conv7], conv="he_fan_out")
         # the paper zero-initialises the scorer too; that only works from a pretrained backbone (no gradient
         # reaches it on the first step otherwise), so it gets N(0, 0.01^2) here
         nn.init.normal_(self.score.weight, 0.0, 0.01)
@@ -208,27 +209,33 @@ def _fcn(variant: str, kw: dict) -> FCN:
     return FCN(**{"variant": variant, **kw})
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=134_346_581,
+                params_source="by hand: torchvision VGG-16 features + conv6 + conv7 + scorer (learned)")
 def fcn32s_vgg16(**kw) -> FCN:
-    """FCN-32s on VGG-16, 21 classes (PASCAL VOC): 134,346,581 learned parameters."""
+    """FCN-32s on VGG-16, 21 classes (PASCAL VOC): 134,346,581 learned parameters. Notes: 002 §5.1.3."""
     return _fcn("32s", kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=134_364_410,
+                params_source="by hand: FCN-32s + the pool4 scorer and x2 upsampling (learned)")
 def fcn16s_vgg16(**kw) -> FCN:
-    """FCN-16s on VGG-16, 21 classes (PASCAL VOC): 134,364,410 learned parameters."""
+    """FCN-16s on VGG-16, 21 classes (PASCAL VOC): 134,364,410 learned parameters. Notes: 002 §5.1.3."""
     return _fcn("16s", kw)
 
 
-@register_model
+@register_model(input_size=(3, 224, 224), num_params=134_376_863,
+                params_source="by hand: FCN-16s + the pool3 scorer and x2 upsampling (learned)")
 def fcn8s_vgg16(**kw) -> FCN:
-    """FCN-8s on VGG-16, 21 classes (PASCAL VOC): 134,376,863 learned parameters."""
+    """FCN-8s on VGG-16, 21 classes (PASCAL VOC): 134,376,863 learned parameters. Notes: 002 §5.1.3."""
     return _fcn("8s", kw)
 
 
-@register_model
+@register_model(input_size=(3, 64, 64))
 def fcn8s_tiny(**kw) -> FCN:
-    """A CPU-sized FCN-8s: one BN conv per stage (16-32-64-96-128), conv6 3x3x128, conv7 1x1x128, 64x64 inputs."""
+    """A CPU-sized FCN-8s: one BN conv per stage (16-32-64-96-128), conv6 3x3x128, conv7 1x1x128, 64x64 inputs.
+
+    Notes: 002 §5.1.3.
+    """
     kw = {"widths": ((16,), (32,), (64,), (96,), (128,)), "fc_width": 128, "fc_kernel": 3, "dropout": 0.1,
           "batch_norm": True, **kw}
     model = _fcn("8s", kw)

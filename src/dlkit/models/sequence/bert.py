@@ -194,19 +194,22 @@ def mask_tokens(input_ids: Tensor, vocab_size: int, mask_id: int, special_ids: l
 #   large (H 1024, L 24): body 335,141,888, with heads 336,226,108; tiny (H 128, L 2): body 4,385,920.
 
 
-@register_model
+@register_model(task="masked_lm", num_params=110_106_428, params_source="Hugging Face BertForPreTraining")
 def bert_base(**kw) -> BertForPreTraining:
-    """BERT-base with MLM and NSP heads: L 12, H 768, A 12, vocab 30522, 512 positions: 110,106,428 parameters."""
+    """BERT-base with MLM and NSP heads: L 12, H 768, A 12, vocab 30522, 512 positions: 110,106,428 parameters.
+
+    Notes: 004 BERT.
+    """
     return BertForPreTraining(**kw)
 
 
-@register_model
+@register_model(task="masked_lm", num_params=336_226_108, params_source="Hugging Face BertForPreTraining")
 def bert_large(**kw) -> BertForPreTraining:
-    """BERT-large with MLM and NSP heads: L 24, H 1024, A 16: 336,226,108 parameters."""
+    """BERT-large with MLM and NSP heads: L 24, H 1024, A 16: 336,226,108 parameters. Notes: 004 BERT."""
     return BertForPreTraining(**{"hidden": 1024, "num_layers": 24, "num_heads": 16, **kw})
 
 
-@register_model
+@register_model(task="masked_lm")
 def bert_tiny(**kw) -> BertForPreTraining:
-    """BERT-tiny (Turc et al., 2019) with heads: L 2, H 128, A 2; the body has 4,385,920 parameters."""
+    """BERT-tiny (Turc et al., 2019) with heads: L 2, H 128, A 2; the body has 4,385,920 parameters. Notes: 004 BERT."""
     return BertForPreTraining(**{"hidden": 128, "num_layers": 2, "num_heads": 2, **kw})

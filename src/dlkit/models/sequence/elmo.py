@@ -103,7 +103,11 @@ class ELMo(nn.Module):
         return self.gamma * (w * layers).sum(0)
 
 
-@register_model
+@register_model(task="language_model", num_params=606_405,
+                params_source="by hand: embedding, 4 projected LSTMs, softmax, s and gamma")
 def elmo_small(**kw) -> ELMo:
-    """A CPU-sized ELMo: 2-layer biLM, LSTM 256 cells projected to 64, 64-dim tokens, 65 symbols, dropout 0.1."""
+    """A CPU-sized ELMo: 2-layer biLM, LSTM 256 cells projected to 64, 64-dim tokens, 65 symbols, dropout 0.1.
+
+    Notes: 004 ELMo.
+    """
     return ELMo(**{"vocab_size": 65, "embed_dim": 64, "hidden_size": 256, "num_layers": 2, "dropout": 0.1, **kw})

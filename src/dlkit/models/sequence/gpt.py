@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ConfigError
+from ...nn.init import init_weights
 from ...nn.positional import LearnedPositionalEmbedding
 from ...nn.transformer import TransformerEncoder
 from ...registry import register_model
@@ -47,11 +48,7 @@ class GPT(nn.Module):
     @torch.no_grad()
     def _init_weights(self, n_layer: int) -> None:
         """GPT-2 init: N(0, 0.02) weights, zero biases; residual output projections N(0, 0.02 / sqrt(2 n_layer))."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear | nn.Embedding):
-                nn.init.normal_(m.weight, std=0.02)
-            if isinstance(m, nn.Linear) and m.bias is not None:
-                nn.init.zeros_(m.bias)
+        init_weights(self, conv=None, conv_bias=False, linear="normal_0.02", embedding="normal_0.02", norm=False)
         for layer in self.blocks.layers:
             for lin in (layer.self_attn.out_proj, layer.ffn.linear2):
                 nn.init.normal_(lin.weight, std=0.02 / math.sqrt(2 * n_layer))
@@ -106,51 +103,59 @@ class GPT(nn.Module):
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-@register_model
+@register_model(task="language_model", num_params=124_439_808, params_source="Hugging Face GPT2Model")
 def gpt2_small(**kw) -> GPT:
     """GPT-2 small (124M): 12 layers, 12 heads, 768 wide, context 1024, vocab 50257: 124,439,808 parameters.
 
     wte 50257*768 = 38,597,376; wpe 1024*768 = 786,432; per block 12 d^2 + 13 d = 7,087,872 (x12 = 85,054,464);
     final LN 1,536; the head is tied to wte.
+    Notes: 004 GPT.
     """
     return GPT(**{"vocab_size": 50257, "block_size": 1024, "n_layer": 12, "n_head": 12, "n_embd": 768, **kw})
 
 
-@register_model
+@register_model(task="language_model", num_params=354_823_168, params_source="Hugging Face GPT2Model")
 def gpt2_medium(**kw) -> GPT:
-    """GPT-2 medium: 24 layers, 16 heads, 1024 wide: 354,823,168 parameters."""
+    """GPT-2 medium: 24 layers, 16 heads, 1024 wide: 354,823,168 parameters. Notes: 004 GPT."""
     return GPT(**{"vocab_size": 50257, "block_size": 1024, "n_layer": 24, "n_head": 16, "n_embd": 1024, **kw})
 
 
-@register_model
+@register_model(task="language_model", num_params=774_030_080, params_source="Hugging Face GPT2Model")
 def gpt2_large(**kw) -> GPT:
-    """GPT-2 large: 36 layers, 20 heads, 1280 wide: 774,030,080 parameters."""
+    """GPT-2 large: 36 layers, 20 heads, 1280 wide: 774,030,080 parameters. Notes: 004 GPT."""
     return GPT(**{"vocab_size": 50257, "block_size": 1024, "n_layer": 36, "n_head": 20, "n_embd": 1280, **kw})
 
 
-@register_model
+@register_model(task="language_model", num_params=1_557_611_200, params_source="Hugging Face GPT2Model")
 def gpt2_xl(**kw) -> GPT:
-    """GPT-2 XL: 48 layers, 25 heads, 1600 wide: 1,557,611,200 parameters."""
+    """GPT-2 XL: 48 layers, 25 heads, 1600 wide: 1,557,611,200 parameters. Notes: 004 GPT."""
     return GPT(**{"vocab_size": 50257, "block_size": 1024, "n_layer": 48, "n_head": 25, "n_embd": 1600, **kw})
 
 
-@register_model
+@register_model(task="language_model", num_params=10_646_784 + 256 * 384,
+                params_source="nanoGPT (10.65M, printed without the position table)")
 def gpt_shakespeare_char(**kw) -> GPT:
     """nanoGPT's Tiny Shakespeare character model: 6 layers, 6 heads, 384 wide, context 256, no biases, dropout 0.2.
 
     10,745,088 parameters; 10,646,784 without the position table (nanoGPT prints "10.65M").
+    Notes: 004 GPT.
     """
     return GPT(**{"vocab_size": 65, "block_size": 256, "n_layer": 6, "n_head": 6, "n_embd": 384, "dropout": 0.2,
                   "bias": False, **kw})
 
 
-@register_model
+@register_model(task="language_model", num_params=65 * 128 + 128 * 128 + 4 * (12 * 128**2 + 13 * 128) + 2 * 128,
+                params_source="by hand: V d + T d + L (12 d^2 + 13 d) + 2 d")
 def gpt_char_small(**kw) -> GPT:
-    """A CPU-sized character GPT: 4 layers, 4 heads, 128 wide, context 128, 65 characters (Tiny Shakespeare)."""
+    """A CPU-sized character GPT: 4 layers, 4 heads, 128 wide, context 128, 65 characters (Tiny Shakespeare).
+
+    Notes: 004 GPT.
+    """
     return GPT(**{"vocab_size": 65, "block_size": 128, "n_layer": 4, "n_head": 4, "n_embd": 128, **kw})
 
 
-@register_model
+@register_model(task="language_model", num_params=65 * 64 + 64 * 64 + 2 * (12 * 64**2 + 13 * 64) + 2 * 64,
+                params_source="by hand: V d + T d + L (12 d^2 + 13 d) + 2 d")
 def gpt_char_nano(**kw) -> GPT:
-    """The smallest character GPT, for tests and smoke runs: 2 layers, 2 heads, 64 wide, context 64."""
+    """The smallest character GPT, for tests and smoke runs: 2 layers, 2 heads, 64 wide, context 64. Notes: 004 GPT."""
     return GPT(**{"vocab_size": 65, "block_size": 64, "n_layer": 2, "n_head": 2, "n_embd": 64, **kw})

@@ -395,19 +395,25 @@ class Seq2Seq(nn.Module):
 _DATE_VOCABS = {"src_vocab_size": 70, "tgt_vocab_size": 15}  # the character vocabularies of data.date_task()
 
 
-@register_model
+@register_model(task="seq2seq")
 def seq2seq_gru(**kw) -> Seq2Seq:
-    """GRU encoder-decoder without attention (the context is the last encoder state), sized for the date task."""
+    """GRU encoder-decoder without attention (the context is the last encoder state), sized for the date task.
+
+    Notes: 003 §9.
+    """
     return Seq2Seq(**{**_DATE_VOCABS, "attention": "none", **kw})
 
 
-@register_model
+@register_model(task="seq2seq")
 def seq2seq_gru_attention(**kw) -> Seq2Seq:
-    """Bidirectional-GRU encoder and GRU decoder with Bahdanau attention, sized for the date task."""
+    """Bidirectional-GRU encoder and GRU decoder with Bahdanau attention, sized for the date task. Notes: 003 §9.2."""
     return Seq2Seq(**{**_DATE_VOCABS, "bidirectional": True, "attention": "bahdanau", **kw})
 
 
-@register_model
+@register_model(task="seq2seq")
 def seq2seq_lstm_luong(**kw) -> Seq2Seq:
-    """LSTM encoder-decoder with Luong's general (multiplicative) attention, sized for the date task."""
+    """LSTM encoder-decoder with Luong's general (multiplicative) attention, sized for the date task.
+
+    Notes: 003 §9.2.
+    """
     return Seq2Seq(**{**_DATE_VOCABS, "cell": "lstm", "attention": "luong_general", **kw})

@@ -154,25 +154,32 @@ class Transformer(nn.Module):
         return maps
 
 
-@register_model
+@register_model(task="seq2seq", num_params=63_082_496, params_source="by hand (Vaswani et al. 2017: 65M)")
 def transformer_base(**kw) -> Transformer:
     """Transformer base (Vaswani et al. 2017): d 512, 8 heads, 6 + 6 layers, d_ff 2048, shared 37,000-token vocab.
 
     63,082,496 parameters (the paper rounds to 65M): embeddings 37,000 * 512 = 18,944,000 (shared and tied);
     encoder layers 6 * 3,152,384; decoder layers 6 * 4,204,032.
+    Notes: 002 §3.1.
     """
     return Transformer(**{"src_vocab_size": 37000, "share_embeddings": True, **kw})
 
 
-@register_model
+@register_model(task="seq2seq", num_params=214_245_376, params_source="by hand (Vaswani et al. 2017: 213M)")
 def transformer_big(**kw) -> Transformer:
-    """Transformer big: d 1024, 16 heads, d_ff 4096, dropout 0.3: 214,245,376 parameters (the paper: 213M)."""
+    """Transformer big: d 1024, 16 heads, d_ff 4096, dropout 0.3: 214,245,376 parameters (the paper: 213M).
+
+    Notes: 002 §3.1.
+    """
     return Transformer(**{"src_vocab_size": 37000, "share_embeddings": True, "d_model": 1024, "num_heads": 16,
                           "d_ff": 4096, "dropout": 0.3, **kw})
 
 
-@register_model
+@register_model(task="seq2seq")
 def transformer_tiny(**kw) -> Transformer:
-    """A CPU-sized Transformer for toy copy/reverse tasks: d 64, 4 heads, 2 + 2 layers, d_ff 128, 16 tokens."""
+    """A CPU-sized Transformer for toy copy/reverse tasks: d 64, 4 heads, 2 + 2 layers, d_ff 128, 16 tokens.
+
+    Notes: 002 §3.1.
+    """
     return Transformer(**{"src_vocab_size": 16, "d_model": 64, "num_heads": 4, "num_encoder_layers": 2,
                           "num_decoder_layers": 2, "d_ff": 128, "dropout": 0.0, "max_len": 64, **kw})

@@ -248,13 +248,13 @@ def train_word2vec(model: Word2Vec, ids: Tensor, window: int = 2, epochs: int = 
     return history
 
 
-@register_model
+@register_model(task="embedding", num_params=2 * 10_000 * 100, params_source="by hand: two 10,000 x 100 tables")
 def word2vec_skipgram(**kw) -> Word2Vec:
-    """Skip-gram with negative sampling (K = 5), 100-dim vectors, 10,000-word vocabulary."""
+    """Skip-gram with negative sampling (K = 5), 100-dim vectors, 10,000-word vocabulary. Notes: 003 §9.1."""
     return Word2Vec(**{"vocab_size": 10_000, "dim": 100, "mode": "skipgram", **kw})
 
 
-@register_model
+@register_model(task="embedding", num_params=2 * 10_000 * 100, params_source="by hand: two 10,000 x 100 tables")
 def word2vec_cbow(**kw) -> Word2Vec:
-    """CBOW with negative sampling (K = 5), 100-dim vectors, 10,000-word vocabulary."""
+    """CBOW with negative sampling (K = 5), 100-dim vectors, 10,000-word vocabulary. Notes: 003 §9.1."""
     return Word2Vec(**{"vocab_size": 10_000, "dim": 100, "mode": "cbow", **kw})

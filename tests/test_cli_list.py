@@ -1,0 +1,52 @@
+"""`dlkit list models | recipes | tasks`: the models' metadata as a table, filters, one-line errors."""
+
+from dlkit.cli import main
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _rows(out: str) -> dict[str, list[str]]:
+    lines = out.strip().splitlines()
+    return {line.split()[0]: line.split() for line in lines[1:]}
+
+
+def test_models_table_shows_task_family_parameters_input_pretrained_and_notes(capsys):
+    code, out, _ = run(capsys, "list", "models", "resnet1")
+    assert code == 0 and out.splitlines()[0].split() == ["model", "task", "family", "parameters", "input",
+                                                         "pretrained", "notes"]
+    rows = _rows(out)
+    assert set(rows) == {"resnet18", "resnet101", "resnet152", "deeplabv3_resnet101"}  # a substring matches
+    assert rows["resnet18"] == ["resnet18", "classification", "resnet", "11,689,512", "3x224x224", "-", "002",
+                                "§2.2.1"]
+    code, out, _ = run(capsys, "list", "models", "gpt_char_nano")
+    assert _rows(out)["gpt_char_nano"][:5] == ["gpt_char_nano", "language_model", "gpt", "108,352", "-"]
+    code, out, _ = run(capsys, "list", "models", "vit_tiny")
+    assert _rows(out)["vit_tiny_mnist"][3:5] == ["-", "1x28x28"]  # no published count: a dash
+
+
+def test_pretrained_and_task_filters(capsys):
+    code, out, _ = run(capsys, "list", "models", "--pretrained")
+    rows = _rows(out)
+    assert code == 0 and list(rows) == ["efficientnet_lite0"] and rows["efficientnet_lite0"][5] == "imagenet"
+    code, out, _ = run(capsys, "list", "models", "unet", "--task", "segmentation")
+    assert list(_rows(out)) == ["unet", "unet_tiny"]
+    code, out, _ = run(capsys, "list", "models", "resnet*", "--pretrained")
+    assert code == 0 and out.strip() == "no model matches 'resnet*' with pretrained weights"
+    code, out, _ = run(capsys, "list", "recipes", "--task", "segmentation")
+    assert code == 0 and "unet-camvid" in out and "lenet5-mnist" not in out
+
+
+def test_tasks_are_listed_and_pretrained_recipes_are_refused(capsys):
+    code, out, _ = run(capsys, "list", "tasks")
+    rows = _rows(out)
+    assert code == 0 and rows["classification"][1] == "ClassificationTask" and "seq2seq" in rows
+    code, _, err = run(capsys, "list", "recipes", "--pretrained")
+    assert code == 2 and "dlkit list models --pretrained" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "list", "models", "--task", "segmentaton")
+    assert code == 2 and "unknown task 'segmentaton'" in err and "Did you mean: segmentation" in err
+    code, _, err = run(capsys, "list", "recipes", "--task", "optimization")
+    assert code == 2 and "unknown recipe task 'optimization'" in err and "optimisation" in err
