@@ -266,6 +266,20 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_coco_eval(args) -> int:
+    from .metrics.detection import evaluate_coco_files
+
+    result = evaluate_coco_files(args.gt, args.detections, args.iou_type)
+    print("\n".join(result.summary_lines()))
+    if args.json:
+        out = Path(args.json)
+        try:
+            out.write_text(json.dumps({"iou_type": args.iou_type, **result.as_dict()}, indent=2) + "\n")
+        except OSError as e:
+            raise ConfigError(f"cannot write {out} ({e.strerror or e}); pass a writable --json path") from None
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with its usage errors on one line like every other error: `dlkit: error: ...` and exit 2."""
 
@@ -342,6 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("report", help="(re)build a run folder's report.html")
     s.add_argument("run_dir")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("coco-eval", help="COCO mAP of a results file against a ground-truth file (as pycocotools)")
+    s.add_argument("gt", metavar="GT.json", help="COCO ground truth: images, annotations, categories")
+    s.add_argument("detections", metavar="DETECTIONS.json",
+                   help="COCO results: a list of {image_id, category_id, bbox or segmentation, score}")
+    s.add_argument("--iou-type", choices=["bbox", "segm"], default="bbox")
+    s.add_argument("--json", metavar="OUT", help="also write the 12 numbers to this JSON file")
+    s.set_defaults(func=cmd_coco_eval)
     return p
 
 

@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlkit import create_model
 from dlkit.errors import ConfigError
+from dlkit.nn.activations import disable_inplace
 from dlkit.nn.residual import BasicBlock, Bottleneck, PadShortcut, Residual
 
 
@@ -109,7 +111,7 @@ def test_basic_block_matches_its_formula(se):
 
 def test_se_is_applied_to_the_residual_branch_before_the_addition():
     # 002 §2.4 Fig. 2.5: x~ = s * F(x) enters the sum, the identity path is not rescaled
-    block = BasicBlock(8, 8, se_reduction=2).eval()
+    block = disable_inplace(BasicBlock(8, 8, se_reduction=2).eval())  # the hook keeps the SE output unchanged
     seen = {}
     block.se.register_forward_hook(lambda m, i, o: seen.update(inp=i[0], out=o))
     x = torch.randn(2, 8, 5, 5)
@@ -189,3 +191,35 @@ def test_bottleneck_zero_init_last_gives_relu_of_the_shortcut():
     block.zero_init_last()
     x = torch.randn(2, 32, 6, 6)
     torch.testing.assert_close(block(x), torch.relu(block.shortcut(x)))
+
+
+@pytest.mark.parametrize("name", ["resnet_cifar20", "mobilenet_v2_tiny_fashion"])
+def test_in_place_activations_and_sums_change_no_value_or_gradient_and_can_be_turned_off(name):
+    # the default blocks run ReLU and the skip sum in place (as torchvision's); the same network with every in-place
+    # flag off must give bit-identical outputs, gradients and BN statistics in training mode
+    torch.manual_seed(0)
+    fast = create_model(name)
+    slow = create_model(name)
+    slow.load_state_dict(fast.state_dict())
+    assert any(getattr(m, "inplace", False) for m in fast.modules())
+    disable_inplace(slow)
+    assert not any(getattr(m, "inplace", False) for m in slow.modules())
+    x = torch.randn(4, *fast.default_input_shape)
+    outs = []
+    for model in (fast, slow):
+        torch.manual_seed(1)  # the same dropout masks
+        y = model.train()(x)
+        y.square().mean().backward()
+        outs.append([y.detach()] + [p.grad for p in model.parameters()] + list(model.buffers()))
+    assert all(torch.equal(a, b) for a, b in zip(*outs))
+
+
+def test_a_hook_on_the_residual_branch_sees_its_output_overwritten_only_while_in_place_is_on():
+    block = Bottleneck(16, 4).eval()
+    seen = {}
+    block.conv3.register_forward_hook(lambda m, i, o: seen.update(out=o, copy=o.clone()))
+    x = torch.randn(1, 16, 4, 4)
+    block(x)
+    assert not torch.equal(seen["out"], seen["copy"])  # the sum and ReLU were written into conv3's output
+    disable_inplace(block)(x)
+    assert torch.equal(seen["out"], seen["copy"])

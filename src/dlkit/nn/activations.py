@@ -270,10 +270,17 @@ class Tanh(_Activation):
 
 
 class ReLU(_Activation):
-    """ReLU module max(0, x). Notes: 003 §2.2.1."""
+    """ReLU module max(0, x). Notes: 003 §2.2.1. `inplace=True` overwrites x (as torch's)."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = inplace
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(x)
+        return F.relu(x, inplace=self.inplace)
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
 
     def derivative(self, x: Tensor) -> Tensor:
         return relu_derivative(x)
@@ -282,18 +289,18 @@ class ReLU(_Activation):
 class LeakyReLU(_Activation):
     """Leaky ReLU module, slope 0.01 by default. Notes: 003 §2.2.1."""
 
-    def __init__(self, negative_slope: float = 0.01):
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
         super().__init__()
-        self.negative_slope = negative_slope
+        self.negative_slope, self.inplace = negative_slope, inplace
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.leaky_relu(x, self.negative_slope)
+        return F.leaky_relu(x, self.negative_slope, inplace=self.inplace)
 
     def derivative(self, x: Tensor) -> Tensor:
         return leaky_relu_derivative(x, self.negative_slope)
 
     def extra_repr(self) -> str:
-        return f"negative_slope={self.negative_slope}"
+        return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
 
 
 class ELU(_Activation):
@@ -366,10 +373,17 @@ Swish = SiLU
 
 
 class ReLU6(_Activation):
-    """ReLU6 module min(max(0, x), 6)."""
+    """ReLU6 module min(max(0, x), 6). `inplace=True` overwrites x."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = inplace
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu6(x)
+        return F.relu6(x, inplace=self.inplace)
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
 
     def derivative(self, x: Tensor) -> Tensor:
         return relu6_derivative(x)
@@ -531,6 +545,24 @@ def get_act_layer(spec: str | type[nn.Module] | Callable[[], nn.Module] | None,
         return spec
     raise ConfigError(f"act_layer must be an activation name such as 'relu', a module class such as nn.SiLU, or "
                       f"None; got {type(spec).__name__}")
+
+
+def inplace_(act: nn.Module) -> nn.Module:
+    """Let `act` overwrite its input where it can (modules with an `inplace` flag: ReLU, ReLU6, LeakyReLU, torch's
+    SiLU ...): for an activation whose input no other layer reads (after a convolution or a norm, on a residual sum),
+    as torchvision builds its CNNs; the values are the same, one tensor per layer less is allocated. Returns `act`."""
+    if hasattr(act, "inplace"):
+        act.inplace = True
+    return act
+
+
+def disable_inplace(model: nn.Module) -> nn.Module:
+    """Turn off every in-place activation (and with them the residual blocks' in-place sums, `add_skip`), for tools
+    that hook intermediate outputs (feature maps, CAM, attributions): the values stay the same. Returns `model`."""
+    for m in model.modules():
+        if isinstance(getattr(m, "inplace", None), bool):
+            m.inplace = False
+    return model
 
 
 def get_derivative(name: str):

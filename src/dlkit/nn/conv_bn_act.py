@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .activations import get_act_layer
+from .activations import get_act_layer, inplace_
 from .norm import get_norm_layer
 
 
@@ -19,7 +19,7 @@ class ConvBNAct(nn.Sequential):
     `norm_layer` is a name ('batch', 'group', 'instance', 'frozen_batch'), a class or None (`dlkit.nn.norm`);
     with None the convolution keeps its bias and no normalisation follows. `bn_eps` goes to every named norm,
     `bn_momentum` to batch norm. `act_layer` is an activation name, a module class or None (a linear projection,
-    as in MobileNetV2's bottleneck output).
+    as in MobileNetV2's bottleneck output); it runs in place where it can (`dlkit.nn.activations.inplace_`).
     """
 
     def __init__(self, in_chans: int, out_chans: int, kernel_size: int | tuple[int, int] = 3, stride: int = 1,
@@ -33,7 +33,7 @@ class ConvBNAct(nn.Sequential):
                                              groups=groups, bias=make_norm is None)]
         if make_norm is not None:
             layers.append(make_norm(out_chans))
-        if make_act is not None:
-            layers.append(make_act())
+        if make_act is not None:  # in place: nothing else reads the conv/norm output (as torchvision's CNNs)
+            layers.append(inplace_(make_act()))
         super().__init__(*layers)
         self.in_chans, self.out_chans, self.stride = in_chans, out_chans, stride

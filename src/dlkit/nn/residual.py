@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .activations import get_act_layer
+from .activations import get_act_layer, inplace_
 from .conv_bn_act import ConvBNAct
 from .norm import get_norm_layer
 from .squeeze_excitation import SqueezeExcitation
@@ -136,6 +136,16 @@ def _act(act_layer):
     return make
 
 
+def add_skip(act: nn.Module, fx: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """act(F(x) + shortcut(x)), the merge of a post-activation residual block (Notes: 002 §2.2). With an in-place
+    `act` (the default, as torchvision's blocks), F(x) (a norm's or convolution's fresh output, read by no backward)
+    takes the sum in place too when the dtypes agree: the same values, two tensors per block less to allocate; a
+    forward hook on the layer that made F(x) then sees it overwritten (`disable_inplace(model)` turns both off)."""
+    if getattr(act, "inplace", False) and fx.dtype == skip.dtype:
+        return act(fx.add_(skip))
+    return act(fx + skip)
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers with a skip. Notes: 002 §2.2.1. y = relu(BN(W2 relu(BN(W1 x))) + shortcut(x)).
 
@@ -167,7 +177,7 @@ class BasicBlock(nn.Module):
         else:
             self.conv1 = ConvBNAct(in_chans, planes, 3, stride, dilation=dilation, **layer)
             self.conv2 = ConvBNAct(planes, planes, 3, 1, dilation=dilation, act_layer=None, norm_layer=norm_layer)
-            self.act = make_act()
+            self.act = inplace_(make_act())
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.se = _se(planes, se_reduction, act_layer)
         self.shortcut = make_shortcut(in_chans, planes, stride, shortcut, norm_layer=None if preact else norm_layer)
@@ -179,7 +189,7 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.preact:
-            return self.act(self.residual(x) + self.shortcut(x))
+            return add_skip(self.act, self.residual(x), self.shortcut(x))
         a = self.act1(self.bn1(x))
         skip = self.shortcut(a) if self.project_activated else self.shortcut(x)
         return self.se(self.conv2(self.drop(self.conv1(a)))) + skip
@@ -228,14 +238,14 @@ class Bottleneck(nn.Module):
         self.conv3 = ConvBNAct(width, out_chans, 1, act_layer=None, norm_layer=norm_layer)
         self.se = _se(out_chans, se_reduction, act_layer)
         self.shortcut = make_shortcut(in_chans, out_chans, stride, shortcut, norm_layer=norm_layer)
-        self.act = _act(act_layer)()
+        self.act = inplace_(_act(act_layer)())
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """F(x), the residual branch (SE included)."""
         return self.se(self.conv3(self.drop(self.conv2(self.conv1(x)))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.residual(x) + self.shortcut(x))
+        return add_skip(self.act, self.residual(x), self.shortcut(x))
 
     def set_stride_dilation(self, stride: int, dilation: int) -> None:
         """Set the block's stride and its 3x3's dilation in place (parameters unchanged). Notes: 002 §5.1.5."""

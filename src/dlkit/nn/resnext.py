@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .activations import get_act_layer
+from .activations import get_act_layer, inplace_
 from .conv_bn_act import ConvBNAct
-from .residual import make_shortcut
+from .residual import add_skip, make_shortcut
 
 FORMS = ("split", "concat", "grouped")
 _BN_KEYS = ("weight", "bias", "running_mean", "running_var")
@@ -87,7 +87,7 @@ class ResNeXtBlock(nn.Module):
             self.conv3 = nn.Conv2d(g * d, out_chans, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_chans)
         self.shortcut = make_shortcut(in_chans, out_chans, stride, "B")
-        self.act = get_act_layer(act_layer)()
+        self.act = inplace_(get_act_layer(act_layer)())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.form == "split":
@@ -96,7 +96,7 @@ class ResNeXtBlock(nn.Module):
             out = self.conv3(torch.cat([branch(x) for branch in self.branches], dim=1))
         else:
             out = self.conv3(self.conv2(self.conv1(x)))
-        return self.act(self.bn3(out) + self.shortcut(x))
+        return add_skip(self.act, self.bn3(out), self.shortcut(x))
 
     # ------------------------------------------------------------------ moving weights between the forms
 

@@ -8,7 +8,7 @@ Contract (torchvision's `GeneralizedRCNN` convention, DESIGN.md "Tasks"):
 - in eval mode `model(images)` returns a list of B dicts `{"boxes": [N, 4] xyxy, "scores": [N], "labels": [N]}`
   (plus `masks` for instance segmentation), the detections after the model's own post-processing (NMS).
 The notes write a box as (centre x, centre y, w, h) (§4); the contract uses corners, as torchvision and COCO's
-evaluation code do, and the box conversions come with the detection issue.
+evaluation code do; `dlkit.ops.box_convert` converts between the formats and `dlkit.ops.box_iou` measures overlap.
 
 Evaluation is a pluggable metric object (`metric=`, a factory of `metrics.meter.Metric` whose `update(preds,
 targets)` takes one batch and whose `compute()` returns a dict). COCO mAP, equal to pycocotools, plugs in there
@@ -19,7 +19,7 @@ of boxes where that IoU is >= 0.5. It is a plain sum over boxes, so it adds up a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -28,22 +28,8 @@ from ..data.loader import to_device
 from ..engine.task import Task
 from ..errors import ConfigError
 from ..metrics.meter import Metric
+from ..ops.boxes import box_iou
 from .optimization import build_optimizers
-
-
-def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """Pairwise IoU [N, M] of boxes a [N, 4] and b [M, 4] in (x1, y1, x2, y2), area (x2 - x1)(y2 - y1).
-
-    Notes: 002 §4.1, `IoU = |A n B| / (|A| + |B| - |A n B|)` (the notes' denominator subtracts the union: a typo).
-    A private copy of what dlkit.ops will provide; an empty box against itself has IoU 0.
-    """
-    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
-    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=2)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(inter.dtype).tiny), torch.zeros_like(inter))
 
 
 class BoxRecallIoU(Metric):
@@ -108,13 +94,15 @@ class DetectionTask(Task):
 
     Notes: 002 §4. `loss_weights` scales named terms (others weigh 1); the step logs every term. `metric` is a
     factory of the evaluation metric (default `BoxRecallIoU`; COCO mAP later). Optimizer and schedule from
-    `cfg` (`tasks.optimization.build_optimizers`).
+    `cfg` (`tasks.optimization.build_optimizers`). `figures` draws predicted and ground-truth boxes on validation
+    images and a precision-recall curve per class (`report.detection_figures`), naming labels 1..C by `class_names`.
     """
 
     def __init__(self, model: nn.Module, cfg, metric: Callable[[], Metric] = BoxRecallIoU,
-                 loss_weights: Mapping[str, float] | None = None):
+                 loss_weights: Mapping[str, float] | None = None, class_names: Sequence[str] | None = None):
         super().__init__(model)
         self.cfg, self.metric, self.loss_weights = cfg, metric, dict(loss_weights or {})
+        self.class_names = None if class_names is None else tuple(class_names)
 
     def configure_optimizers(self, plan):
         return build_optimizers(self.model.parameters(), self.cfg, plan)
@@ -140,3 +128,8 @@ class DetectionTask(Task):
             metric.update(model(images), targets)
         out = metric.compute()
         return out if isinstance(out, Mapping) else {"metric": out}
+
+    def figures(self, run_dir, model, data):
+        from ..report.detection_figures import detection_figures
+
+        return [] if data is None else detection_figures(model, data, run_dir / "figures", self.class_names)
