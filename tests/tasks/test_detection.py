@@ -85,7 +85,7 @@ def test_detection_task_trains_a_toy_detector_through_the_trainer():
     val_images, val_targets = squares(128, seed=2)
     train = TensorLoader(images, targets, batch_size=32, seed=0)
     val = TensorLoader(val_images, val_targets, batch_size=64, shuffle=False)
-    task = DetectionTask(ToyDetector(), opt_cfg(lr=3e-3))
+    task = DetectionTask(ToyDetector(), opt_cfg(lr=3e-3), metric=BoxRecallIoU)
     task.model.eval()
     with torch.no_grad():
         before = task.evaluate(task.model, val)

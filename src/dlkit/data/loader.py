@@ -10,10 +10,11 @@ ranks' batches equals the single-process batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from ..errors import ConfigError
 
@@ -111,3 +112,26 @@ def collate_detection(samples: Sequence[tuple]) -> tuple[torch.Tensor, list]:
         raise ConfigError(f"images in a detection batch must share one shape to be stacked; got {sorted(shapes)}."
                           " Resize them first (dlkit.data.transforms.Resize).")
     return torch.stack(images), list(targets)
+
+
+def detection_loaders(parts: Mapping[str, Dataset], batch_size: int, rank: int = 0, world_size: int = 1,
+                      seed: int = 0, num_workers: int = 0) -> dict[str, DataLoader]:
+    """DataLoaders of (image, target) sets for the detection task: `collate_detection` batches; the "train" set
+    shuffled by a DistributedSampler (seeded, re-shuffled by the Trainer's `set_epoch`), each of the world's
+    processes taking `batch_size / world_size` images; the evaluation sets in order, process r taking images r,
+    r + world_size, ... (metrics sum or gather their records over the processes, so each image counts once)."""
+    if batch_size < 1 or batch_size % world_size:
+        raise ConfigError(f"batch_size must be a positive multiple of the number of processes ({world_size}); got "
+                          f"{batch_size}")
+    per_rank = batch_size // world_size
+    workers = dict(num_workers=num_workers, persistent_workers=num_workers > 0, collate_fn=collate_detection)
+    loaders = {}
+    for name, ds in parts.items():
+        if name == "train":
+            sampler = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+            loaders[name] = DataLoader(ds, batch_size=per_rank, sampler=sampler, drop_last=len(ds) >= batch_size,
+                                       **workers)
+        else:
+            shard = ds if world_size == 1 else Subset(ds, range(rank, len(ds), world_size))
+            loaders[name] = DataLoader(shard, batch_size=per_rank, shuffle=False, **workers)
+    return loaders

@@ -11,8 +11,9 @@ The notes write a box as (centre x, centre y, w, h) (§4); the contract uses cor
 evaluation code do; `dlkit.ops.box_convert` converts between the formats and `dlkit.ops.box_iou` measures overlap.
 
 Evaluation is a pluggable metric object (`metric=`, a factory of `metrics.meter.Metric` whose `update(preds,
-targets)` takes one batch and whose `compute()` returns a dict). COCO mAP, equal to pycocotools, plugs in there
-when the detection issue adds it; until then the default is `BoxRecallIoU`: for every ground-truth box the best
+targets)` takes one batch and whose `compute()` returns a dict). The default is COCO mAP (`COCOMeanAP`, equal to
+pycocotools' COCOeval); a metric class that lists its result names in `names` lets the Trainer refuse a `monitor`
+it never logs before training. `BoxRecallIoU` is a cheaper localisation check: for every ground-truth box the best
 IoU reached by a detection of its class (scored >= `score_threshold`), averaged over the boxes, and the fraction
 of boxes where that IoU is >= 0.5. It is a plain sum over boxes, so it adds up across DDP ranks.
 """
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 from ..data.loader import to_device
 from ..engine.task import Task
 from ..errors import ConfigError
+from ..metrics.detection.coco_map import COCOMeanAP
 from ..metrics.meter import Metric
 from ..ops.boxes import box_iou
 from .optimization import build_optimizers
@@ -36,8 +38,8 @@ class BoxRecallIoU(Metric):
     """Per ground-truth box, the best IoU of a same-class detection scored >= `score_threshold` (0 if none):
     `mean_iou` over all boxes and `recall@{iou_threshold}`, the fraction of boxes with best IoU >= the threshold.
 
-    Notes: 002 §4.1 (IoU; recall = matched GT boxes / GT boxes). A stand-in for COCO mAP until it exists: it
-    ignores false positives, so a detector that fires everywhere scores high; it is honest about localisation.
+    Notes: 002 §4.1 (IoU; recall = matched GT boxes / GT boxes). It ignores false positives, so a detector that
+    fires everywhere scores high (COCO mAP does not); it is honest about localisation.
     """
 
     def __init__(self, score_threshold: float = 0.0, iou_threshold: float = 0.5):
@@ -93,16 +95,19 @@ class DetectionTask(Task):
     """Trains a detector on the sum of the loss dict its forward returns; evaluates its detections.
 
     Notes: 002 §4. `loss_weights` scales named terms (others weigh 1); the step logs every term. `metric` is a
-    factory of the evaluation metric (default `BoxRecallIoU`; COCO mAP later). Optimizer and schedule from
+    factory of the evaluation metric (default `COCOMeanAP`); its `names`, when it has them, are the task's
+    `metric_names`. Optimizer and schedule from
     `cfg` (`tasks.optimization.build_optimizers`). `figures` draws predicted and ground-truth boxes on validation
     images and a precision-recall curve per class (`report.detection_figures`), naming labels 1..C by `class_names`.
     """
 
-    def __init__(self, model: nn.Module, cfg, metric: Callable[[], Metric] = BoxRecallIoU,
+    def __init__(self, model: nn.Module, cfg, metric: Callable[[], Metric] = COCOMeanAP,
                  loss_weights: Mapping[str, float] | None = None, class_names: Sequence[str] | None = None):
         super().__init__(model)
         self.cfg, self.metric, self.loss_weights = cfg, metric, dict(loss_weights or {})
         self.class_names = None if class_names is None else tuple(class_names)
+        names = getattr(metric, "names", None)
+        self.metric_names = None if names is None else tuple(names)
 
     def configure_optimizers(self, plan):
         return build_optimizers(self.model.parameters(), self.cfg, plan)

@@ -41,6 +41,8 @@ class COCOMeanAP(Metric):
     mar_1, mar_10, mar_100, mar_small, mar_medium, mar_large}; -1 where undefined, as COCOeval.
     """
 
+    names = KEYS
+
     def __init__(self, iou_type: str = "bbox"):
         if iou_type not in ("bbox", "segm"):
             raise ConfigError(f"COCOMeanAP iou_type must be 'bbox' or 'segm'; got {iou_type!r}")
