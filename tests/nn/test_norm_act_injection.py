@@ -151,7 +151,7 @@ def test_aspp_image_pooling_refuses_instance_norm():
 
 FAMILIES = ["resnet_cifar20", "wrn_16_2", "se_resnet_cifar20", "resnext_tiny_fashion", "mobilenet_v2_tiny_fashion",
             "efficientnet_tiny_fashion", "regnet_tiny_fashion", "vgg_tiny_fashion", "googlenet_tiny_fashion",
-            "unet_tiny", "deeplabv3plus_tiny", "deeplabv3_tiny", "fcn8s_tiny"]
+            "unet_tiny", "deeplabv3plus_tiny", "deeplabv3_tiny", "fcn8s_tiny", "inception_resnet_tiny"]
 
 
 def _input(model: nn.Module) -> torch.Tensor:
@@ -184,7 +184,8 @@ def test_model_built_with_another_norm_has_only_that_norm_at_the_same_places(nam
 
 
 @pytest.mark.parametrize("name", ["resnet_cifar20", "mobilenet_v2_tiny_fashion", "efficientnet_tiny_fashion",
-                                  "regnet_tiny_fashion", "vgg_tiny_fashion", "googlenet_tiny_fashion", "unet_tiny"])
+                                  "regnet_tiny_fashion", "vgg_tiny_fashion", "googlenet_tiny_fashion", "unet_tiny",
+                                  "inception_resnet_tiny", "nin_fashion", "alexnet"])
 @pytest.mark.parametrize("act_layer, cls", [("leaky_relu", LeakyReLU), (nn.GELU, nn.GELU)])
 def test_model_act_layer_as_name_and_class(name, act_layer, cls):
     model = dlkit.create_model(name, act_layer=act_layer).eval()

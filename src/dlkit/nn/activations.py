@@ -547,6 +547,9 @@ def get_act_layer(spec: str | type[nn.Module] | Callable[[], nn.Module] | None,
                       f"None; got {type(spec).__name__}")
 
 
+RELU_INPLACE = functools.partial(nn.ReLU, inplace=True)  # torchvision's ReLU: the CNNs' default act_layer
+
+
 def inplace_(act: nn.Module) -> nn.Module:
     """Let `act` overwrite its input where it can (modules with an `inplace` flag: ReLU, ReLU6, LeakyReLU, torch's
     SiLU ...): for an activation whose input no other layer reads (after a convolution or a norm, on a residual sum),

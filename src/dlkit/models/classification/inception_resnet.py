@@ -19,20 +19,23 @@ Every convolution inside a branch is conv + BN (eps 1e-3, no bias) + ReLU.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from ...errors import ConfigError
+from ...nn.activations import get_act_layer, inplace_
 from ...nn.conv_bn_act import ConvBNAct
 from ...registry import register_model
 from ..backbone import Backbone, FeatureInfo
 
 
 def _conv(in_chans: int, out_chans: int, kernel_size: int | tuple[int, int], stride: int = 1,
-          bn_eps: float = 1e-3) -> ConvBNAct:
-    return ConvBNAct(in_chans, out_chans, kernel_size, stride, bn_eps=bn_eps)
+          bn_eps: float = 1e-3, norm_layer="batch", act_layer="relu") -> ConvBNAct:
+    return ConvBNAct(in_chans, out_chans, kernel_size, stride, bn_eps=bn_eps, norm_layer=norm_layer,
+                     act_layer=act_layer)
 
 
 class _ResidualInception(nn.Module):
@@ -41,12 +44,14 @@ class _ResidualInception(nn.Module):
     branches: nn.ModuleList
     up: nn.Conv2d
 
-    def __init__(self, chans: int, scale: float, activate: bool):
+    def __init__(self, chans: int, scale: float, activate: bool, bn_eps: float, norm_layer, act_layer):
         super().__init__()
         if chans < 1:
             raise ConfigError(f"{type(self).__name__} needs a positive channel count; got {chans}")
         self.chans, self.scale = chans, float(scale)
-        self.act = nn.ReLU(inplace=True) if activate else nn.Identity()
+        make_act = get_act_layer(act_layer)
+        self.act = inplace_(make_act()) if activate and make_act is not None else nn.Identity()
+        self.make_conv = functools.partial(_conv, bn_eps=bn_eps, norm_layer=norm_layer, act_layer=act_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.chans:
@@ -63,15 +68,16 @@ class InceptionResNetA(_ResidualInception):
     """
 
     def __init__(self, chans: int = 320, b0: int = 32, b1: Sequence[int] = (32, 32), b2: Sequence[int] = (32, 48, 64),
-                 scale: float = 0.17, activate: bool = True, bn_eps: float = 1e-3):
-        super().__init__(chans, scale, activate)
+                 scale: float = 0.17, activate: bool = True, bn_eps: float = 1e-3, norm_layer="batch",
+                 act_layer="relu"):
+        super().__init__(chans, scale, activate, bn_eps, norm_layer, act_layer)
+        conv = self.make_conv
         if len(b1) != 2 or len(b2) != 3:
             raise ConfigError(f"InceptionResNetA widths: b1=(reduce, 3x3), b2=(reduce, 3x3, 3x3); got b1={b1}, b2={b2}")
         self.branches = nn.ModuleList([
-            _conv(chans, b0, 1, bn_eps=bn_eps),
-            nn.Sequential(_conv(chans, b1[0], 1, bn_eps=bn_eps), _conv(b1[0], b1[1], 3, bn_eps=bn_eps)),
-            nn.Sequential(_conv(chans, b2[0], 1, bn_eps=bn_eps), _conv(b2[0], b2[1], 3, bn_eps=bn_eps),
-                          _conv(b2[1], b2[2], 3, bn_eps=bn_eps)),
+            conv(chans, b0, 1),
+            nn.Sequential(conv(chans, b1[0], 1), conv(b1[0], b1[1], 3)),
+            nn.Sequential(conv(chans, b2[0], 1), conv(b2[0], b2[1], 3), conv(b2[1], b2[2], 3)),
         ])
         self.up = nn.Conv2d(b0 + b1[-1] + b2[-1], chans, 1)
 
@@ -84,14 +90,14 @@ class InceptionResNetB(_ResidualInception):
     """
 
     def __init__(self, chans: int = 1088, b0: int = 192, b1: Sequence[int] = (128, 160, 192), scale: float = 0.10,
-                 activate: bool = True, bn_eps: float = 1e-3):
-        super().__init__(chans, scale, activate)
+                 activate: bool = True, bn_eps: float = 1e-3, norm_layer="batch", act_layer="relu"):
+        super().__init__(chans, scale, activate, bn_eps, norm_layer, act_layer)
+        conv = self.make_conv
         if len(b1) != 3:
             raise ConfigError(f"InceptionResNetB widths: b1=(reduce, 1x7, 7x1); got b1={b1}")
         self.branches = nn.ModuleList([
-            _conv(chans, b0, 1, bn_eps=bn_eps),
-            nn.Sequential(_conv(chans, b1[0], 1, bn_eps=bn_eps), _conv(b1[0], b1[1], (1, 7), bn_eps=bn_eps),
-                          _conv(b1[1], b1[2], (7, 1), bn_eps=bn_eps)),
+            conv(chans, b0, 1),
+            nn.Sequential(conv(chans, b1[0], 1), conv(b1[0], b1[1], (1, 7)), conv(b1[1], b1[2], (7, 1))),
         ])
         self.up = nn.Conv2d(b0 + b1[-1], chans, 1)
 
@@ -99,7 +105,8 @@ class InceptionResNetB(_ResidualInception):
 class InceptionResNetTiny(Backbone):
     """A small Inception-ResNet: 3x3 stem -> conv/2 -> A blocks -> conv/2 -> B blocks -> GAP -> dropout -> FC.
 
-    Notes: 002 §2.2.2. Branch widths are v2's ratios of the block width (A: C/4 | C/4-C/4 | C/4-3C/8-C/2;
+    Notes: 002 §2.2.2. `norm_layer` / `act_layer` replace every BN / ReLU (names or classes, `dlkit.nn.norm`,
+    `dlkit.nn.activations`). Branch widths are v2's ratios of the block width (A: C/4 | C/4-C/4 | C/4-3C/8-C/2;
     B: C/4 | C/4-5C/16-3C/8); for 28x28 / 32x32 images (28 -> 14 -> 7).
 
     Backbone contract: stages stem (stride 2), stage_a (stride 2) and stage_b (after the strided `reduce`
@@ -110,7 +117,8 @@ class InceptionResNetTiny(Backbone):
     head_modules = ("head",)
 
     def __init__(self, num_classes: int = 10, in_chans: int = 1, stem_chans: int = 16, a_chans: int = 32,
-                 b_chans: int = 64, num_a: int = 2, num_b: int = 2, dropout: float = 0.2):
+                 b_chans: int = 64, num_a: int = 2, num_b: int = 2, dropout: float = 0.2, norm_layer="batch",
+                 act_layer="relu"):
         super().__init__()
         if min(num_classes, in_chans, stem_chans, a_chans, b_chans) < 1 or min(num_a, num_b) < 0:
             raise ConfigError("InceptionResNetTiny widths must be positive and block counts >= 0; got "
@@ -118,11 +126,12 @@ class InceptionResNetTiny(Backbone):
         self.in_chans = in_chans
         self.default_input_shape = (in_chans, 28, 28)
         a, b = a_chans, b_chans
-        self.stem = nn.Sequential(_conv(in_chans, stem_chans, 3), _conv(stem_chans, a, 3, stride=2))
-        self.stage_a = nn.Sequential(*[InceptionResNetA(a, a // 4, (a // 4, a // 4), (a // 4, 3 * a // 8, a // 2))
-                                       for _ in range(num_a)])
-        self.reduce = _conv(a, b, 3, stride=2)
-        self.stage_b = nn.Sequential(*[InceptionResNetB(b, b // 4, (b // 4, 5 * b // 16, 3 * b // 8))
+        layers = {"norm_layer": norm_layer, "act_layer": act_layer}
+        self.stem = nn.Sequential(_conv(in_chans, stem_chans, 3, **layers), _conv(stem_chans, a, 3, stride=2, **layers))
+        self.stage_a = nn.Sequential(*[InceptionResNetA(a, a // 4, (a // 4, a // 4), (a // 4, 3 * a // 8, a // 2),
+                                                        **layers) for _ in range(num_a)])
+        self.reduce = _conv(a, b, 3, stride=2, **layers)
+        self.stage_b = nn.Sequential(*[InceptionResNetB(b, b // 4, (b // 4, 5 * b // 16, 3 * b // 8), **layers)
                                        for _ in range(num_b)])
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(b, num_classes))
         self.feature_info = FeatureInfo([FeatureInfo.entry("stem", a, 2), FeatureInfo.entry("stage_a", a, 2),

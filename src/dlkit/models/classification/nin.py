@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError
+from ...nn.activations import RELU_INPLACE, get_act_layer, inplace_
 from ...nn.init import init_weights
 from ...registry import register_model
 from ..backbone import Backbone, FeatureInfo, flatten, named_steps
@@ -33,14 +34,16 @@ class MlpConv(nn.Sequential):
 
     y = ReLU(W_n ... ReLU(W_2 ReLU(W_1 * x + b_1) + b_2) ...), W_1 a k x k kernel, the others 1x1 (dense per pixel).
     Padding (k-1)//2 keeps the spatial size of a plain 'same' convolution. `norm=True` inserts batch normalisation
-    before each ReLU (not in the paper, which predates BN); `final_relu=False` leaves the last conv linear.
+    before each ReLU (not in the paper, which predates BN); `final_relu=False` leaves the last conv linear;
+    `act_layer` replaces the ReLU (a name or class of `dlkit.nn.activations`).
     """
 
     def __init__(self, in_chans: int, widths: Sequence[int], kernel_size: int, final_relu: bool = True,
-                 norm: bool = False):
+                 norm: bool = False, act_layer=RELU_INPLACE):
         if not widths or any(w < 1 for w in widths):
             raise ConfigError(f"MlpConv needs at least one positive width; got {list(widths)}")
         layers: list[nn.Module] = []
+        make_act = get_act_layer(act_layer)
         chans = [in_chans, *widths]
         for i, (a, b) in enumerate(zip(chans[:-1], chans[1:])):
             k = kernel_size if i == 0 else 1
@@ -48,8 +51,8 @@ class MlpConv(nn.Sequential):
             layers.append(nn.Conv2d(a, b, k, padding=(k - 1) // 2, bias=not (norm and activated)))
             if norm and activated:
                 layers.append(nn.BatchNorm2d(b))
-            if activated:
-                layers.append(nn.ReLU(inplace=True))
+            if activated and make_act is not None:
+                layers.append(inplace_(make_act()))
         super().__init__(*layers)
         self.in_chans, self.out_chans = in_chans, widths[-1]
 
@@ -73,17 +76,18 @@ class NiN(Backbone):
     def __init__(self, num_classes: int = 10, in_chans: int = 3,
                  blocks: Sequence[tuple[int, Sequence[int]]] = ((5, (192, 160, 96)), (5, (192, 192, 192)),
                                                                 (3, (192, 192))),
-                 dropout: float = 0.5, final_relu: bool = True, norm: bool = False):
+                 dropout: float = 0.5, final_relu: bool = True, norm: bool = False, act_layer=RELU_INPLACE):
         super().__init__()
         if len(blocks) != 3:
             raise ConfigError(f"NiN has three mlpconv blocks; got {len(blocks)}")
         self.in_chans = in_chans
         self.default_input_shape = (in_chans, 32, 32)
         (k1, w1), (k2, w2), (k3, w3) = blocks
+        opts = {"norm": norm, "act_layer": act_layer}
         self.features = nn.Sequential(
-            MlpConv(in_chans, w1, k1, norm=norm), nn.MaxPool2d(3, 2, ceil_mode=True), nn.Dropout(dropout),
-            MlpConv(w1[-1], w2, k2, norm=norm), nn.AvgPool2d(3, 2, ceil_mode=True), nn.Dropout(dropout),
-            MlpConv(w2[-1], [*w3, num_classes], k3, final_relu=final_relu, norm=norm),
+            MlpConv(in_chans, w1, k1, **opts), nn.MaxPool2d(3, 2, ceil_mode=True), nn.Dropout(dropout),
+            MlpConv(w1[-1], w2, k2, **opts), nn.AvgPool2d(3, 2, ceil_mode=True), nn.Dropout(dropout),
+            MlpConv(w2[-1], [*w3, num_classes], k3, final_relu=final_relu, **opts),
         )
         self.gap = nn.AdaptiveAvgPool2d(1)
         last = self.features[6]

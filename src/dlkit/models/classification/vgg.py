@@ -16,14 +16,13 @@ vgg11_bn 132,868,840  vgg13_bn 133,053,736  vgg16_bn 138,365,992  vgg19_bn 143,6
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from ...errors import ConfigError
-from ...nn.activations import get_act_layer
+from ...nn.activations import RELU_INPLACE, get_act_layer
 from ...nn.init import init_weights
 from ...nn.norm import get_norm_layer
 from ...registry import register_model
@@ -38,7 +37,6 @@ VGG_CONFIGS: dict[str, tuple] = {
     "tiny": (16, "M", 32, "M", 64, 64, "M"),
 }
 
-_RELU = functools.partial(nn.ReLU, inplace=True)  # torchvision's in-place ReLU, VGG's default act_layer
 
 
 class VGG(Backbone):
@@ -61,7 +59,7 @@ class VGG(Backbone):
 
     def __init__(self, cfg: str | Sequence = "D", num_classes: int = 1000, in_chans: int = 3, batch_norm: bool = False,
                  hidden: int = 4096, pool_size: int = 7, dropout: float = 0.5, norm_layer=None,
-                 act_layer=_RELU):
+                 act_layer=RELU_INPLACE):
         super().__init__()
         if isinstance(cfg, str):
             if cfg not in VGG_CONFIGS:

@@ -32,14 +32,12 @@ scorer cin cout + cout:
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ConfigError
-from ...nn.activations import get_act_layer
+from ...nn.activations import RELU_INPLACE, get_act_layer
 from ...nn.init import init_weights
 from ...nn.norm import get_norm_layer
 from ...registry import create_model, register_model
@@ -61,7 +59,6 @@ def center_crop(x: Tensor, size: tuple[int, int]) -> Tensor:
     return x[..., top:top + h, left:left + w]
 
 
-_RELU = functools.partial(nn.ReLU, inplace=True)  # the paper's ReLU, U-Net's default act_layer
 
 
 class DoubleConv(nn.Sequential):
@@ -71,7 +68,7 @@ class DoubleConv(nn.Sequential):
     no bias; `act_layer` replaces ReLU.
     """
 
-    def __init__(self, in_chans: int, out_chans: int, padding: bool, norm_layer=None, act_layer=_RELU):
+    def __init__(self, in_chans: int, out_chans: int, padding: bool, norm_layer=None, act_layer=RELU_INPLACE):
         make_norm, make_act = get_norm_layer(norm_layer), get_act_layer(act_layer)
         layers: list[nn.Module] = []
         for cin in (in_chans, out_chans):
@@ -109,7 +106,8 @@ class UNet(nn.Module):
 
     def __init__(self, in_chans: int = 1, num_classes: int = 2, base_width: int = 64, depth: int = 4,
                  padding: bool = False, upsample: str = "transposed", batch_norm: bool = False,
-                 encoder: str | None = None, encoder_kwargs: dict | None = None, norm_layer=None, act_layer=_RELU):
+                 encoder: str | None = None, encoder_kwargs: dict | None = None, norm_layer=None,
+                 act_layer=RELU_INPLACE):
         super().__init__()
         if upsample not in UPSAMPLE_MODES:
             raise ConfigError(f"UNet upsample must be one of {UPSAMPLE_MODES}; got {upsample!r}")
