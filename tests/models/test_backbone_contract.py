@@ -24,7 +24,7 @@ SMALL = {"lenet5": {}, "vgg_tiny_fashion": {}, "nin": {}, "nin_fashion": {}, "go
          "resnet_cifar20": {}, "wrn_16_2": {}, "resnext_tiny_fashion": {}, "se_resnet_cifar20": {},
          "mobilenet_v2_tiny_fashion": {}, "mobilenet_v1": {"alpha": 0.25}, "efficientnet_tiny_fashion": {},
          "regnet_tiny_fashion": {}, "vit_tiny_mnist": {}, "inception_resnet_tiny": {}, "example_cnn_003": {},
-         "mlp_digits": {}, "resnet18": {"widths": (8, 8, 16, 16), "stem_width": 8},
+         "mlp_digits": {}, "darknet_small": {}, "resnet18": {"widths": (8, 8, 16, 16), "stem_width": 8},
          "inception_v1": {"stem_chans": (8, 8, 16), "layout": (("3a", 8, 8, 8, 4, 4, 4), "M",
                                                                 ("4a", 8, 8, 8, 4, 4, 4)), "aux_after": ("4a",)}}
 SMALL_SIDE = {"resnet18": 64, "mobilenet_v1": 64, "inception_v1": 64}

@@ -75,6 +75,17 @@ def training_loss(name: str, model) -> torch.Tensor:
         return model(inputs, _tokens(4, 1)[:, 0] + 1, _tokens(4, model.num_negatives) + 2)
     if kind == "ELMo":
         return model.lm_loss(_tokens(2, 6))
+    if model_metadata(name)["task"] == "detection":  # the detection contract: images and targets give a loss dict
+        chans, h, w = model_metadata(name)["input_size"]
+        # objects of eight sizes at three centres (a cell centre of the 4 x 4 map, one of the 8 x 8 map, the image
+        # centre), so that every scale's head has positives; a localiser takes exactly one object
+        sizes = [0.6] if kind == "Localiser" else [0.06, 0.1, 0.16, 0.25, 0.35, 0.45, 0.6, 0.9]
+        shapes = [(0.5, s) for s in sizes] if kind == "Localiser" else [
+            (c, s) for s in sizes for c in (0.375, 0.4375, 0.5) if s / 2 <= c]
+        boxes = torch.tensor([[(c - s / 2) * w, (c - s / 2) * h, (c + s / 2) * w, (c + s / 2) * h] for c, s in shapes])
+        target = {"boxes": boxes, "labels": torch.ones(len(shapes), dtype=torch.long)}
+        images = torch.rand(2, chans, h, w, generator=torch.Generator().manual_seed(0))
+        return sum(model(images, [target, target]).values())
     if kind in ("Seq2Seq", "Transformer"):
         out = model(_tokens(2, 6), _tokens(2, 5))
     elif getattr(model, "default_input_shape", None) is None:  # a language model over token ids

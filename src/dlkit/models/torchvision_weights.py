@@ -36,6 +36,8 @@ from .classification.regnet import RegNet
 from .classification.resnet import ResNet
 from .classification.vgg import VGG
 from .classification.vit import VisionTransformer
+from .detection.retinanet import RetinaNet
+from .detection.ssd import SSD, VGGSSDTrunk
 from .segmentation.deeplab import DeepLabV3
 
 
@@ -194,11 +196,56 @@ def _deeplabv3_table(model: DeepLabV3) -> Table:
     return table
 
 
+def _retinanet_table(model: RetinaNet) -> Table:
+    """RetinaNet-ResNet-FPN (torchvision.models.detection.retinanet): backbone.body (the ResNet), backbone.fpn
+    (inner_blocks.i.0 / layer_blocks.i.0 / extra_blocks onto fpn.lateral.i / fpn.output.i / fpn.extra), and the
+    heads (conv.i.0, cls_logits / bbox_reg onto the subnets' conv.i.0 / out)."""
+    resnet = getattr(model.backbone, "model", None)
+    if not isinstance(resnet, ResNet):
+        raise ConfigError(f"torchvision's RetinaNet has a ResNet backbone; this one's is "
+                          f"{type(resnet or model.backbone).__name__}")
+    table: Table = {}
+    _resnet_body(table, resnet.stages, "backbone.body.", "backbone.")
+    for i in range(len(model.fpn.lateral)):
+        table[f"backbone.fpn.inner_blocks.{i}.0"] = f"fpn.lateral.{i}"
+        table[f"backbone.fpn.layer_blocks.{i}.0"] = f"fpn.output.{i}"
+    for name in ("p6", "p7"):
+        table[f"backbone.fpn.extra_blocks.{name}"] = f"fpn.extra.{name}"
+    heads = (("classification_head", "cls_subnet", "cls_logits"), ("regression_head", "box_subnet", "bbox_reg"))
+    for tv, dl, out in heads:
+        for i in range(len(getattr(model, dl).conv)):
+            table[f"head.{tv}.conv.{i}.0"] = f"{dl}.conv.{i}.0"
+        table[f"head.{tv}.{out}"] = f"{dl}.out"
+    return table
+
+
+def _ssd_table(model: SSD) -> Table:
+    """SSD300-VGG16 (torchvision.models.detection.ssd): backbone.features (conv1_1-conv4_3) onto the trunk's vgg,
+    scale_weight onto l2norm, extra.0 (pool4, conv5, then pool5/fc6/fc7 nested) onto fc7, extra.1-4 onto extras,
+    the heads' module_list onto cls_heads / box_heads."""
+    if not isinstance(model.backbone, VGGSSDTrunk):
+        raise ConfigError(f"torchvision's SSD has the VGG-16 trunk (ssd300_vgg16); this one's backbone is "
+                          f"{type(model.backbone).__name__}")
+    table: Table = {f"backbone.{name}": f"backbone.vgg.{name}" for name, m in model.backbone.vgg.features.named_modules(
+        prefix="features") if isinstance(m, nn.Conv2d)}
+    table["backbone.scale_weight"] = "backbone.l2norm.weight"
+    for tv, dl in (("1", "1"), ("3", "3"), ("5", "5"), ("7.1", "8"), ("7.3", "10")):
+        table[f"backbone.extra.0.{tv}"] = f"backbone.fc7.{dl}"
+    for k, block in enumerate(model.extras):
+        for name, _ in block.named_children():
+            table[f"backbone.extra.{k + 1}.{name}"] = f"extras.{k}.{name}"
+    for level in range(len(model.cls_heads)):
+        table[f"head.classification_head.module_list.{level}"] = f"cls_heads.{level}"
+        table[f"head.regression_head.module_list.{level}"] = f"box_heads.{level}"
+    return table
+
+
 # exact classes only: a subclass (DeepLabV3Plus) has another layout and no torchvision counterpart
 TABLES: dict[type, Callable[[nn.Module], Table]] = {
     AlexNet: _identity_table, VGG: _identity_table, GoogLeNet: _googlenet_table, ResNet: _resnet_table,
     MobileNetV2: _mobilenet_v2_table, EfficientNet: _efficientnet_table, RegNet: _regnet_table,
-    VisionTransformer: _vit_table, DeepLabV3: _deeplabv3_table,
+    VisionTransformer: _vit_table, DeepLabV3: _deeplabv3_table, RetinaNet: _retinanet_table,
+    SSD: _ssd_table,
 }
 
 
@@ -280,7 +327,8 @@ def load_torchvision_state_dict(model: nn.Module, state_dict: Mapping[str, Tenso
     """Copy a torchvision model's state dict into the equivalent dlkit `model` (in place; returns the model).
 
     Families: AlexNet, VGG, GoogLeNet, ResNet/ResNeXt/Wide ResNet, MobileNetV2, EfficientNet, RegNet, ViT,
-    DeepLab v3. Read checkpoint files with `dlkit.models.weights_file.load_weights_file(path)`.
+    DeepLab v3, RetinaNet (ResNet-FPN), SSD300 (VGG-16). Read checkpoint files with
+    `dlkit.models.weights_file.load_weights_file(path)`.
     `assign=True` makes the model hold the checkpoint's tensors (their dtype and device) instead of copying
     into its own, so a model built on the meta device (`with torch.device("meta"): create_model(...)`) skips
     its random initialisation.

@@ -40,7 +40,7 @@ class _Augmented:
 
     def __init__(self, dataset, transform):
         self.dataset, self.transform = dataset, transform
-        self.class_names = dataset.class_names
+        self.class_names = getattr(dataset, "class_names", None) or getattr(dataset, "classes", None)  # VOC: classes
 
     def __len__(self) -> int:
         return len(self.dataset)

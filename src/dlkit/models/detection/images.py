@@ -1,0 +1,40 @@
+"""The detectors' input images: one batch of equally sized images, and the per-channel statistics of their
+normalisation (x - mean) / std on images in [0, 1] (Notes: 002 §4.3.1: the backbone sees what it was trained on)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ...errors import ConfigError
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def channel_stats(value: float | Sequence[float] | None, default: Sequence[float], in_chans: int,
+                  what: str) -> Tensor:
+    """`value` (a number, or one per channel) as a [1, C, 1, 1] tensor; None: `default` for 3 channels, its
+    channel average for any other count (as timm adapts pretrained stems)."""
+    if value is None:
+        value = default if in_chans == 3 else [sum(default) / 3] * in_chans
+    values = [float(value)] * in_chans if isinstance(value, int | float) else [float(v) for v in value]
+    if len(values) != in_chans:
+        raise ConfigError(f"{what} needs one value per image channel ({in_chans}); got {len(values)}: {values}")
+    return torch.tensor(values).view(1, in_chans, 1, 1)
+
+
+def batch_images(images, in_chans: int, who: str) -> Tensor:
+    """Images [B, C, H, W], or a list of equally sized [C, H, W], as one [B, C, H, W] tensor; anything else is
+    refused with a one-line error naming `who` (the detector) and what it got."""
+    if isinstance(images, list | tuple):
+        sizes = {tuple(i.shape) for i in images}
+        if len(sizes) > 1:
+            raise ConfigError(f"{who} takes images of one size; got sizes {sorted(sizes)}. Resize or letterbox them "
+                              f"to one size (dlkit.data.box_transforms)")
+        images = torch.stack(list(images))
+    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != in_chans:
+        got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ConfigError(f"{who} expects images [B, {in_chans}, H, W] in [0, 1]; got {got}")
+    return images
