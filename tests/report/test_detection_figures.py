@@ -109,3 +109,13 @@ def test_detection_task_figures_land_in_the_run_folder(tmp_path):
     paths = DetectionTask(model, None, class_names=["circle", "square"]).figures(tmp_path, model, data)
     assert paths == [tmp_path / "figures" / "detections.png", tmp_path / "figures" / "pr_curves.png"]
     assert all(p.is_file() for p in paths)
+
+
+def test_a_float_image_lifted_above_one_by_rounding_is_shown_as_is_and_uint8_is_scaled():
+    from dlkit.report.detection_figures import _image_hwc
+
+    image = torch.full((3, 8, 8), 0.5)
+    image[0, 0, 0] = 1.0000001  # what letterboxing a photo produced: once read as uint8, the panel was black
+    shown = _image_hwc(image)
+    assert shown.shape == (8, 8, 3) and shown.max() == 1.0 and abs(float(shown.mean()) - 0.5) < 1e-2
+    assert _image_hwc(torch.full((1, 4, 4), 255, dtype=torch.uint8)).tolist() == [[1.0] * 4] * 4

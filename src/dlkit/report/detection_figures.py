@@ -29,12 +29,15 @@ def _np(x) -> np.ndarray:
 
 
 def _image_hwc(image) -> np.ndarray:
-    a = _np(image).astype(np.float32)
+    """[H, W(, C)] floats in [0, 1]: uint8 images are divided by 255, float images (in [0, 1] up to rounding, which
+    resizing can overshoot by 1e-7) are clipped."""
+    a = _np(image)
+    a = a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else np.clip(a.astype(np.float32), 0.0, 1.0)
     if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
         a = a.transpose(1, 2, 0)
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
-    return a / 255.0 if a.max() > 1.0 else np.clip(a, 0.0, 1.0)
+    return a
 
 
 def _name(label: int, class_names: Sequence[str] | None) -> str:
