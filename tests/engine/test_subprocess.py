@@ -1,6 +1,6 @@
-"""Real `dlkit run` processes: a SIGKILL mid-epoch then --resume (an MLP, LeNet-5 with channels-last and the
-char-GPT), and torchrun with two gloo processes (an epoch-based MLP and the step-based char-GPT on an endless
-stream)."""
+"""Real `dlkit run` processes: a SIGKILL mid-epoch then --resume (an MLP, LeNet-5 with channels-last, the
+char-GPT and SSD), and torchrun with two gloo processes (an epoch-based MLP, the step-based char-GPT on an endless
+stream, and SSD with its sharded COCO evaluation)."""
 
 import json
 import math
@@ -118,3 +118,29 @@ def test_char_gpt_torchrun_two_processes_match_one_process_with_the_same_global_
     s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert s2["world_size"] == 2 and s2["value"] == pytest.approx(s1["value"], abs=1e-5)  # sharded validation
     assert s1["value"] < 4.0 < math.log(len(json.loads((tmp_path / "one" / "model.json").read_text())["class_names"]))
+
+
+# a detection recipe (SSD on generated shapes, smoke size): the detection task, its collate and its sharded COCO
+# evaluation take the same path (Notes: 002 §4.3.4)
+DET_OPTS = ["--smoke", "--set", "epochs=3", "--set", "checkpoint_every_steps=2"]  # 8 scenes, batches of 4
+
+
+@pytest.mark.slow
+def test_ssd_shapes_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path):
+    kill_after_checkpoints_then_resume("ssd-shapes", DET_OPTS, tmp_path)  # killed after the step-4 checkpoint
+
+
+@pytest.mark.slow
+def test_ssd_shapes_runs_under_torchrun_with_two_processes(tmp_path):
+    two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dlkit", "run",
+           "ssd-shapes", "--out", str(tmp_path / "two"), *DET_OPTS]
+    proc = subprocess.run(two, capture_output=True, text=True, timeout=240, env=ENV)
+    if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
+        run_ok([*two, "--overwrite"])  # the gloo teardown abort of one_and_two_processes
+    else:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    # batch norm makes one process and two differ (no SyncBatchNorm); the sharded COCO evaluation must still gather
+    # every test image: mAP@0.5 is a number in [0, 1], not COCO's -1 of an empty evaluation
+    assert summary["world_size"] == 2 and 0.0 <= summary["value"] <= 1.0
+    assert "cls_heads.0.weight" in weights(tmp_path / "two")
