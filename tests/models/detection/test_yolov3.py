@@ -206,7 +206,11 @@ def test_forward_backward_on_a_small_input_reaches_every_parameter():
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
     assert not missing, missing
     with pytest.raises(ConfigError, match="multiples of 32"):
-        model(torch.rand(1, 3, 60, 64))
+        model(torch.rand(1, 3, 60, 64), targets[:1])
+    with pytest.raises(ConfigError, match="training mode computes its loss"):
+        model(images)
+    with pytest.raises(ConfigError, match=r"expects images \[B, 3, H, W\]"):
+        model(torch.rand(2, 1, 64, 64), targets)
     with pytest.raises(ConfigError, match=r"labels must be in 1\.\.3"):
         model(images, [{"boxes": torch.tensor([[1.0, 1, 9, 9]]), "labels": torch.tensor([4])}] * 2)
     with pytest.raises(ConfigError, match="multiple of 3"):

@@ -169,12 +169,14 @@ class YOLOv3(nn.Module):
 
     def forward(self, images: Tensor, targets: Sequence[Mapping[str, Tensor]] | None = None):
         """Training with targets: the loss dict {loss_box, loss_objectness, loss_classifier}; evaluation: one
-        {boxes, scores, labels} per image; training without targets: the raw `head_outputs`."""
+        {boxes, scores, labels} per image; training without targets is refused (the raw maps: `head_outputs`)."""
         images = batch_images(images, self.in_chans, "YOLOv3")
+        if self.training and targets is None:
+            raise ConfigError("YOLOv3 in training mode computes its loss: call model(images, targets), one dict "
+                              "{boxes [M, 4] xyxy, labels [M] in 1..C} per image (head_outputs(images) gives the raw "
+                              "maps), or model.eval() for detections")
         preds = self.head_outputs(images)
         if self.training:
-            if targets is None:
-                return preds
             return yolov3_loss(preds, targets, self.anchors, self.strides, tuple(images.shape[-2:]),
                                self.num_classes, **self.loss_options)
         return self.detect(preds, tuple(images.shape[-2:]))
