@@ -33,6 +33,9 @@ class Setup:
     val_name: str = "val"                         # "test" when the recipe has no validation split
     # {"name": registry name, "kwargs": {...}, plus metadata: class_names, mean, std, input_size, task}: model.json
     model_spec: dict | None = None
+    # a baseline trained after the run on the main process (e.g. the same network from scratch, through the headless
+    # fit()): comparison(run_dir, metrics) returns its metrics for summary.json and the report, and may draw figures
+    comparison: Callable[[Path, dict], dict[str, float]] | None = None
 
 
 @dataclass

@@ -226,6 +226,9 @@ def _run_in(recipe: Recipe, cfg: Config, run_dir: Path, dist, *, smoke: bool, re
     if setup.test is not None:  # on every rank: metric states are summed over the ranks
         with global_state.restored():
             metrics.update(trainer.evaluate(setup.test, "test"))
+    if dist.is_main and setup.comparison is not None:
+        with global_state.restored():
+            metrics.update(setup.comparison(run_dir, dict(metrics)))
     if dist.is_main:
         summary = _summary(recipe, cfg, metrics, seconds, smoke, run_dir, steps=trainer.step,
                            device=str(trainer.device), world_size=dist.world_size, stop_reason=trainer.stop_reason,
