@@ -250,3 +250,14 @@ def test_small_model_overfits_a_handful_of_scenes():
         metric.update(model(images), targets)
     assert metric.compute()["map_50"] > 0.9
     assert time.process_time() - start < 20
+
+
+def test_any_backbone_with_feature_info_at_doubling_strides():
+    # a ResNet through the feature contract instead of Darknet: its last three stages are at strides 8, 16, 32
+    model = small_model(backbone="resnet18", backbone_kwargs={"widths": (8, 8, 16, 16), "stem_width": 8})
+    assert list(model.strides) == [8, 16, 32]
+    targets = [{"boxes": torch.tensor([[4.0, 6.0, 30.0, 40.0]]), "labels": torch.tensor([2])}] * 2
+    sum(model.train()(torch.rand(2, 3, 64, 64), targets).values()).backward()
+    assert all(p.grad is not None for p in model.backbone.parameters())
+    dets = model.eval()(torch.rand(2, 3, 64, 64))
+    assert len(dets) == 2 and set(dets[0]) == {"boxes", "scores", "labels"}
