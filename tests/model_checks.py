@@ -40,3 +40,19 @@ def assert_every_parameter_gets_a_gradient(model, x):
     sum(o.sum() for o in outs).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert not missing, missing
+
+
+def detector_losses(model, images, targets, steps: int, lr: float = 3e-3) -> list[float]:
+    """Train a detector (the detection contract: model(images, targets) -> loss dict) for `steps` Adam steps on one
+    batch; the summed loss of every step. The model is left in eval mode."""
+    opt = torch.optim.Adam(model.parameters(), lr)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss = sum(model(images, targets).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses

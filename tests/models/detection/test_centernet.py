@@ -21,6 +21,7 @@ from dlkit.models.detection.centernet import (
     heatmap_peaks,
 )
 from dlkit.registry import model_metadata
+from tests.model_checks import detector_losses
 
 # ----------------------------------------------------------------------------- CornerNet's Gaussian radius
 
@@ -216,14 +217,7 @@ def test_overfits_a_handful_of_scenes():
     images = torch.stack([scenes[i][0] for i in range(4)])
     targets = [{k: scenes[i][1][k] for k in ("boxes", "labels")} for i in range(4)]
     model = create_model("centernet_tiny", num_classes=5, in_chans=3)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(100):
-        loss = sum(model(images, targets).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    detector_losses(model, images, targets, 100)
     metric = COCOMeanAP()
     with torch.no_grad():
         metric.update(model(images), targets)
