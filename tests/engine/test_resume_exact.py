@@ -3,6 +3,7 @@ ends with a final checkpoint equal, tensor for tensor (weights, optimizer moment
 best weights, RNG and data state), to the uninterrupted run's; also under DDP with two gloo processes, where a
 SIGTERM that reaches one rank stops both after the same step."""
 
+import gc
 import os
 import signal
 import socket
@@ -108,8 +109,6 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, port: int, tmp: str) -> None:
-    from pathlib import Path
-
     from dlkit.engine.distributed import cleanup, init_distributed
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
@@ -117,27 +116,42 @@ def _ddp_worker(rank: int, port: int, tmp: str) -> None:
     torch.set_num_threads(1)
     dist = init_distributed("cpu")
     try:
-        case = dict(cfg=dict(epochs=3, grad_clip_norm=0.5, ema_decay=0.9), optim=dict(schedule="onecycle"))
-        full, resumed, diff = killed_then_resumed(Path(tmp), case, dist=dist)
-        if rank == 0:
-            assert full.step == resumed.step == 18 and diff == [], diff
-        local = [p.detach() for p in resumed.model.parameters()]  # every rank holds the same weights as rank 0
-        assert all(torch.equal(a, b) for a, b in zip(local, full.model.parameters()))
-        # SIGTERM reaching rank 1 alone (after step 5): both ranks stop after that same step, rank 0 checkpoints it
-        trainer = Trainer(ToyClassifier(toy_model()), toy_loaders(rank=rank, world_size=2)[0], None,
-                          TrainerConfig(epochs=3, progress=False, tensorboard=False), run_dir=Path(tmp) / "term",
-                          dist=dist, callbacks=[SigtermAt(5 if rank == 1 else None)])
-        try:
-            trainer.fit()
-            raise AssertionError(f"rank {rank} was not stopped")
-        except Preempted as e:
-            assert e.exit_code == 143 and trainer.step == 5, (str(e), trainer.step)
-        if rank == 0:
-            assert list_checkpoints(Path(tmp) / "term" / "checkpoints")[-1].name == "step_000000005.json"
+        _ddp_checks(rank, tmp, dist)
     finally:
+        gc.collect()  # the checks' DDP wrappers (their reducers hold the process group) go before the group
         cleanup(dist)
+
+
+def _ddp_checks(rank: int, tmp: str, dist) -> None:
+    """Bit-exact resume under DDP, and a SIGTERM reaching one rank (run in each spawned process)."""
+    from pathlib import Path
+
+    case = dict(cfg=dict(epochs=3, grad_clip_norm=0.5, ema_decay=0.9), optim=dict(schedule="onecycle"))
+    full, resumed, diff = killed_then_resumed(Path(tmp), case, dist=dist)
+    if rank == 0:
+        assert full.step == resumed.step == 18 and diff == [], diff
+    local = [p.detach() for p in resumed.model.parameters()]  # every rank holds the same weights as rank 0
+    assert all(torch.equal(a, b) for a, b in zip(local, full.model.parameters()))
+    # SIGTERM reaching rank 1 alone (after step 5): both ranks stop after that same step, rank 0 checkpoints it
+    trainer = Trainer(ToyClassifier(toy_model()), toy_loaders(rank=rank, world_size=2)[0], None,
+                      TrainerConfig(epochs=3, progress=False, tensorboard=False), run_dir=Path(tmp) / "term",
+                      dist=dist, callbacks=[SigtermAt(5 if rank == 1 else None)])
+    try:
+        trainer.fit()
+        raise AssertionError(f"rank {rank} was not stopped")
+    except Preempted as e:
+        assert e.exit_code == 143 and trainer.step == 5, (str(e), trainer.step)
+    if rank == 0:
+        assert list_checkpoints(Path(tmp) / "term" / "checkpoints")[-1].name == "step_000000005.json"
 
 
 @pytest.mark.slow
 def test_resume_under_ddp_with_two_gloo_processes_is_bit_exact(tmp_path):
-    torch.multiprocessing.spawn(_ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    try:
+        torch.multiprocessing.spawn(_ddp_worker, args=(_free_port(), str(tmp_path / "a")), nprocs=2, join=True)
+    except torch.multiprocessing.ProcessExitedException as e:
+        # gloo's teardown abort ("terminate called without an active exception", SIGABRT of one rank) seen once in
+        # about eight suite runs; a failed check raises a Python exception instead, so only SIGABRT is retried
+        if e.signal_name != "SIGABRT":
+            raise
+        torch.multiprocessing.spawn(_ddp_worker, args=(_free_port(), str(tmp_path / "b")), nprocs=2, join=True)
