@@ -36,8 +36,8 @@ def _from_scratch(cfg):
         scratch["scratch/train_seconds"] = round(result.seconds, 1)
         plot_bars({"ImageNet-pretrained Lite0": metrics.get("test/map_50", float("nan")),
                    "from scratch": scratch.get("scratch/map_50", float("nan"))},
-                  run_dir / "figures" / "pretrained_vs_scratch.png", f"mAP@0.5 on the {len(setup.test.dataset)} test photos",
-                  f"{cfg.model}, {cfg.epochs} epochs each")
+                  run_dir / "figures" / "pretrained_vs_scratch.png",
+                  f"mAP@0.5 on the {len(setup.test.dataset)} test photos", f"{cfg.model}, {cfg.epochs} epochs each")
         return scratch
     return compare
 
