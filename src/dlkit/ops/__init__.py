@@ -1,5 +1,5 @@
 """Detection operators (Notes: 002 §4, 000 §3.12): box formats and overlaps, NMS, the R-CNN box coder, anchors,
-integral images and Haar-like features."""
+integral images and Haar-like features, RoI pooling and RoI align."""
 
 from .anchors import AnchorGenerator, cell_anchors, grid_anchors, kmeans_anchors, wh_iou
 from .box_coder import BoxCoder
@@ -15,10 +15,11 @@ from .boxes import (
 )
 from .integral_image import HAAR_FEATURES, haar_feature, haar_positions, integral_image, rect_sum
 from .nms import batched_nms, nms
+from .roi import RoIAlign, RoIPool, roi_align, roi_pool
 
 __all__ = [
-    "AnchorGenerator", "BOX_FORMATS", "BoxCoder", "HAAR_FEATURES", "batched_nms", "box_area", "box_convert",
-    "box_inter_union", "box_iou", "cell_anchors", "clip_boxes_to_image", "generalized_box_iou", "grid_anchors",
-    "haar_feature", "haar_positions", "integral_image", "kmeans_anchors", "nms", "rect_sum", "remove_small_boxes",
-    "wh_iou",
+    "AnchorGenerator", "BOX_FORMATS", "BoxCoder", "HAAR_FEATURES", "RoIAlign", "RoIPool", "batched_nms", "box_area",
+    "box_convert", "box_inter_union", "box_iou", "cell_anchors", "clip_boxes_to_image", "generalized_box_iou",
+    "grid_anchors", "haar_feature", "haar_positions", "integral_image", "kmeans_anchors", "nms", "rect_sum",
+    "remove_small_boxes", "roi_align", "roi_pool", "wh_iou",
 ]
