@@ -1,7 +1,8 @@
 """Detection operators (Notes: 002 §4, 000 §3.12): box formats and overlaps, NMS, the R-CNN box coder, anchors,
-integral images and Haar-like features, RoI pooling and RoI align."""
+integral images and Haar-like features, RoI pooling and RoI align, the optimal assignment (Hungarian method)."""
 
 from .anchors import AnchorGenerator, cell_anchors, grid_anchors, kmeans_anchors, wh_iou
+from .assignment import linear_sum_assignment
 from .box_coder import BoxCoder
 from .boxes import (
     BOX_FORMATS,
@@ -20,6 +21,6 @@ from .roi import RoIAlign, RoIPool, roi_align, roi_pool
 __all__ = [
     "AnchorGenerator", "BOX_FORMATS", "BoxCoder", "HAAR_FEATURES", "RoIAlign", "RoIPool", "batched_nms", "box_area",
     "box_convert", "box_inter_union", "box_iou", "cell_anchors", "clip_boxes_to_image", "generalized_box_iou",
-    "grid_anchors", "haar_feature", "haar_positions", "integral_image", "kmeans_anchors", "nms", "rect_sum",
-    "remove_small_boxes", "roi_align", "roi_pool", "wh_iou",
+    "grid_anchors", "haar_feature", "haar_positions", "integral_image", "kmeans_anchors", "linear_sum_assignment",
+    "nms", "rect_sum", "remove_small_boxes", "roi_align", "roi_pool", "wh_iou",
 ]
