@@ -15,12 +15,14 @@ from .boxes import (
     remove_small_boxes,
 )
 from .integral_image import HAAR_FEATURES, haar_feature, haar_positions, integral_image, rect_sum
+from .multiscale_roi_align import MultiScaleRoIAlign, fpn_levels
 from .nms import batched_nms, nms
 from .roi import RoIAlign, RoIPool, roi_align, roi_pool
 
 __all__ = [
-    "AnchorGenerator", "BOX_FORMATS", "BoxCoder", "HAAR_FEATURES", "RoIAlign", "RoIPool", "batched_nms", "box_area",
-    "box_convert", "box_inter_union", "box_iou", "cell_anchors", "clip_boxes_to_image", "generalized_box_iou",
-    "grid_anchors", "haar_feature", "haar_positions", "integral_image", "kmeans_anchors", "linear_sum_assignment",
-    "nms", "rect_sum", "remove_small_boxes", "roi_align", "roi_pool", "wh_iou",
+    "AnchorGenerator", "BOX_FORMATS", "BoxCoder", "HAAR_FEATURES", "MultiScaleRoIAlign", "RoIAlign", "RoIPool",
+    "batched_nms", "box_area", "box_convert", "box_inter_union", "box_iou", "cell_anchors", "clip_boxes_to_image",
+    "fpn_levels", "generalized_box_iou", "grid_anchors", "haar_feature", "haar_positions", "integral_image",
+    "kmeans_anchors", "linear_sum_assignment", "nms", "rect_sum", "remove_small_boxes", "roi_align", "roi_pool",
+    "wh_iou",
 ]
