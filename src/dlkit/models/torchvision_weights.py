@@ -36,6 +36,7 @@ from .classification.regnet import RegNet
 from .classification.resnet import ResNet
 from .classification.vgg import VGG
 from .classification.vit import VisionTransformer
+from .detection.faster_rcnn import FasterRCNN
 from .detection.retinanet import RetinaNet
 from .detection.ssd import SSD, VGGSSDTrunk
 from .segmentation.deeplab import DeepLabV3
@@ -196,19 +197,37 @@ def _deeplabv3_table(model: DeepLabV3) -> Table:
     return table
 
 
-def _retinanet_table(model: RetinaNet) -> Table:
-    """RetinaNet-ResNet-FPN (torchvision.models.detection.retinanet): backbone.body (the ResNet), backbone.fpn
-    (inner_blocks.i.0 / layer_blocks.i.0 / extra_blocks onto fpn.lateral.i / fpn.output.i / fpn.extra), and the
-    heads (conv.i.0, cls_logits / bbox_reg onto the subnets' conv.i.0 / out)."""
+def _resnet_fpn(model: RetinaNet | FasterRCNN, family: str) -> Table:
+    """The backbone of torchvision's ResNet-FPN detectors: backbone.body (the ResNet) and backbone.fpn
+    (inner_blocks.i.0 / layer_blocks.i.0 onto fpn.lateral.i / fpn.output.i)."""
     resnet = getattr(model.backbone, "model", None)
     if not isinstance(resnet, ResNet):
-        raise ConfigError(f"torchvision's RetinaNet has a ResNet backbone; this one's is "
+        raise ConfigError(f"torchvision's {family} has a ResNet backbone; this one's is "
                           f"{type(resnet or model.backbone).__name__}")
     table: Table = {}
     _resnet_body(table, resnet.stages, "backbone.body.", "backbone.")
     for i in range(len(model.fpn.lateral)):
         table[f"backbone.fpn.inner_blocks.{i}.0"] = f"fpn.lateral.{i}"
         table[f"backbone.fpn.layer_blocks.{i}.0"] = f"fpn.output.{i}"
+    return table
+
+
+def _faster_rcnn_table(model: FasterRCNN) -> Table:
+    """Faster R-CNN-ResNet-FPN (torchvision.models.detection.faster_rcnn): the ResNet-FPN backbone, the RPN head
+    (conv.0.0 onto conv; cls_logits, bbox_pred) and the box head and predictor (same names)."""
+    table = _resnet_fpn(model, "Faster R-CNN")
+    table["rpn.head.conv.0.0"] = "rpn.head.conv"
+    for name in ("rpn.head.cls_logits", "rpn.head.bbox_pred", "roi_heads.box_head.fc6", "roi_heads.box_head.fc7",
+                 "roi_heads.box_predictor.cls_score", "roi_heads.box_predictor.bbox_pred"):
+        table[name] = name
+    return table
+
+
+def _retinanet_table(model: RetinaNet) -> Table:
+    """RetinaNet-ResNet-FPN (torchvision.models.detection.retinanet): the ResNet-FPN backbone, its extra levels
+    (extra_blocks onto fpn.extra), and the heads (conv.i.0, cls_logits / bbox_reg onto the subnets' conv.i.0 /
+    out)."""
+    table = _resnet_fpn(model, "RetinaNet")
     for name in ("p6", "p7"):
         table[f"backbone.fpn.extra_blocks.{name}"] = f"fpn.extra.{name}"
     heads = (("classification_head", "cls_subnet", "cls_logits"), ("regression_head", "box_subnet", "bbox_reg"))
@@ -245,7 +264,7 @@ TABLES: dict[type, Callable[[nn.Module], Table]] = {
     AlexNet: _identity_table, VGG: _identity_table, GoogLeNet: _googlenet_table, ResNet: _resnet_table,
     MobileNetV2: _mobilenet_v2_table, EfficientNet: _efficientnet_table, RegNet: _regnet_table,
     VisionTransformer: _vit_table, DeepLabV3: _deeplabv3_table, RetinaNet: _retinanet_table,
-    SSD: _ssd_table,
+    SSD: _ssd_table, FasterRCNN: _faster_rcnn_table,
 }
 
 
@@ -327,7 +346,7 @@ def load_torchvision_state_dict(model: nn.Module, state_dict: Mapping[str, Tenso
     """Copy a torchvision model's state dict into the equivalent dlkit `model` (in place; returns the model).
 
     Families: AlexNet, VGG, GoogLeNet, ResNet/ResNeXt/Wide ResNet, MobileNetV2, EfficientNet, RegNet, ViT,
-    DeepLab v3, RetinaNet (ResNet-FPN), SSD300 (VGG-16). Read checkpoint files with
+    DeepLab v3, RetinaNet and Faster R-CNN (ResNet-FPN), SSD300 (VGG-16). Read checkpoint files with
     `dlkit.models.weights_file.load_weights_file(path)`.
     `assign=True` makes the model hold the checkpoint's tensors (their dtype and device) instead of copying
     into its own, so a model built on the meta device (`with torch.device("meta"): create_model(...)`) skips

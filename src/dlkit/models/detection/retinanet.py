@@ -40,12 +40,11 @@ from ...errors import ConfigError
 from ...losses.focal import sigmoid_focal_loss
 from ...nn.conv_bn_act import ConvBNAct
 from ...nn.fpn import FeaturePyramidNetwork
-from ...nn.frozen_batchnorm import freeze_batchnorm
 from ...ops.anchors import AnchorGenerator
 from ...ops.box_coder import BoxCoder
 from ...ops.boxes import box_iou
-from ...registry import create_model, register_model
-from ..backbone import Backbone, FeatureExtractor, FeatureInfo
+from ...registry import register_model
+from .backbones import detector_backbone
 from .images import IMAGENET_MEAN, IMAGENET_STD
 from .matcher import Matcher
 from .postprocess import finalize_detections, top_candidates
@@ -97,27 +96,6 @@ class DenseSubnet(nn.Module):
         return torch.cat(outs, dim=1)
 
 
-def _feature_extractor(backbone, in_chans: int, out_indices, pretrained, frozen_bn: bool,
-                       backbone_kwargs: Mapping | None) -> nn.Module:
-    """The backbone's maps at strides 8, 16, 32 (or `out_indices`) as a module with `feature_info`."""
-    if isinstance(backbone, str):
-        model = create_model(backbone, pretrained=pretrained, in_chans=in_chans, **dict(backbone_kwargs or {}))
-    elif isinstance(backbone, nn.Module):
-        model = backbone
-    else:
-        raise ConfigError(f"backbone must be a registered classifier's name or a module; got {type(backbone).__name__}")
-    if frozen_bn:
-        freeze_batchnorm(model)
-    if isinstance(model, Backbone):
-        indices = out_indices if out_indices is not None else model.feature_info.last_at((8, 16, 32))
-        return FeatureExtractor(model, indices, name=backbone if isinstance(backbone, str) else None)
-    if not isinstance(getattr(model, "feature_info", None), FeatureInfo):
-        raise ConfigError(f"a RetinaNet backbone gives feature maps with `feature_info` (a classifier through "
-                          f"dlkit's feature contract, or create_model(name, features_only=True)); got "
-                          f"{type(model).__name__}")
-    return model
-
-
 class RetinaNet(nn.Module):
     """RetinaNet: backbone + FPN, class and box subnets on every level, focal loss. Notes: 002 §4.3.4.
 
@@ -147,8 +125,8 @@ class RetinaNet(nn.Module):
             raise ConfigError(f"num_classes counts the object classes (labels 1..C) and must be >= 1; got "
                               f"{num_classes}")
         self.num_classes, self.in_chans = num_classes, in_chans
-        self.backbone = _feature_extractor(backbone, in_chans, out_indices, pretrained_backbone, frozen_bn,
-                                           backbone_kwargs)
+        self.backbone = detector_backbone(backbone, in_chans, out_indices, pretrained_backbone, frozen_bn,
+                                          backbone_kwargs)
         info = self.backbone.feature_info
         self.fpn = FeaturePyramidNetwork(info.channels(), fpn_channels, extra=extra, p6_source=p6_source)
         strides = list(info.reductions())

@@ -95,15 +95,18 @@ class RegionProposalNetwork(nn.Module):
         return "training" if self.training else "testing"
 
     def forward(self, images: Tensor, features: Sequence[Tensor],
-                targets: Sequence[Mapping[str, Tensor]] | None = None) -> tuple[list[Tensor], dict[str, Tensor]]:
+                targets: Sequence[Mapping[str, Tensor]] | None = None,
+                image_sizes: Sequence[Sequence[int]] | None = None) -> tuple[list[Tensor], dict[str, Tensor]]:
         """(proposals per image, losses): losses {loss_objectness, loss_rpn_box_reg} in training (targets needed),
-        {} in evaluation. `images` [B, C, H, W] give the image size; `features` the levels' maps."""
+        {} in evaluation. `images` [B, C, H, W] (padded) give the anchors' strides, `image_sizes` the (H, W) each
+        image's proposals are clipped to (default: the batch's size); `features` the levels' maps."""
         objectness, deltas = self.head(features)
         anchors = self.anchor_generator(images, features)
         per_level = [o[0].numel() for o in objectness]  # A H W anchors per level
         logits, corrections = flatten_levels(objectness, 1).squeeze(-1), flatten_levels(deltas, 4)
         boxes = self.box_coder.decode(corrections.detach(), anchors)
-        proposals = self.filter_proposals(boxes, logits.detach(), tuple(images.shape[-2:]), per_level)
+        sizes = image_sizes if image_sizes is not None else [tuple(images.shape[-2:])] * len(images)
+        proposals = self.filter_proposals(boxes, logits.detach(), sizes, per_level)
         losses: dict[str, Tensor] = {}
         if self.training:
             if targets is None:
@@ -111,7 +114,7 @@ class RegionProposalNetwork(nn.Module):
             losses = self.loss(logits, corrections, anchors, targets)
         return proposals, losses
 
-    def filter_proposals(self, boxes: Tensor, logits: Tensor, image_size: tuple[int, int],
+    def filter_proposals(self, boxes: Tensor, logits: Tensor, image_sizes: Sequence[Sequence[int]],
                          per_level: Sequence[int]) -> list[Tensor]:
         """The best `pre_nms_top_n` anchors of each level, clipped, small boxes removed, NMS per level, the best
         `post_nms_top_n` (boxes [B, A_total, 4], logits [B, A_total])."""
@@ -124,7 +127,7 @@ class RegionProposalNetwork(nn.Module):
         levels = torch.cat([torch.full((i.shape[1],), k, device=logits.device) for k, i in enumerate(chosen)])
         out = []
         for b in range(len(logits)):
-            bx = clip_boxes_to_image(boxes[b, index[b]], image_size)
+            bx = clip_boxes_to_image(boxes[b, index[b]], tuple(image_sizes[b]))
             scores = torch.sigmoid(logits[b, index[b]])
             keep = remove_small_boxes(bx, self.min_size)
             keep = keep[scores[keep] >= self.score_thresh]

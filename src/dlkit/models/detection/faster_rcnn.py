@@ -1,0 +1,90 @@
+"""Faster R-CNN with a feature pyramid (Notes: 002 §4.3.2-4.3.3, 003 §6).
+
+Backbone maps C2-C5 (strides 4-32) -> FPN P2-P5 plus P6 by max pooling -> region proposal network (one size per
+level, 32-512 pixels, 3 aspect ratios) -> RoI align of each proposal on the level of its size -> two fully
+connected layers -> class scores and class-specific box corrections (`RoIHeads`). Images in [0, 1] are normalised
+and zero-padded on the bottom and right to a multiple of 32 (torchvision's GeneralizedRCNNTransform without its
+resizing: dlkit's data pipeline resizes). Labels are 1..C with 0 the background, boxes xyxy in pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...errors import ConfigError
+from ...nn.fpn import FeaturePyramidNetwork
+from ...ops.anchors import AnchorGenerator
+from ...ops.multiscale_roi_align import MultiScaleRoIAlign
+from ...registry import register_model
+from .backbones import detector_backbone
+from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images, channel_stats
+from .roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
+from .rpn import RegionProposalNetwork, RPNHead
+
+
+class FasterRCNN(nn.Module):
+    """Faster R-CNN (module docstring). `num_classes` counts the background, as torchvision's (91 for COCO).
+    `model(images, targets)` in training returns {loss_objectness, loss_rpn_box_reg, loss_classifier, loss_box_reg};
+    `model(images)` in evaluation one {boxes, scores, labels} per image. Notes: 002 §4.3.2."""
+
+    def __init__(self, num_classes: int = 91, backbone: str | nn.Module = "resnet50", in_chans: int = 3,
+                 out_indices: Sequence[int] | None = None, pretrained_backbone: bool | str = False,
+                 frozen_bn: bool = True, backbone_kwargs: Mapping | None = None, fpn_channels: int = 256,
+                 anchor_sizes: Sequence[Sequence[float]] = ((32,), (64,), (128,), (256,), (512,)),
+                 aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0), rpn_pre_nms_top_n: Mapping[str, int] | None = None,
+                 rpn_post_nms_top_n: Mapping[str, int] | None = None, rpn_nms_thresh: float = 0.7,
+                 rpn_batch_size_per_image: int = 256, box_batch_size_per_image: int = 512,
+                 representation_size: int = 1024, box_score_thresh: float = 0.05, box_nms_thresh: float = 0.5,
+                 box_detections_per_img: int = 100, image_mean: Sequence[float] | None = None,
+                 image_std: Sequence[float] | None = None, size_divisible: int = 32):
+        super().__init__()
+        if num_classes < 2:
+            raise ConfigError(f"num_classes counts the background too (labels 1..C plus 0) and must be >= 2; got "
+                              f"{num_classes}")
+        self.num_classes, self.in_chans, self.size_divisible = num_classes, in_chans, size_divisible
+        self.backbone = detector_backbone(backbone, in_chans, out_indices, pretrained_backbone, frozen_bn,
+                                          backbone_kwargs, strides=(4, 8, 16, 32))
+        self.fpn = FeaturePyramidNetwork(self.backbone.feature_info.channels(), fpn_channels, extra="pool")
+        if len(anchor_sizes) != self.fpn.num_levels:
+            raise ConfigError(f"anchor_sizes gives {len(anchor_sizes)} levels; the pyramid has {self.fpn.num_levels}")
+        anchors = AnchorGenerator(anchor_sizes, (tuple(aspect_ratios),))
+        self.rpn = RegionProposalNetwork(anchors, RPNHead(fpn_channels, anchors.num_anchors_per_location()[0]),
+                                         batch_size_per_image=rpn_batch_size_per_image,
+                                         pre_nms_top_n=rpn_pre_nms_top_n, post_nms_top_n=rpn_post_nms_top_n,
+                                         nms_thresh=rpn_nms_thresh)
+        self.roi_heads = RoIHeads(MultiScaleRoIAlign(7, 2), TwoMLPHead(fpn_channels * 49, representation_size),
+                                  FastRCNNPredictor(representation_size, num_classes),
+                                  batch_size_per_image=box_batch_size_per_image, score_thresh=box_score_thresh,
+                                  nms_thresh=box_nms_thresh, detections_per_img=box_detections_per_img)
+        self.register_buffer("image_mean", channel_stats(image_mean, IMAGENET_MEAN, in_chans, "image_mean"),
+                             persistent=False)
+        self.register_buffer("image_std", channel_stats(image_std, IMAGENET_STD, in_chans, "image_std"),
+                             persistent=False)
+        self.default_input_shape = (in_chans, 800, 800)
+
+    def forward(self, images, targets: Sequence[Mapping[str, Tensor]] | None = None):
+        images = batch_images(images, self.in_chans, "Faster R-CNN")
+        if self.training and targets is None:
+            raise ConfigError("Faster R-CNN in training mode computes its losses: call model(images, targets), one "
+                              "dict {boxes [M, 4] xyxy, labels [M] in 1..C} per image, or model.eval() to detect")
+        sizes = [tuple(images.shape[-2:])] * len(images)
+        x = (images - self.image_mean) / self.image_std
+        d = self.size_divisible
+        x = F.pad(x, (0, -x.shape[-1] % d, 0, -x.shape[-2] % d))
+        maps = self.fpn(self.backbone(x))
+        proposals, rpn_losses = self.rpn(x, maps, targets, sizes)
+        detections, box_losses = self.roi_heads(maps[:-1], proposals, sizes, targets)  # P6 only for proposals
+        return {**rpn_losses, **box_losses} if self.training else detections
+
+
+@register_model(task="detection", family="faster_rcnn", input_size=(3, 800, 800), num_params=41_755_286,
+                params_source="torchvision")
+def fasterrcnn_resnet50_fpn(num_classes: int = 91, frozen_bn: bool = True, **kw) -> FasterRCNN:
+    """Faster R-CNN on ResNet-50 with FPN, torchvision's layout: 41,755,286 parameters with the backbone's batch
+    norms frozen (41,808,406 trainable). Notes: 002 §4.3.2."""
+    return FasterRCNN(num_classes, "resnet50", frozen_bn=frozen_bn, **kw)
+
+
