@@ -165,31 +165,34 @@ def roi_align(input: Tensor, boxes: Tensor | Sequence[Tensor], output_size: int 
         gh, gw = torch.ceil(bin_h).long(), torch.ceil(bin_w).long()  # <= 0 for an empty aligned region: no point
     gh_max, gw_max = max(int(gh.max()), 1), max(int(gw.max()), 1)
     # bilinear sampling is separable: bin (i, j) = sum_hw A_y[i, h] x[h, w] A_x[j, w], the taps of all its sampling
-    # points (and the mean over them) folded into one row-interpolation and one column-interpolation matrix
-    a_y = _interpolation_matrix(*_sample_axis(y1, bin_h, gh, oh, gh_max, h), gh, h)  # [K, oh, H]
-    a_x = _interpolation_matrix(*_sample_axis(x1, bin_w, gw, ow, gw_max, w), gw, w)  # [K, ow, W]
-    b = rois[:, 0].long()
-    out = input.new_empty(len(rois), c, oh, ow)
-    parts = []
-    for i in range(n):  # one image at a time: its regions' rows interpolated in one product over its whole map
-        mine = (b == i).nonzero().flatten()
-        for s in _blocks(len(mine), oh * c * w):
-            k = mine[s]
-            rows = (a_y[k].reshape(-1, h) @ input[i].transpose(0, 1).reshape(h, c * w)).reshape(len(k), oh, c, w)
-            parts.append((k, torch.einsum("kicw,kjw->kcij", rows, a_x[k])))
-    index = torch.cat([k for k, _ in parts])
-    return out.index_copy(0, index, torch.cat([v for _, v in parts]))
+    # points (and the mean over them) folded into one row- and one column-interpolation matrix, each restricted to
+    # the window of rows (columns) the region touches
+    a_y, r0 = _interpolation_window(*_sample_axis(y1, bin_h, gh, oh, gh_max, h), gh)  # [K, oh, H_win], [K]
+    a_x, c0 = _interpolation_window(*_sample_axis(x1, bin_w, gw, ow, gw_max, w), gw)  # [K, ow, W_win], [K]
+    hw, ww = a_y.shape[-1], a_x.shape[-1]
+    rows = (r0[:, None] + torch.arange(hw, device=input.device)).clamp(max=h - 1)  # padding rows get weight 0
+    cols = (c0[:, None] + torch.arange(ww, device=input.device)).clamp(max=w - 1)
+    cells = _channels_first(input)
+    base = rois[:, 0].long() * (h * w)
+    out = []
+    for s in _blocks(len(rois), c * hw * ww):
+        window = _gather(cells, base[s], rows[s][:, :, None] * w + cols[s][:, None, :]).reshape(-1, c, hw, ww)
+        out.append(a_y[s][:, None] @ (window @ a_x[s][:, None].transpose(-1, -2)))  # [k, C, oh, ow]
+    return torch.cat(out)
 
 
-def _interpolation_matrix(low: Tensor, high: Tensor, w_low: Tensor, w_high: Tensor, grid: Tensor,
-                          size: int) -> Tensor:
-    """[K, count, size]: row i holds the mean over bin i's sampling points of their two bilinear taps."""
+def _interpolation_window(low: Tensor, high: Tensor, w_low: Tensor, w_high: Tensor,
+                          grid: Tensor) -> tuple[Tensor, Tensor]:
+    """([K, count, size], [K]): row i holds the mean over bin i's sampling points of their two bilinear taps, on
+    the cells start .. start + size - 1 of each region (size: the widest region's span)."""
     k, count, _ = low.shape
+    start = low.reshape(k, -1).min(dim=1).values
+    span = int((high.reshape(k, -1).max(dim=1).values - start).max()) + 1
     scale = 1.0 / grid.clamp(min=1).to(w_low.dtype)[:, None, None]
-    m = w_low.new_zeros(k, count, size)
-    m.scatter_add_(2, low, w_low * scale)
-    m.scatter_add_(2, high, w_high * scale)
-    return m
+    m = w_low.new_zeros(k, count, span)
+    m.scatter_add_(2, low - start[:, None, None], w_low * scale)
+    m.scatter_add_(2, high - start[:, None, None], w_high * scale)
+    return m, start
 
 
 def _output_size(output_size) -> tuple[int, int]:
