@@ -78,7 +78,7 @@ def roi_pool(input: Tensor, boxes: Tensor | Sequence[Tensor], output_size: int |
     """Fast R-CNN's RoI max pooling: [K, C, output_h, output_w] (module docstring). Notes: 002 §4.3.2."""
     rois = rois_tensor(boxes, input.dtype)
     oh, ow = _check(input, rois, output_size)
-    n, c, h, w = input.shape
+    _, c, h, w = input.shape
     out = input.new_zeros(len(rois), c, oh, ow)
     if len(rois) == 0:
         return out + 0 * input.sum()  # keeps the graph: an empty batch still back-propagates zeros
@@ -150,7 +150,7 @@ def roi_align(input: Tensor, boxes: Tensor | Sequence[Tensor], output_size: int 
     docstring). Notes: 002 §4.3.2."""
     rois = rois_tensor(boxes, input.dtype)
     oh, ow = _check(input, rois, output_size)
-    n, c, h, w = input.shape
+    _, c, h, w = input.shape
     if len(rois) == 0:
         return input.new_zeros(0, c, oh, ow) + 0 * input.sum()
     offset = 0.5 if aligned else 0.0

@@ -11,7 +11,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork as TVRPN
 from torchvision.models.detection.rpn import RPNHead as TVRPNHead
 
 from dlkit.errors import ConfigError
-from dlkit.models.detection.rpn import RegionProposalNetwork, RPNHead, sample_anchors
+from dlkit.models.detection.rpn import RegionProposalNetwork, RPNHead, balanced_sample
 from dlkit.ops.anchors import AnchorGenerator
 
 SIZES, RATIOS = ((24, 32), (48, 64)), ((0.5, 1.0, 2.0),) * 2
@@ -60,9 +60,9 @@ def test_proposals_and_losses_equal_torchvision(training):
 
 def test_sampling_takes_at_most_half_positives_and_fills_with_negatives():
     labels = torch.tensor([1.0] * 10 + [0.0] * 300 + [-1.0] * 50)
-    pos, neg = sample_anchors(labels, 256, 0.5)
+    pos, neg = balanced_sample(labels, 256, 0.5)
     assert len(pos) == 10 and len(neg) == 246 and (labels[pos] == 1).all() and (labels[neg] == 0).all()
-    pos, neg = sample_anchors(torch.tensor([1.0] * 200 + [0.0] * 300), 256, 0.5)
+    pos, neg = balanced_sample(torch.tensor([1.0] * 200 + [0.0] * 300), 256, 0.5)
     assert len(pos) == 128 and len(neg) == 128 and len(set(pos.tolist())) == 128
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ConfigError
@@ -20,7 +19,7 @@ from ...ops.anchors import AnchorGenerator
 from ...ops.multiscale_roi_align import MultiScaleRoIAlign
 from ...registry import register_model
 from .backbones import detector_backbone
-from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images, channel_stats
+from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images, channel_stats, normalize_and_pad
 from .roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
 from .rpn import RegionProposalNetwork, RPNHead
 
@@ -71,9 +70,7 @@ class FasterRCNN(nn.Module):
             raise ConfigError("Faster R-CNN in training mode computes its losses: call model(images, targets), one "
                               "dict {boxes [M, 4] xyxy, labels [M] in 1..C} per image, or model.eval() to detect")
         sizes = [tuple(images.shape[-2:])] * len(images)
-        x = (images - self.image_mean) / self.image_std
-        d = self.size_divisible
-        x = F.pad(x, (0, -x.shape[-1] % d, 0, -x.shape[-2] % d))
+        x = normalize_and_pad(images, self.image_mean, self.image_std, self.size_divisible)
         maps = self.fpn(self.backbone(x))
         proposals, rpn_losses = self.rpn(x, maps, targets, sizes)
         detections, box_losses = self.roi_heads(maps[:-1], proposals, sizes, targets)  # P6 only for proposals

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ...errors import ConfigError
@@ -23,6 +24,14 @@ def channel_stats(value: float | Sequence[float] | None, default: Sequence[float
     if len(values) != in_chans:
         raise ConfigError(f"{what} needs one value per image channel ({in_chans}); got {len(values)}: {values}")
     return torch.tensor(values).view(1, in_chans, 1, 1)
+
+
+def normalize_and_pad(images: Tensor, mean: Tensor, std: Tensor, size_divisible: int) -> Tensor:
+    """(images - mean) / std, zero-padded on the bottom and right to multiples of `size_divisible` (torchvision's
+    GeneralizedRCNNTransform without its resizing: the strides of every pyramid level then divide the size)."""
+    x = (images - mean) / std
+    d = size_divisible
+    return F.pad(x, (0, -x.shape[-1] % d, 0, -x.shape[-2] % d))
 
 
 def batch_images(images, in_chans: int, who: str) -> Tensor:

@@ -45,7 +45,7 @@ from ...ops.box_coder import BoxCoder
 from ...ops.boxes import box_iou
 from ...registry import register_model
 from .backbones import detector_backbone
-from .images import IMAGENET_MEAN, IMAGENET_STD
+from .images import IMAGENET_MEAN, IMAGENET_STD, normalize_and_pad
 from .matcher import Matcher
 from .postprocess import finalize_detections, top_candidates
 
@@ -166,9 +166,7 @@ class RetinaNet(nn.Module):
         if images.dim() != 4 or images.shape[1] != self.in_chans:
             raise ConfigError(f"RetinaNet expects images [B, {self.in_chans}, H, W] in [0, 1]; got "
                               f"{tuple(images.shape)}")
-        x = (images - self.image_mean) / self.image_std
-        d = self.size_divisible
-        x = F.pad(x, (0, -x.shape[-1] % d, 0, -x.shape[-2] % d))
+        x = normalize_and_pad(images, self.image_mean, self.image_std, self.size_divisible)
         maps = self.fpn(self.backbone(x))
         anchors = self.anchor_generator(x, maps)
         per_level = [m.shape[-2] * m.shape[-1] * self.cls_subnet.num_anchors for m in maps]

@@ -26,7 +26,7 @@ from ...ops.boxes import box_iou, clip_boxes_to_image, remove_small_boxes
 from ...ops.multiscale_roi_align import MultiScaleRoIAlign
 from ...ops.nms import batched_nms
 from .matcher import Matcher
-from .rpn import sample_anchors
+from .rpn import balanced_sample
 
 
 class TwoMLPHead(nn.Module):
@@ -101,7 +101,7 @@ class RoIHeads(nn.Module):
                 label[matched == Matcher.BELOW_LOW] = 0
                 label[matched == Matcher.BETWEEN] = -1
                 matched_boxes = gt[matched.clamp(min=0)]
-            pos, neg = sample_anchors(label, self.batch_size_per_image, self.positive_fraction)
+            pos, neg = balanced_sample(label, self.batch_size_per_image, self.positive_fraction)
             keep = torch.cat([pos, neg]).sort().values
             regions.append(props[keep])
             labels.append(label[keep])

@@ -58,10 +58,10 @@ def flatten_levels(maps: Sequence[Tensor], width: int) -> Tensor:
     return torch.cat(out, dim=1)
 
 
-def sample_anchors(labels: Tensor, batch_size: int, positive_fraction: float) -> tuple[Tensor, Tensor]:
-    """Indices of the sampled positives (label 1) and negatives (label 0) of one image: at most
-    batch_size * positive_fraction positives, negatives for the rest, each chosen by torch.randperm (in that order,
-    as torchvision's sampler, so that the same generator state draws the same anchors)."""
+def balanced_sample(labels: Tensor, batch_size: int, positive_fraction: float) -> tuple[Tensor, Tensor]:
+    """Indices of the sampled positives (label >= 1) and negatives (label 0) of one image's anchors (RPN) or
+    proposals (RoI heads): at most batch_size * positive_fraction positives, negatives for the rest, each chosen by
+    torch.randperm (in that order, as torchvision's sampler, so that the same generator state draws the same ones)."""
     positive = torch.nonzero(labels >= 1).squeeze(1)
     negative = torch.nonzero(labels == 0).squeeze(1)
     num_pos = min(int(batch_size * positive_fraction), positive.numel())
@@ -152,7 +152,7 @@ class RegionProposalNetwork(nn.Module):
             goals.append(self.box_coder.encode(gt[matched.clamp(min=0)], anchors))
         pos, neg = [], []
         for b, label in enumerate(labels):
-            p, n = sample_anchors(label, self.batch_size_per_image, self.positive_fraction)
+            p, n = balanced_sample(label, self.batch_size_per_image, self.positive_fraction)
             pos.append(p + b * len(anchors))
             neg.append(n + b * len(anchors))
         pos, neg = torch.cat(pos), torch.cat(neg)
