@@ -22,7 +22,7 @@ from typing import Any
 from .errors import ConfigError, UnknownNameError, unknown
 
 # "Notes: 002 §2.4" or "Notes: 004 GPT": the notes' section a docstring cites (seed file, then section or topic)
-NOTES_SECTION = re.compile(r"Notes: (\d{3} (?:§[\d.]*\d|[A-Z][\w-]*))")
+NOTES_SECTION = re.compile(r"Notes: (\d{3} (?:§\d+(?:\.(?:\d+|[A-Z]\b))*|[A-Z][\w-]*))")
 
 
 @dataclass(frozen=True)

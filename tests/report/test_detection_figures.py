@@ -12,6 +12,7 @@ from dlkit.report.detection_figures import (
     detection_figures,
     plot_detections,
     plot_pr_curves,
+    plot_proposals,
 )
 
 GREY = 0.5
@@ -109,6 +110,40 @@ def test_detection_task_figures_land_in_the_run_folder(tmp_path):
     paths = DetectionTask(model, None, class_names=["circle", "square"]).figures(tmp_path, model, data)
     assert paths == [tmp_path / "figures" / "detections.png", tmp_path / "figures" / "pr_curves.png"]
     assert all(p.is_file() for p in paths)
+
+
+class _TwoStage(_FixedDetector):
+    """A detector with region proposals: the ground truth's boxes, widened by 4 pixels on each side."""
+
+    def proposals(self, images):
+        self.calls = getattr(self, "calls", 0) + len(images)
+        return [self.boxes + torch.tensor([-4.0, -4, 4, 4]) for _ in images]
+
+
+def test_a_two_stage_detector_also_gets_its_proposals_drawn(tmp_path):
+    boxes = torch.tensor([[10.0, 10, 30, 30], [40, 40, 60, 60]])
+    model = _TwoStage(boxes)
+    target = {"boxes": boxes, "labels": torch.tensor([1, 2])}
+    data = [(torch.full((3, 3, 64, 64), GREY), [target] * 3)]
+    paths = detection_figures(model, data, tmp_path, class_names=["circle", "square"], n_images=2)
+    assert [p.name for p in paths] == ["detections.png", "proposals.png", "pr_curves.png"] and model.calls == 2
+
+
+def test_proposals_are_drawn_where_they_are(tmp_path):
+    h, w = 100, 160
+    proposals = torch.tensor([[100.0, 10, 150, 40], [10.0, 50, 60, 90]])
+    png = _png(plot_proposals([torch.full((3, h, w), GREY)], [proposals], tmp_path / "p.png", top=1))
+    top, left, bottom, right = _panel(png)
+    sx, sy = (right - left) / w, (bottom - top) / h
+
+    def coloured(x, y):  # not grey: some box edge passes within 2 pixels
+        y, x = int(round(top + y * sy)), int(round(left + x * sx))
+        return bool((np.abs(png[y - 2:y + 3, x - 2:x + 3] - round(GREY * 255)) > 40).any())
+
+    assert coloured(100, 25) and coloured(150, 25) and coloured(125, 40)  # the first proposal's edges
+    assert not coloured(10, 70) and not coloured(35, 90)  # the second is not among the top 1
+    with pytest.raises(ConfigError, match="one proposal set"):
+        plot_proposals([torch.zeros(3, 8, 8)], [], tmp_path / "bad.png")
 
 
 def test_a_float_image_lifted_above_one_by_rounding_is_shown_as_is_and_uint8_is_scaled():

@@ -108,6 +108,15 @@ def build_detection(cfg, dist, make_model: Callable | None = None) -> Setup:
     return Setup(task, loaders["train"], loaders["val"], loaders["test"], model_spec=spec, extra=extra)
 
 
+def pretrained_detector(cfg, train_set, num_classes: int, in_chans: int):
+    """A `make_model` for `build_detection`: `cfg.model` on its ImageNet backbone when `cfg.pretrained` (batch norms
+    frozen), from scratch otherwise; model.json rebuilds it without the ImageNet weights (the trained weights are in
+    model.safetensors). Notes: 003 §3.3.2 (transfer learning)."""
+    kwargs = {"num_classes": num_classes, **cfg.model_kwargs}
+    model = create_model(cfg.model, pretrained=cfg.pretrained, **kwargs)
+    return model, {**kwargs, "frozen_bn": bool(cfg.pretrained)}
+
+
 DET_DEFAULTS = dict(OPTIMIZER_OPTIONS,
     data="shapes", image_size=128, n_train=2000, n_val=200, n_test=500, scene={}, flip=False, subset=0,
     model_kwargs={}, epochs=20, batch_size=16, optimizer="adamw", lr=1e-3, weight_decay=1e-4, schedule="onecycle",

@@ -8,19 +8,10 @@ from pathlib import Path
 from ..engine.distributed import DistInfo
 from ..engine.seeding import seed_everything
 from ..engine.trainer import fit
-from ..registry import create_model
 from ..report.figures import plot_bars
-from .detection import DET_DEFAULTS, DET_SMOKE, build_detection
+from .detection import DET_DEFAULTS, DET_SMOKE, build_detection, pretrained_detector
 from .options import Config, trainer_config
 from .registry import Recipe, register_recipe
-
-
-def _lite0_retinanet(cfg, train_set, num_classes: int, in_chans: int):
-    """retinanet_lite0 with the ImageNet backbone when `pretrained` (its batch norms frozen), from scratch otherwise;
-    model.json rebuilds it without the ImageNet download (the trained weights are in model.safetensors)."""
-    kwargs = {"num_classes": num_classes, **cfg.model_kwargs}
-    model = create_model(cfg.model, pretrained=cfg.pretrained, **kwargs)
-    return model, {**kwargs, "frozen_bn": bool(cfg.pretrained)}
 
 
 def _from_scratch(cfg):
@@ -29,7 +20,7 @@ def _from_scratch(cfg):
     def compare(run_dir: Path, metrics: dict) -> dict[str, float]:
         scratch_cfg = Config({**cfg, "pretrained": False}).freeze()
         seed_everything(cfg.seed)  # the pretrained run's seed: the same heads, order of batches and flips
-        setup = build_detection(scratch_cfg, DistInfo(), make_model=_lite0_retinanet)
+        setup = build_detection(scratch_cfg, DistInfo(), make_model=pretrained_detector)
         quiet = dict(progress=False, tensorboard=False, checkpoint_every_minutes=None, eval_every_epochs=None)
         result = fit(setup.task, setup.train, setup.test, trainer_config(cfg, **quiet))
         scratch = {f"scratch/{k.split('/', 1)[1]}": v for k, v in result.metrics.items() if k.startswith("val/")}
@@ -43,9 +34,9 @@ def _from_scratch(cfg):
 
 
 def build_raccoon(cfg, dist):
-    """`build_detection` with the Lite0 RetinaNet built by `_lite0_retinanet` (option `pretrained`); with
+    """`build_detection` with the Lite0 RetinaNet built by `pretrained_detector` (option `pretrained`); with
     `pretrained` and `compare_scratch`, the same network is then trained from scratch for the report."""
-    setup = build_detection(cfg, dist, make_model=_lite0_retinanet)
+    setup = build_detection(cfg, dist, make_model=pretrained_detector)
     if cfg.pretrained and cfg.compare_scratch:
         setup.comparison = _from_scratch(cfg)
     return setup

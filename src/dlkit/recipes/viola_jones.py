@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..data.faces import load_orl_faces
 from ..errors import ConfigError
 from ..models.detection.viola_jones import WINDOW, HaarFeatureSet, ViolaJones, haar_features, train_cascade
-from ..ops import HAAR_FEATURES
+from ..ops import HAAR_FEATURES, roi_align
 from ..report.figures import _save, plot_lines
 from .registry import Recipe, Study, register_recipe
 
@@ -83,10 +83,8 @@ def face_free_images(names: tuple[str, ...], max_side: int) -> list[torch.Tensor
 
 
 def crop_windows(images: list[torch.Tensor], boxes: list[torch.Tensor]) -> torch.Tensor:
-    """The xyxy windows `boxes[i]` [K_i, 4] of images[i], each resized to 24 x 24 (torchvision's roi_align, the
+    """The xyxy windows `boxes[i]` [K_i, 4] of images[i], each resized to 24 x 24 (RoI align, the
     average of bilinear samples over each output pixel) -> [sum K_i, 24, 24]."""
-    from torchvision.ops import roi_align
-
     out = [roi_align(img[None, None].float(), [b.float()], output_size=WINDOW, aligned=True)[:, 0]
            for img, b in zip(images, boxes) if len(b)]
     return torch.cat(out) if out else torch.zeros(0, WINDOW, WINDOW)

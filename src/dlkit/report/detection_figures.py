@@ -76,6 +76,37 @@ def plot_detections(images, targets: Sequence[Mapping], preds: Sequence[Mapping]
     return _save(fig, path)
 
 
+def plot_proposals(images, proposals: Sequence, path: Path, targets: Sequence[Mapping] | None = None,
+                   top: int = 30, ncols: int = 4) -> Path:
+    """A grid of images, each with its first `top` region proposals (xyxy, best first: the most confident in the
+    warmest colour) and its ground-truth boxes in green. Notes: 002 §4.3.2 (proposals need high recall)."""
+    n = len(images)
+    if n == 0 or len(proposals) != n or (targets is not None and len(targets) != n):
+        raise ConfigError(f"plot_proposals needs one proposal set (and target) per image; got {n} images, "
+                          f"{len(proposals)} proposal sets, {'no' if targets is None else len(targets)} targets")
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows + 0.3), squeeze=False)
+    cmap = plt.get_cmap("autumn")
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        img = _image_hwc(images[i])
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+        for box in (_np(targets[i]["boxes"]).reshape(-1, 4) if targets is not None else ()):
+            x1, y1, x2, y2 = box
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=GT_COLOUR, linewidth=3.0))
+        boxes = _np(proposals[i]).reshape(-1, 4)
+        shown = boxes[:top]
+        for rank, (x1, y1, x2, y2) in enumerate(shown):
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, linewidth=0.8,
+                                   edgecolor=cmap(rank / max(len(shown) - 1, 1))))
+        ax.set_title(f"{len(shown)} of {len(boxes)} proposals", fontsize=8)
+    fig.suptitle(f"the first {top} region proposals of each image (red: first), ground truth in green", fontsize=8)
+    return _save(fig, path)
+
+
 def plot_pr_curves(curves: Mapping[str, tuple], path: Path, ap: Mapping[str, float] | None = None,
                    ncols: int = 4) -> Path:
     """One precision-recall panel per class: `curves[name] = (recall, precision)` arrays (one point per ranked
@@ -110,8 +141,9 @@ def detection_figures(model, data, out_dir: Path, class_names: Sequence[str] | N
                       show: Callable | None = None) -> list[Path]:
     """Run `model` (eval mode, detection contract) over `data` ((images, targets) batches) and write
     `detections.png` (the first `n_images` images, predictions vs ground truth) and `pr_curves.png` (VOC PR curve
-    and all-point AP at IoU 0.5 for each class with ground truth). `show` maps a batch of images to [0, 1] (e.g.
-    `Normalize.inverse`)."""
+    and all-point AP at IoU 0.5 for each class with ground truth); for a two-stage detector (one with a
+    `proposals(images)` method) also `proposals.png`, its region proposals on the same images. `show` maps a batch
+    of images to [0, 1] (e.g. `Normalize.inverse`)."""
     from ..metrics.detection.voc_ap import average_precision, match_detections, precision_recall_curve
 
     out_dir = Path(out_dir)
@@ -142,10 +174,15 @@ def detection_figures(model, data, out_dir: Path, class_names: Sequence[str] | N
         model.train(was_training)
     if not shown_images:
         return []
+    inputs = list(shown_images)  # what the model saw (`show` may change them for display)
     if show is not None:
         shown_images = list(show(torch.stack(shown_images))) if all(
             im.shape == shown_images[0].shape for im in shown_images) else shown_images
     paths = [plot_detections(shown_images, shown_targets, shown_preds, out_dir / "detections.png", class_names)]
+    if callable(getattr(model, "proposals", None)):
+        with torch.no_grad():
+            proposals = [model.proposals(im[None].to(device))[0].cpu() for im in inputs]
+        paths.append(plot_proposals(shown_images, proposals, out_dir / "proposals.png", shown_targets))
     curves, aps = {}, {}
     for c in sorted(c for c in n_gt if n_gt[c] > 0):
         f, s = np.concatenate(flags[c]), np.concatenate(scores[c])

@@ -98,7 +98,8 @@ class DetectionTask(Task):
     factory of the evaluation metric (default `COCOMeanAP`); its `names`, when it has them, are the task's
     `metric_names`. Optimizer and schedule from
     `cfg` (`tasks.optimization.build_optimizers`). `figures` draws predicted and ground-truth boxes on validation
-    images and a precision-recall curve per class (`report.detection_figures`), naming labels 1..C by `class_names`.
+    images and a precision-recall curve per class (`report.detection_figures`), naming labels 1..C by `class_names`,
+    and for a model with `cross_attention_maps` (DETR) its decoder's attention (`report.detr_figures`).
     """
 
     def __init__(self, model: nn.Module, cfg, metric: Callable[[], Metric] = COCOMeanAP,
@@ -137,4 +138,11 @@ class DetectionTask(Task):
     def figures(self, run_dir, model, data):
         from ..report.detection_figures import detection_figures
 
-        return [] if data is None else detection_figures(model, data, run_dir / "figures", self.class_names)
+        if data is None:
+            return []
+        paths = detection_figures(model, data, run_dir / "figures", self.class_names)
+        if hasattr(model, "cross_attention_maps"):  # DETR: its decoder's attention (report.detr_figures)
+            from ..report.detr_figures import detr_attention_figures
+
+            paths += detr_attention_figures(model, data, run_dir / "figures", self.class_names)
+        return paths

@@ -48,7 +48,7 @@ def pair():
             if hasattr(m, "running_var"):
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.2, 0.6)
-    ours = create_model("fasterrcnn_resnet50_fpn", num_classes=5, rpn_pre_nms_top_n=dict(training=300, testing=300),
+    ours = create_model("fasterrcnn_resnet50_fpn", num_classes=4, rpn_pre_nms_top_n=dict(training=300, testing=300),
                         rpn_post_nms_top_n=dict(training=100, testing=100), box_batch_size_per_image=64).double()
     load_torchvision_state_dict(ours, tv.state_dict())
     return tv, ours
@@ -81,3 +81,19 @@ def test_training_losses_equal_torchvision(pair):
         torch.testing.assert_close(got[k], want[k].to(got[k].dtype), msg=k)  # one of its losses is float32
     with pytest.raises(ConfigError, match="computes its losses"):
         ours(images)
+    with pytest.raises(ConfigError, match=r"labels must be in 1\.\.4"):
+        ours(images, [targets[0], {"boxes": targets[1]["boxes"], "labels": torch.tensor([5])}])
+    with pytest.raises(ConfigError, match="one target dict per image"):
+        ours(images, targets[:1])
+
+
+def test_proposals_are_the_rpn_boxes_of_evaluation(pair):
+    tv, ours = pair
+    images = torch.rand(1, 3, 256, 320, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    with torch.no_grad():
+        tv.eval()
+        tv_images, _ = tv.transform(list(images))
+        want, _ = tv.rpn(tv_images, tv.backbone(tv_images.tensors))
+        got = ours.train().proposals(images)
+    assert ours.training  # the mode is restored
+    torch.testing.assert_close(got[0], want[0])

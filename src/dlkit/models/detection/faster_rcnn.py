@@ -22,14 +22,16 @@ from .backbones import detector_backbone
 from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images, channel_stats, normalize_and_pad
 from .roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
 from .rpn import RegionProposalNetwork, RPNHead
+from .targets import check_targets
 
 
 class FasterRCNN(nn.Module):
-    """Faster R-CNN (module docstring). `num_classes` counts the background, as torchvision's (91 for COCO).
+    """Faster R-CNN (module docstring). `num_classes` object classes C (labels 1..C); the box head scores C + 1,
+    0 the background (torchvision's `num_classes` is this C + 1: 91 for COCO's 90 category ids).
     `model(images, targets)` in training returns {loss_objectness, loss_rpn_box_reg, loss_classifier, loss_box_reg};
     `model(images)` in evaluation one {boxes, scores, labels} per image. Notes: 002 §4.3.2."""
 
-    def __init__(self, num_classes: int = 91, backbone: str | nn.Module = "resnet50", in_chans: int = 3,
+    def __init__(self, num_classes: int = 90, backbone: str | nn.Module = "resnet50", in_chans: int = 3,
                  out_indices: Sequence[int] | None = None, pretrained_backbone: bool | str = False,
                  frozen_bn: bool = True, backbone_kwargs: Mapping | None = None, fpn_channels: int = 256,
                  anchor_sizes: Sequence[Sequence[float]] = ((32,), (64,), (128,), (256,), (512,)),
@@ -40,9 +42,9 @@ class FasterRCNN(nn.Module):
                  box_detections_per_img: int = 100, image_mean: Sequence[float] | None = None,
                  image_std: Sequence[float] | None = None, size_divisible: int = 32):
         super().__init__()
-        if num_classes < 2:
-            raise ConfigError(f"num_classes counts the background too (labels 1..C plus 0) and must be >= 2; got "
-                              f"{num_classes}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ConfigError(f"num_classes is the number of object classes (labels 1..C; the box head adds the "
+                              f"background), an int >= 1; got {num_classes!r}")
         self.num_classes, self.in_chans, self.size_divisible = num_classes, in_chans, size_divisible
         self.backbone = detector_backbone(backbone, in_chans, out_indices, pretrained_backbone, frozen_bn,
                                           backbone_kwargs, strides=(4, 8, 16, 32))
@@ -55,7 +57,7 @@ class FasterRCNN(nn.Module):
                                          pre_nms_top_n=rpn_pre_nms_top_n, post_nms_top_n=rpn_post_nms_top_n,
                                          nms_thresh=rpn_nms_thresh)
         self.roi_heads = RoIHeads(MultiScaleRoIAlign(7, 2), TwoMLPHead(fpn_channels * 49, representation_size),
-                                  FastRCNNPredictor(representation_size, num_classes),
+                                  FastRCNNPredictor(representation_size, num_classes + 1),
                                   batch_size_per_image=box_batch_size_per_image, score_thresh=box_score_thresh,
                                   nms_thresh=box_nms_thresh, detections_per_img=box_detections_per_img)
         self.register_buffer("image_mean", channel_stats(image_mean, IMAGENET_MEAN, in_chans, "image_mean"),
@@ -64,24 +66,75 @@ class FasterRCNN(nn.Module):
                              persistent=False)
         self.default_input_shape = (in_chans, 800, 800)
 
-    def forward(self, images, targets: Sequence[Mapping[str, Tensor]] | None = None):
+    def _features(self, images) -> tuple[Tensor, list[Tensor], list[tuple[int, int]]]:
         images = batch_images(images, self.in_chans, "Faster R-CNN")
-        if self.training and targets is None:
-            raise ConfigError("Faster R-CNN in training mode computes its losses: call model(images, targets), one "
-                              "dict {boxes [M, 4] xyxy, labels [M] in 1..C} per image, or model.eval() to detect")
-        sizes = [tuple(images.shape[-2:])] * len(images)
         x = normalize_and_pad(images, self.image_mean, self.image_std, self.size_divisible)
-        maps = self.fpn(self.backbone(x))
+        return x, self.fpn(self.backbone(x)), [tuple(images.shape[-2:])] * len(images)
+
+    def forward(self, images, targets: Sequence[Mapping[str, Tensor]] | None = None):
+        if self.training or targets is not None:
+            check_targets(targets, len(images), self.num_classes, "Faster R-CNN")
+        x, maps, sizes = self._features(images)
         proposals, rpn_losses = self.rpn(x, maps, targets, sizes)
         detections, box_losses = self.roi_heads(maps[:-1], proposals, sizes, targets)  # P6 only for proposals
         return {**rpn_losses, **box_losses} if self.training else detections
 
+    def proposals(self, images) -> list[Tensor]:
+        """The region proposal network's boxes per image ([<= post_nms_top_n, 4] xyxy, best objectness first), as
+        in evaluation; the report draws them. Notes: 002 §4.3.2."""
+        was_training = self.training
+        self.eval()
+        try:
+            x, maps, sizes = self._features(images)
+            return self.rpn(x, maps, None, sizes)[0]
+        finally:
+            self.train(was_training)
+
 
 @register_model(task="detection", family="faster_rcnn", input_size=(3, 800, 800), num_params=41_755_286,
                 params_source="torchvision")
-def fasterrcnn_resnet50_fpn(num_classes: int = 91, frozen_bn: bool = True, **kw) -> FasterRCNN:
+def fasterrcnn_resnet50_fpn(num_classes: int = 90, frozen_bn: bool = True, **kw) -> FasterRCNN:
     """Faster R-CNN on ResNet-50 with FPN, torchvision's layout: 41,755,286 parameters with the backbone's batch
-    norms frozen (41,808,406 trainable). Notes: 002 §4.3.2."""
+    norms frozen (41,808,406 trainable); 90 object classes + the background, torchvision's 91. Notes: 002 §4.3.2."""
     return FasterRCNN(num_classes, "resnet50", frozen_bn=frozen_bn, **kw)
 
 
+
+
+def _small_anchor_sizes(smallest: float) -> tuple[tuple[float], ...]:
+    """One anchor size per level P2-P6, doubling from `smallest` (torchvision's 32-512 is `smallest=32`)."""
+    return tuple((smallest * 2 ** k,) for k in range(5))
+
+
+@register_model(task="detection", input_size=(1, 128, 128))
+def fasterrcnn_tiny(num_classes: int = 10, in_chans: int = 1, **kw) -> FasterRCNN:
+    """A small Faster R-CNN with FPN for CPU recipes (MNIST digit scenes): a ResNet of one basic block per stage
+    (16-32-64-128 wide, trainable batch norm) read at strides 4-32, a 64-wide FPN P2-P6, anchors 8-128 pixels,
+    fewer proposals (600 / 300 in training, 300 / 100 in evaluation) and a 256-wide box head.
+    Notes: 002 §4.3.2-4.3.3."""
+    args = dict(backbone="resnet18", backbone_kwargs={"layers": (1, 1, 1, 1), "widths": (16, 32, 64, 128),
+                                                      "stem_width": 16},
+                frozen_bn=False, fpn_channels=64, anchor_sizes=_small_anchor_sizes(8),
+                rpn_pre_nms_top_n={"training": 600, "testing": 300}, rpn_post_nms_top_n={"training": 300,
+                                                                                        "testing": 100},
+                box_batch_size_per_image=128, representation_size=256)
+    model = FasterRCNN(num_classes, in_chans=in_chans, **(args | kw))
+    model.default_input_shape = (in_chans, 128, 128)
+    return model
+
+
+@register_model(task="detection", input_size=(3, 256, 256))
+def fasterrcnn_lite0(num_classes: int = 1, pretrained: bool = False, **kw) -> FasterRCNN:
+    """Faster R-CNN with FPN on EfficientNet-Lite0 (ImageNet weights with `pretrained=True`, batch norms frozen;
+    trainable from scratch): C2-C5 at strides 4-32 (24, 40, 112, 320 channels), a 96-wide FPN P2-P6, anchors 16-256
+    pixels for 256-pixel images, 1000 / 500 proposals in training and 500 / 100 in evaluation, a 512-wide box head,
+    inputs normalised as Lite0 expects ((255 x - 127) / 128). Notes: 002
+    §4.3.2-4.3.3, 003 §3.3.2."""
+    args = dict(backbone="efficientnet_lite0", out_indices=(2, 3, 5, 7), frozen_bn=bool(pretrained),
+                fpn_channels=96, anchor_sizes=_small_anchor_sizes(16),
+                rpn_pre_nms_top_n={"training": 1000, "testing": 500},
+                rpn_post_nms_top_n={"training": 500, "testing": 100}, box_batch_size_per_image=256,
+                representation_size=512, image_mean=(127 / 255,) * 3, image_std=(128 / 255,) * 3)
+    model = FasterRCNN(num_classes, pretrained_backbone=pretrained, **(args | kw))
+    model.default_input_shape = (3, 256, 256)
+    return model

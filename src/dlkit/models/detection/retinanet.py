@@ -57,12 +57,69 @@ def prior_bias(prior_probability: float) -> float:
     return -math.log((1 - prior_probability) / prior_probability)
 
 
-def retinanet_anchor_sizes(strides: Sequence[int], anchor_scale: float = 4.0, scales_per_octave: int = 3
-                           ) -> tuple[tuple[int, ...], ...]:
+def retinanet_anchor_sizes(strides: Sequence[int], anchor_scale: float = 4.0, scales_per_octave: int = 3,
+                           truncate: bool = True) -> tuple[tuple[float, ...], ...]:
     """Anchor sizes of each level: base b = anchor_scale x stride, sizes int(b 2^(i / n)) for i < n (torchvision
-    truncates the intermediate scales: 32, 40, 50 at stride 8)."""
-    return tuple(tuple(int(anchor_scale * s * 2 ** (i / scales_per_octave)) for i in range(scales_per_octave))
-                 for s in strides)
+    truncates the intermediate scales: 32, 40, 50 at stride 8; `truncate=False` keeps b 2^(i / n) exact, as the
+    official EfficientDet)."""
+    return tuple(tuple((int if truncate else float)(anchor_scale * s * 2 ** (i / scales_per_octave))
+                       for i in range(scales_per_octave)) for s in strides)
+
+
+def dense_level_outputs(y: Tensor, num_anchors: int, outputs: int) -> Tensor:
+    """One level's head map [N, A K, H, W] as [N, H W A, K]: location-major (row by row), then anchor, then output,
+    the order of `AnchorGenerator`'s anchors."""
+    n, _, h, w = y.shape
+    return y.view(n, num_anchors, outputs, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, outputs)
+
+
+def focal_anchor_loss(logits: Tensor, deltas: Tensor, anchors: Tensor, targets: Sequence[Mapping[str, Tensor]],
+                      matcher: Matcher, box_coder: BoxCoder, num_classes: int, focal_alpha: float = 0.25,
+                      focal_gamma: float = 2.0) -> dict[str, Tensor]:
+    """The RetinaNet loss of dense anchor predictions (class logits [B, N, C], box corrections [B, N, 4], anchors
+    [N, 4]): {"classification": focal loss, "bbox_regression": L1 loss}, each summed over the image's anchors, over
+    its number of positive anchors (at least 1), averaged over the images. Notes: 002 §4.3.4."""
+    if len(targets) != len(logits):
+        raise ConfigError(f"one target dict per image: got {len(targets)} targets for {len(logits)} images")
+    cls_losses, box_losses = [], []
+    for cls_i, box_i, target in zip(logits, deltas, targets):
+        boxes, labels = target["boxes"], target["labels"]
+        if len(labels) and (int(labels.min()) < 1 or int(labels.max()) > num_classes):
+            raise ConfigError(f"target labels must be in 1..{num_classes} (0 is not a class here); got "
+                              f"{int(labels.min())}..{int(labels.max())}")
+        matched = matcher(box_iou(boxes.to(anchors.dtype), anchors))
+        fg = matched >= 0
+        num_fg = max(1, int(fg.sum()))
+        cls_target = torch.zeros_like(cls_i)
+        cls_target[fg, labels[matched[fg]] - 1] = 1.0
+        valid = matched != Matcher.BETWEEN
+        cls_losses.append(sigmoid_focal_loss(cls_i[valid], cls_target[valid], focal_alpha, focal_gamma,
+                                             reduction="sum") / num_fg)
+        reg_target = box_coder.encode(boxes[matched[fg]].to(box_i.dtype), anchors[fg])
+        box_losses.append(F.l1_loss(box_i[fg], reg_target, reduction="sum") / num_fg)
+    return {"classification": torch.stack(cls_losses).mean(), "bbox_regression": torch.stack(box_losses).mean()}
+
+
+@torch.no_grad()
+def dense_anchor_detections(logits: Tensor, deltas: Tensor, anchors: Tensor, per_level: Sequence[int],
+                            image_size: tuple[int, int], box_coder: BoxCoder, score_thresh: float,
+                            topk_candidates: int, nms_thresh: float, detections_per_img: int
+                            ) -> list[dict[str, Tensor]]:
+    """One {boxes, scores, labels} per image of dense anchor predictions: per level the top `topk_candidates`
+    sigmoid scores above `score_thresh`, decoded; then clipping, NMS per class and the best `detections_per_img`.
+    Notes: 002 §4.3.4."""
+    anchors_l = anchors.split(list(per_level))
+    out = []
+    for cls_i, box_i in zip(logits, deltas):
+        boxes, scores, labels = [], [], []
+        for c, b, a in zip(cls_i.split(list(per_level)), box_i.split(list(per_level)), anchors_l):
+            idx, lab, sc = top_candidates(torch.sigmoid(c), score_thresh, topk_candidates)
+            boxes.append(box_coder.decode(b[idx], a[idx]))
+            scores.append(sc)
+            labels.append(lab)
+        out.append(finalize_detections(torch.cat(boxes), torch.cat(scores), torch.cat(labels), image_size,
+                                       nms_thresh, detections_per_img))
+    return out
 
 
 class DenseSubnet(nn.Module):
@@ -87,13 +144,8 @@ class DenseSubnet(nn.Module):
         nn.init.constant_(self.out.bias, final_bias)
 
     def forward(self, maps: Sequence[Tensor]) -> Tensor:
-        outs = []
-        for x in maps:
-            y = self.out(self.conv(x))
-            n, _, h, w = y.shape
-            outs.append(y.view(n, self.num_anchors, self.outputs, h, w).permute(0, 3, 4, 1, 2)
-                        .reshape(n, -1, self.outputs))
-        return torch.cat(outs, dim=1)
+        return torch.cat([dense_level_outputs(self.out(self.conv(x)), self.num_anchors, self.outputs) for x in maps],
+                         dim=1)
 
 
 class RetinaNet(nn.Module):
@@ -184,44 +236,19 @@ class RetinaNet(nn.Module):
     def loss(self, logits: Tensor, deltas: Tensor, anchors: Tensor, targets: Sequence[Mapping[str, Tensor]]
              ) -> dict[str, Tensor]:
         """{"classification": focal loss, "bbox_regression": L1 loss}, each summed over the image's anchors, over
-        its number of positive anchors (at least 1), averaged over the images. Notes: 002 §4.3.4."""
-        if len(targets) != len(logits):
-            raise ConfigError(f"one target dict per image: got {len(targets)} targets for {len(logits)} images")
-        cls_losses, box_losses = [], []
-        for cls_i, box_i, target in zip(logits, deltas, targets):
-            boxes, labels = target["boxes"], target["labels"]
-            if len(labels) and (int(labels.min()) < 1 or int(labels.max()) > self.num_classes):
-                raise ConfigError(f"target labels must be in 1..{self.num_classes} (0 is not a class here); got "
-                                  f"{int(labels.min())}..{int(labels.max())}")
-            matched = self.matcher(box_iou(boxes.to(anchors.dtype), anchors))
-            fg = matched >= 0
-            num_fg = max(1, int(fg.sum()))
-            cls_target = torch.zeros_like(cls_i)
-            cls_target[fg, labels[matched[fg]] - 1] = 1.0
-            valid = matched != Matcher.BETWEEN
-            cls_losses.append(sigmoid_focal_loss(cls_i[valid], cls_target[valid], self.focal_alpha, self.focal_gamma,
-                                                 reduction="sum") / num_fg)
-            reg_target = self.box_coder.encode(boxes[matched[fg]].to(box_i.dtype), anchors[fg])
-            box_losses.append(F.l1_loss(box_i[fg], reg_target, reduction="sum") / num_fg)
-        return {"classification": torch.stack(cls_losses).mean(), "bbox_regression": torch.stack(box_losses).mean()}
+        its number of positive anchors (at least 1), averaged over the images (`focal_anchor_loss`). Notes: 002
+        §4.3.4."""
+        return focal_anchor_loss(logits, deltas, anchors, targets, self.matcher, self.box_coder, self.num_classes,
+                                 self.focal_alpha, self.focal_gamma)
 
     @torch.no_grad()
     def detect(self, logits: Tensor, deltas: Tensor, anchors: Tensor, per_level: Sequence[int],
                image_size: tuple[int, int]) -> list[dict[str, Tensor]]:
         """One {boxes, scores, labels} per image: per level the top candidates above `score_thresh`, decoded; then
-        clipping, NMS per class and the best `detections_per_img`."""
-        anchors_l = anchors.split(list(per_level))
-        out = []
-        for cls_i, box_i in zip(logits, deltas):
-            boxes, scores, labels = [], [], []
-            for c, b, a in zip(cls_i.split(list(per_level)), box_i.split(list(per_level)), anchors_l):
-                idx, lab, sc = top_candidates(torch.sigmoid(c), self.score_thresh, self.topk_candidates)
-                boxes.append(self.box_coder.decode(b[idx], a[idx]))
-                scores.append(sc)
-                labels.append(lab)
-            out.append(finalize_detections(torch.cat(boxes), torch.cat(scores), torch.cat(labels), image_size,
-                                           self.nms_thresh, self.detections_per_img))
-        return out
+        clipping, NMS per class and the best `detections_per_img` (`dense_anchor_detections`)."""
+        return dense_anchor_detections(logits, deltas, anchors, per_level, image_size, self.box_coder,
+                                       self.score_thresh, self.topk_candidates, self.nms_thresh,
+                                       self.detections_per_img)
 
 
 @register_model(task="detection", input_size=(3, 512, 512), num_params=34_014_999, params_source="torchvision")

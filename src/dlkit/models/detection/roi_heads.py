@@ -59,9 +59,11 @@ class RoIHeads(nn.Module):
     def __init__(self, box_roi_pool: MultiScaleRoIAlign, box_head: nn.Module, box_predictor: nn.Module,
                  fg_iou_thresh: float = 0.5, bg_iou_thresh: float = 0.5, batch_size_per_image: int = 512,
                  positive_fraction: float = 0.25, bbox_reg_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
-                 score_thresh: float = 0.05, nms_thresh: float = 0.5, detections_per_img: int = 100):
+                 score_thresh: float = 0.05, nms_thresh: float = 0.5, detections_per_img: int = 100,
+                 smooth_l1_beta: float = 1 / 9):
         super().__init__()
         self.box_roi_pool, self.box_head, self.box_predictor = box_roi_pool, box_head, box_predictor
+        self.smooth_l1_beta = smooth_l1_beta  # torchvision's 1/9; Fast R-CNN's Huber loss (the notes'): 1
         self.matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)
         self.box_coder = BoxCoder(tuple(bbox_reg_weights))
         self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
@@ -112,7 +114,8 @@ class RoIHeads(nn.Module):
         """Fast R-CNN's multi-task loss: cross-entropy plus smooth-L1 of the true class's corrections."""
         positive = torch.nonzero(labels > 0).squeeze(1)
         deltas = box_regression.reshape(len(box_regression), -1, 4)[positive, labels[positive]]
-        box = F.smooth_l1_loss(deltas, goals[positive], beta=1 / 9, reduction="sum") / max(labels.numel(), 1)
+        box = F.smooth_l1_loss(deltas, goals[positive], beta=self.smooth_l1_beta, reduction="sum")
+        box = box / max(labels.numel(), 1)
         return {"loss_classifier": F.cross_entropy(class_logits, labels), "loss_box_reg": box}
 
     def postprocess(self, class_logits: Tensor, box_regression: Tensor, proposals: Sequence[Tensor],

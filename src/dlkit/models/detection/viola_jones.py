@@ -39,6 +39,7 @@ from torch import Tensor
 
 from ...errors import ConfigError
 from ...ops import HAAR_FEATURES, haar_positions, integral_image, nms
+from ...ops.sliding_windows import sliding_windows, window_scales
 
 WINDOW = 24
 
@@ -330,8 +331,9 @@ class ViolaJones:
              max_size: int | None = None, chunk: int = 32768) -> tuple[Tensor, Tensor]:
         """Windows of `image` [H, W] that every stage accepts: boxes xyxy [K, 4] and the last stage's score [K].
         Window sides round(24 r^i) (r = scale_factor) from min_size to max_size, top-left corners every
-        max(1, round(step * r^i)) pixels; the features are scaled, not the image (002 §4.2.2). Each stage only
-        sees the windows all earlier stages accepted (the attentional cascade, 002 §4.2.3)."""
+        max(1, round(step * r^i)) pixels (`dlkit.ops.window_scales` and `dlkit.ops.sliding_windows`); the features
+        are scaled, not the image (002 §4.2.2). Each stage only sees the windows all earlier stages accepted (the
+        attentional cascade, 002 §4.2.3)."""
         if scale_factor <= 1:
             raise ConfigError(f"scale_factor must be > 1; got {scale_factor}")
         image = torch.as_tensor(image)
@@ -341,14 +343,11 @@ class ViolaJones:
         per_stage = [ViolaJones(self.features, [st]).compact() for st in self.stages]  # each with its own features
         max_size = min(h, w) if max_size is None else min(max_size, h, w)
         boxes, scores = [], []
-        scale = max(1.0, min_size / k)
-        while round(k * scale) <= max_size:
+        for scale in window_scales(k, scale_factor, min_size, max_size):
             side = round(k * scale)
-            stride = max(1, round(step * scale))
-            gy, gx = torch.meshgrid(torch.arange(0, h - side + 1, stride), torch.arange(0, w - side + 1, stride),
-                                    indexing="ij")
-            for s in range(0, gy.numel(), chunk):
-                ys, xs = gy.reshape(-1)[s:s + chunk], gx.reshape(-1)[s:s + chunk]
+            windows = sliding_windows((h, w), [side], stride=max(1, round(step * scale)), dtype=torch.long)
+            for s in range(0, len(windows), chunk):
+                ys, xs = windows[s:s + chunk, 1], windows[s:s + chunk, 0]
                 n = side * side
                 mean = _box(ii, ys, xs, side, side) / n
                 std = (_box(ii2, ys, xs, side, side) / n - mean * mean).clamp_min(0).sqrt()
@@ -362,7 +361,6 @@ class ViolaJones:
                     ys, xs, score = ys[keep], xs[keep], score[keep]
                 boxes.append(torch.stack([xs, ys, xs + side, ys + side], 1).double())
                 scores.append(score)
-            scale *= scale_factor
         if not boxes:
             return torch.zeros(0, 4, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
         return torch.cat(boxes), torch.cat(scores)

@@ -1,0 +1,33 @@
+"""The training targets of the detection contract, checked once for every detector (Notes: 002 §4; DESIGN.md
+"Tasks": one {boxes [M, 4] xyxy in pixels, labels [M] in 1..C} per image, 0 being the background)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from torch import Tensor
+
+from ...errors import ConfigError
+
+
+def check_targets(targets: Sequence[Mapping[str, Tensor]] | None, batch: int, num_classes: int, who: str) -> None:
+    """Refuse missing targets, a count other than one per image, malformed boxes or labels outside 1..C, saying
+    what was expected and how to fix it."""
+    if targets is None:
+        raise ConfigError(f"{who} in training mode computes its losses: call model(images, targets), one dict "
+                          f"{{boxes [M, 4] xyxy, labels [M] in 1..{num_classes}}} per image, or model.eval() to "
+                          f"detect")
+    if isinstance(targets, Mapping) or len(targets) != batch:
+        got = "one dict" if isinstance(targets, Mapping) else f"{len(targets)}"
+        raise ConfigError(f"{who} needs a list of one target dict per image ({batch}); got {got}")
+    for i, t in enumerate(targets):
+        if not isinstance(t, Mapping) or "boxes" not in t or "labels" not in t:
+            raise ConfigError(f"target {i} must be a dict {{boxes [M, 4], labels [M]}}; got "
+                              f"{sorted(t) if isinstance(t, Mapping) else type(t).__name__}")
+        boxes, labels = t["boxes"], t["labels"]
+        if boxes.dim() != 2 or boxes.shape[-1] != 4 or labels.shape != (len(boxes),):
+            raise ConfigError(f"target {i}: boxes must be [M, 4] xyxy and labels [M]; got boxes {tuple(boxes.shape)},"
+                              f" labels {tuple(labels.shape)}")
+        if len(labels) and not 1 <= int(labels.min()) <= int(labels.max()) <= num_classes:
+            raise ConfigError(f"target {i}: labels must be in 1..{num_classes} (0 is the background); got "
+                              f"{int(labels.min())}..{int(labels.max())}")
