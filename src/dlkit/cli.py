@@ -216,6 +216,10 @@ def cmd_summary(args) -> int:
     from .registry import model_entrypoint
     from .report.summary import check_input_shape, default_input_shape, summarize
 
+    if (args.model is None) == (args.compare is None):
+        raise ConfigError("dlkit summary takes one MODEL, or --compare NAME,NAME,... (a cost table of detectors)")
+    if args.compare is not None:
+        return _compare_costs(args)
     shape = None
     if args.input_shape:  # checked before the model is built
         try:
@@ -230,6 +234,46 @@ def cmd_summary(args) -> int:
     if shape is None:
         raise ConfigError(f"model '{args.model}' has no default input shape; pass one, e.g. --input-shape 3,224,224")
     print(summarize(model, input_shape=(1, *shape)).format_table())
+    return 0
+
+
+def _compare_costs(args) -> int:
+    """`dlkit summary --compare`: the notes' Table 4.1, conv and FF FLOPs per image of detectors (and classifiers)
+    for --proposals regions; a Fast R-CNN also gets the row of Faster R-CNN on its feature map."""
+    from . import create_model
+    from .registry import model_entrypoint
+    from .report.detection_cost import detection_cost, faster_rcnn_cost, format_cost_table
+    from .report.summary import check_input_shape
+
+    names = [n.strip() for n in args.compare.split(",") if n.strip()]
+    if not names or args.proposals < 0:
+        raise ConfigError(f"--compare needs model names (e.g. rcnn_alexnet,fast_rcnn_alexnet) and --proposals >= 0; "
+                          f"got {args.compare!r}, {args.proposals}")
+    shape = None
+    if args.input_shape:
+        try:
+            shape = tuple(int(s) for s in args.input_shape.replace("x", ",").split(",") if s.strip())
+        except ValueError:
+            raise ConfigError(f"--input-shape expects whole numbers like 3,600,600; got {args.input_shape[:80]!r}"
+                              ) from None
+        check_input_shape(shape)
+    for name in names:
+        model_entrypoint(name)  # unknown names are refused before anything is built
+    costs = []
+    for name in names:
+        model = create_model(name, **({"num_classes": args.num_classes} if args.num_classes else {}))
+        size = shape or tuple(model.default_input_shape)
+        try:
+            costs.append(detection_cost(model, size, name))
+            if hasattr(model, "features") and hasattr(model, "proposer"):
+                costs.append(faster_rcnn_cost(model, size, f"Faster R-CNN ({name} + RPN)"))
+        except (RuntimeError, ValueError, IndexError, TypeError) as e:
+            if isinstance(e, DlkitError):
+                raise
+            raise ConfigError(f"{name} cannot take an image of shape {'x'.join(map(str, size))} "
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); give --input-shape C,H,W "
+                              f"it accepts, e.g. {'x'.join(map(str, model.default_input_shape))}") from e
+    print(format_cost_table(costs, args.proposals))
     return 0
 
 
@@ -343,7 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("summary", help="per-layer table of output shapes, parameters and multiply-adds")
-    s.add_argument("model")
+    s.add_argument("model", nargs="?")
+    s.add_argument("--compare", metavar="NAMES", help="instead of MODEL: comma-separated detectors (and classifiers), "
+                   "e.g. rcnn_alexnet,fast_rcnn_alexnet: their conv and FF FLOPs per image (the notes' Table 4.1)")
+    s.add_argument("--proposals", type=int, default=2000, help="with --compare: proposals per image (n)")
+    s.add_argument("--num-classes", type=int, help="with --compare: build the models with this many classes")
     s.add_argument("--input-shape", help="one sample's shape without the batch, e.g. 3,224,224; for a model "
                    "that reads token ids, the sequence length, e.g. 64")
     s.set_defaults(func=cmd_summary)

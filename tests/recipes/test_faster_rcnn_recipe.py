@@ -4,7 +4,7 @@ boxes, fpn-mnistdet reports the AP of small objects, faster-rcnn-raccoon fine-tu
 import json
 
 from dlkit.nn.frozen_batchnorm import FrozenBatchNorm2d
-from dlkit.recipes import faster_rcnn, run_recipe
+from dlkit.recipes import detection, run_recipe
 
 
 def test_fpn_mnistdet_reports_small_object_ap_and_draws_the_proposals(tmp_path, data_root):
@@ -18,8 +18,8 @@ def test_fpn_mnistdet_reports_small_object_ap_and_draws_the_proposals(tmp_path, 
 def test_faster_rcnn_raccoon_fine_tunes_the_imagenet_backbone_with_frozen_batch_norms(tmp_path, data_root,
                                                                                     monkeypatch):
     built = []
-    make = faster_rcnn.pretrained_detector
-    monkeypatch.setattr(faster_rcnn, "pretrained_detector", lambda *a: built.append(make(*a)) or built[-1])
+    make = detection.pretrained_detector
+    monkeypatch.setattr(detection, "pretrained_detector", lambda *a: built.append(make(*a)) or built[-1])
     run_recipe("faster-rcnn-raccoon", smoke=True, out=tmp_path, data_dir=str(data_root))
     (model, kwargs), = built
     assert kwargs["frozen_bn"] and kwargs["num_classes"] == 1

@@ -6,10 +6,14 @@ added to each token's embedding. Fixed (sinusoidal, Vaswani et al. 2017):
     pe[pos, 2i] = sin(pos / 10000^(2i/d)),   pe[pos, 2i+1] = cos(pos / 10000^(2i/d))
 
 or learned (BERT, GPT-2, ViT): a trainable table of max_len x d. 003 §9.3 calls self-attention permutation
-"invariant"; it is equivariant (outputs permute with the inputs).
+"invariant"; it is equivariant (outputs permute with the inputs). DETR (002 §4.3.6) encodes the 2-D position of
+each feature-map cell with two such encodings of width d/2, of its row and of its column
+(`sine_positional_encoding_2d`).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -22,13 +26,42 @@ def sinusoidal_positional_encoding(length: int, d_model: int, base: float = 1000
 
     Even columns use sin, odd columns cos, both at the frequency of their pair 2i; an odd d_model drops the last cos.
     """
-    pos = torch.arange(length, dtype=torch.float64)[:, None]
-    two_i = torch.arange(0, d_model, 2, dtype=torch.float64)
-    angle = pos / base ** (two_i / d_model)
-    pe = torch.zeros(length, d_model, dtype=torch.float64)
-    pe[:, 0::2] = torch.sin(angle)
-    pe[:, 1::2] = torch.cos(angle[:, : d_model // 2])
-    return pe.to(torch.get_default_dtype())
+    return sinusoid(torch.arange(length, dtype=torch.float64), d_model, base).to(torch.get_default_dtype())
+
+
+def sinusoid(positions: Tensor, d_model: int, base: float = 10000.0) -> Tensor:
+    """[..., d_model] encodings of (real-valued) `positions` of any shape, in their dtype: [..., 2i] =
+    sin(pos / base^(2i/d)), [..., 2i+1] = cos(pos / base^(2i/d)). Notes: 002 §3.1.5."""
+    two_i = torch.arange(0, d_model, 2, dtype=positions.dtype, device=positions.device)
+    angle = positions[..., None] / base ** (two_i / d_model)
+    pe = positions.new_zeros(*positions.shape, d_model)
+    pe[..., 0::2] = torch.sin(angle)
+    pe[..., 1::2] = torch.cos(angle[..., : d_model // 2])
+    return pe
+
+
+def sine_positional_encoding_2d(mask: Tensor, d_model: int, base: float = 10000.0, normalize: bool = True,
+                                scale: float = 2 * math.pi, eps: float = 1e-6) -> Tensor:
+    """DETR's 2-D sine encoding [B, d_model, H, W] of a feature map whose padding `mask` [B, H, W] is True at padded
+    cells. Notes: 002 §4.3.6 (step 3), 002 §3.1.5.
+
+    A cell's row y and column x are its 1-based counts of valid cells down its column and along its row; with
+    `normalize` they are divided by the column's (row's) valid count (+ eps) and multiplied by `scale`, so they run
+    over (0, 2 pi] whatever the image size. The first d/2 channels are `sinusoid(y, d/2)`, the last d/2
+    `sinusoid(x, d/2)`.
+    """
+    if mask.dim() != 3 or mask.dtype != torch.bool:
+        raise ConfigError(f"sine_positional_encoding_2d takes a boolean padding mask [B, H, W] (True = padding); got "
+                          f"{mask.dtype} of shape {tuple(mask.shape)}")
+    if d_model % 4:
+        raise ConfigError(f"the 2-D encoding splits d_model into row and column halves of sin/cos pairs, so d_model "
+                          f"must be a multiple of 4; got {d_model}")
+    valid = (~mask).to(torch.float32)
+    y, x = valid.cumsum(1), valid.cumsum(2)
+    if normalize:
+        y = y / (y[:, -1:, :] + eps) * scale
+        x = x / (x[:, :, -1:] + eps) * scale
+    return torch.cat([sinusoid(y, d_model // 2, base), sinusoid(x, d_model // 2, base)], -1).permute(0, 3, 1, 2)
 
 
 def _check(x: Tensor, offset: int, max_len: int, d_model: int, name: str) -> None:

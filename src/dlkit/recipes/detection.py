@@ -117,6 +117,11 @@ def pretrained_detector(cfg, train_set, num_classes: int, in_chans: int):
     return model, {**kwargs, "frozen_bn": bool(cfg.pretrained)}
 
 
+def build_pretrained_detection(cfg, dist) -> Setup:
+    """`build_detection` with `cfg.model` on its ImageNet backbone when `cfg.pretrained` (`pretrained_detector`)."""
+    return build_detection(cfg, dist, make_model=pretrained_detector)
+
+
 DET_DEFAULTS = dict(OPTIMIZER_OPTIONS,
     data="shapes", image_size=128, n_train=2000, n_val=200, n_test=500, scene={}, flip=False, subset=0,
     model_kwargs={}, epochs=20, batch_size=16, optimizer="adamw", lr=1e-3, weight_decay=1e-4, schedule="onecycle",

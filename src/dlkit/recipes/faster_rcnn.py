@@ -3,14 +3,8 @@ size, and the second stage; data and task from `recipes.detection`."""
 
 from __future__ import annotations
 
-from .detection import DET_DEFAULTS, DET_SMOKE, build_detection, pretrained_detector
+from .detection import DET_DEFAULTS, DET_SMOKE, build_detection, build_pretrained_detection
 from .registry import Recipe, register_recipe
-
-
-def build_pretrained(cfg, dist):
-    """`build_detection` with `cfg.model` on its ImageNet backbone (option `pretrained`)."""
-    return build_detection(cfg, dist, make_model=pretrained_detector)
-
 
 register_recipe(Recipe(
     name="fpn-mnistdet", task="detection", notes="002 §4.3.2, §4.3.3",
@@ -29,7 +23,7 @@ register_recipe(Recipe(
     description="Faster R-CNN with FPN on the ImageNet-trained EfficientNet-Lite0 (C2-C5, frozen batch norms) "
                 "fine-tuned on the 160 Raccoon training photos letterboxed to 256x256; mAP@0.5 on the 40 validation "
                 "photos; the report draws the region proposals next to the final boxes",
-    build=build_pretrained, metric="test/map_50", threshold=0.8, budget_s=600,
+    build=build_pretrained_detection, metric="test/map_50", threshold=0.8, budget_s=600,
     defaults={**DET_DEFAULTS, "data": "raccoon", "model": "fasterrcnn_lite0", "pretrained": True, "image_size": 256,
               "flip": True, "epochs": 10, "batch_size": 8, "lr": 1e-3},
     smoke={**DET_SMOKE}, datasets=("raccoon",),

@@ -203,11 +203,24 @@ def _probe_bytes(model: nn.Module, inputs: tuple, probe: int = 8) -> int:
     return math.ceil(got * (length / short[0].shape[-1]) ** (2 if attention else 1))
 
 
+def _value_bytes(model: nn.Module, inputs: tuple) -> int:
+    """Activation bytes of an image model whose forward reads values (a detector: which anchors survive NMS, which
+    regions selective search proposes), which the meta device cannot give: a real forward at the given shape, refused
+    first when the input alone would take more than 1/64 of the available memory (a safe margin for a detector)."""
+    real = example_inputs(model, tuple(inputs[0].shape))
+    size = sum(t.numel() * t.element_size() for t in real)
+    if 64 * size > available_memory():
+        raise ConfigError(f"an input of shape {'x'.join(map(str, real[0].shape))} takes {size / 2**30:.3g} GiB; "
+                          f"{type(model).__name__}'s activations would not fit in memory; use a smaller --input-shape")
+    return _forward_bytes(model, real, lambda: model(*real))
+
+
 def activation_bytes(model: nn.Module, inputs: tuple) -> int:
     """Bytes of the inputs and of every module's outputs in one forward pass, computed on the meta device (shapes
     only: nothing is allocated), so a shape too large for memory is found before any allocation. An upper bound of
     what an inference forward holds at once (it frees intermediate outputs). A token model whose forward needs
-    values (e.g. lengths read from the padding) is estimated from a short real forward (`_probe_bytes`)."""
+    values (e.g. lengths read from the padding) is estimated from a short real forward (`_probe_bytes`), an image
+    model that needs them (a detector) from a real forward (`_value_bytes`)."""
     from torch.func import functional_call
 
     state = {k: v.to("meta") for k, v in [*model.named_parameters(), *model.named_buffers()]}
@@ -215,10 +228,10 @@ def activation_bytes(model: nn.Module, inputs: tuple) -> int:
     try:
         try:
             return _forward_bytes(model, meta, lambda: functional_call(model, state, meta))
-        except RuntimeError as e:
-            if "meta" not in str(e) or not takes_tokens(model):
+        except (RuntimeError, NotImplementedError) as e:
+            if "meta" not in str(e):
                 raise
-            return _probe_bytes(model, inputs)
+            return _probe_bytes(model, inputs) if takes_tokens(model) else _value_bytes(model, inputs)
     except (RuntimeError, ValueError, IndexError, TypeError, NotImplementedError) as e:
         shape = "x".join(map(str, inputs[0].shape[1:]))
         first = " ".join(str(e).split())[:200]
