@@ -76,3 +76,35 @@ def test_the_rescue_rule_makes_a_small_box_positive_and_bad_options_are_refused(
         ours(images, list(features.values()))
     with pytest.raises(ConfigError, match="bg_iou_thresh <= fg_iou_thresh"):
         RegionProposalNetwork(AnchorGenerator(SIZES, RATIOS), RPNHead(16, 6), 0.3, 0.7)
+
+
+def test_the_papers_single_map_rpn_with_nine_anchors_equals_torchvision():
+    """Faster R-CNN as the notes draw it: one feature map, k = 9 anchors per location (scales 128, 256, 512 x
+    ratios 1:2, 1:1, 2:1), a 3x3 conv and two 1x1 heads: k objectness logits (the paper's 2k two-way softmax
+    scores in their equivalent sigmoid form) and 4k corrections."""
+    sizes, ratios = ((128, 256, 512),), ((0.5, 1.0, 2.0),)
+    torch.manual_seed(0)
+    tv = TVRPN(TVAnchorGenerator(sizes, ratios), TVRPNHead(16, 9), 0.7, 0.3, 256, 0.5, TOP["pre_nms_top_n"],
+               TOP["post_nms_top_n"], 0.7)
+    with torch.no_grad():
+        for p in tv.head.parameters():
+            p.normal_(0, 0.3)
+    anchors = AnchorGenerator(sizes, ratios)
+    assert anchors.num_anchors_per_location() == [9]
+    ours = RegionProposalNetwork(anchors, RPNHead(16, 9), 0.7, 0.3, 256, 0.5, **TOP)
+    ours.head.load_state_dict({k.replace("conv.0.0.", "conv."): v for k, v in tv.head.state_dict().items()})
+    assert ours.head.cls_logits.out_channels == 9 and ours.head.bbox_pred.out_channels == 36
+    g = torch.Generator().manual_seed(3)
+    images, feature = torch.rand(1, 3, 608, 800, generator=g), torch.randn(1, 16, 38, 50, generator=g)
+    targets = [{"boxes": torch.tensor([[100.0, 120.0, 400.0, 380.0]])}]
+    for training in (False, True):
+        tv.train(training)
+        ours.train(training)
+        torch.manual_seed(5)
+        want, want_losses = tv(ImageList(images, [(608, 800)]), OrderedDict(p=feature),
+                               targets if training else None)
+        torch.manual_seed(5)
+        got, got_losses = ours(images, [feature], targets if training else None)
+        torch.testing.assert_close(got[0], want[0])
+        for k in want_losses:
+            torch.testing.assert_close(got_losses[k], want_losses[k])
