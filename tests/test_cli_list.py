@@ -19,7 +19,8 @@ def test_models_table_shows_task_family_parameters_input_pretrained_and_notes(ca
     assert code == 0 and out.splitlines()[0].split() == ["model", "task", "family", "parameters", "input",
                                                          "pretrained", "notes"]
     rows = _rows(out)
-    assert set(rows) == {"resnet18", "resnet101", "resnet152", "deeplabv3_resnet101", "centernet_resnet18"}  # substring
+    assert set(rows) == {"resnet18", "resnet101", "resnet152", "deeplabv2_resnet101", "deeplabv3_resnet101",
+                         "centernet_resnet18"}  # substring
     assert rows["resnet18"] == ["resnet18", "classification", "resnet", "11,689,512", "3x224x224", "-", "002",
                                 "§2.2.1"]
     code, out, _ = run(capsys, "list", "models", "gpt_char_nano")

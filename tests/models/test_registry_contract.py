@@ -23,9 +23,10 @@ NAMES = list_models()
 SMALL_PARAMS = 3_000_000  # forward and backward on a real input below this many parameters
 # parameters the training loss leaves alone by design (a leaf name or a full name): ELMo's scalar mix (s, gamma) is
 # trained by the downstream task; DETR's decoder starts from zeros, so its first self-attention's values are
-# 0 W_V + b_V and W_V never gets a gradient (as in DETR's own code)
+# 0 W_V + b_V and W_V never gets a gradient (as in DETR's own code; MaskFormer's decoder is DETR's)
 NOT_TRAINED_BY_THE_LOSS = {"elmo_small": {"mix_weights", "gamma"},
-                           "detr_tiny": {"decoder.layers.0.self_attn.v_proj.weight"}}
+                           "detr_tiny": {"decoder.layers.0.self_attn.v_proj.weight"},
+                           "maskformer_tiny": {"decoder.layers.0.self_attn.v_proj.weight"}}
 
 
 @cache
@@ -87,6 +88,10 @@ def training_loss(name: str, model) -> torch.Tensor:
             (c, s) for s in sizes for c in (0.375, 0.4375, 0.5) if s / 2 <= c]
         boxes = torch.tensor([[(c - s / 2) * w, (c - s / 2) * h, (c + s / 2) * w, (c + s / 2) * h] for c, s in shapes])
         target = {"boxes": boxes, "labels": torch.ones(len(shapes), dtype=torch.long)}
+        if getattr(model, "needs_masks", False):  # instance segmentation: each object's mask fills its box
+            target["masks"] = torch.zeros(len(boxes), h, w, dtype=torch.uint8)
+            for m, (x1, y1, x2, y2) in zip(target["masks"], boxes.round().long().tolist()):
+                m[y1:y2, x1:x2] = 1
         images = torch.rand(2, chans, h, w, generator=torch.Generator().manual_seed(0))
         return sum(model(images, [target, target]).values())
     if kind in ("Seq2Seq", "Transformer"):

@@ -2,7 +2,7 @@
 
 Notes: 002 §5.1.3-§5.1.4, 003 §4.1.2, 000 §3.11.1. Nearest neighbour repeats each pixel into an f x f block;
 bed of nails puts each value at the top-left of its f x f cell and zeros elsewhere (max unpooling with every
-"argmax" at the top-left: torch's F.max_unpool2d is the general one and is not rewritten here). A learned
+"argmax" at the top-left; the general one, with SegNet's switches, is dlkit.nn.unpool.max_unpool). A learned
 up-sampling is a transposed convolution, which FCN initialises as a bilinear interpolator:
 
     filter[u, v] = (1 - |u - c| / f)(1 - |v - c| / f),   f = ceil(k / 2),  c = f - 1 (k odd) or f - 1/2 (k even)

@@ -43,7 +43,7 @@ RESNET101_NO_FC = 44_549_160 - conv(2048, 1000, bias=True)
 
 
 def test_deeplabv3_resnet50_parameter_count_and_torchvision_with_aux():
-    assert set(list_models("deeplab*")) == {"deeplabv3_resnet50", "deeplabv3_resnet101", "deeplabv3_tiny",
+    assert set(list_models("deeplabv3*")) == {"deeplabv3_resnet50", "deeplabv3_resnet101", "deeplabv3_tiny",
                                             "deeplabv3plus_resnet50", "deeplabv3plus_tiny"}
     assert RESNET50_NO_FC == 23_508_032 and aspp_params(2048) == 15_535_104
     assert v3_head() == 590_336 + 5_397 and aux_head() == 2_365_205

@@ -1,10 +1,13 @@
-"""DeepLab v3 and v3+ (Chen et al. 2017, 2018; Notes: 002 §5.1.5, §5.A.2).
+"""DeepLab v2, v3 and v3+ (Chen et al. 2016, 2017, 2018; Notes: 002 §5.1.5, §5.A.1, §5.A.2).
 
 A classification ResNet has output stride 32; segmentation needs finer maps. The dilated ResNet (002 §5.1.5)
 keeps the early stages and replaces the stride of the last stages by dilation: output stride 16 dilates the
 last stage (r = 2), 8 the last two (r = 2, 4), each dilated stage's first block keeping the previous rate r / 2.
 The parameters are those of the ResNet (its weights load unchanged: `backbone` has ResNet's `stem` and `stages`).
 
+- DeepLab v2 (§5.A.1): dilated ResNet at output stride 8 -> ASPP-v2 (`dlkit.nn.aspp.ASPPv2`: four 3x3 atrous
+  convolutions at rates 6, 12, 18, 24, each straight to class scores, the four score maps summed, not
+  concatenated as in v3) -> bilinear upsampling to the input size. No BN in the head, no extra 3x3.
 - DeepLab v3: dilated ResNet -> ASPP (`dlkit.nn.aspp.ASPP`) -> 3x3 conv + BN + ReLU -> 1x1 classifier ->
   bilinear upsampling to the input size (torchvision's head; the extra 3x3 is its choice). `aux=True` adds
   torchvision's auxiliary FCN head on the third stage (3x3 conv to C / 4 + BN + ReLU + dropout 0.1 + 1x1), whose
@@ -27,6 +30,8 @@ Parameter count of `deeplabv3_resnet50` (21 classes, ASPP 256 channels, BN = 2 C
 60,996,202 (torchvision's). `deeplabv3plus_resnet50` (output stride 16; derived here, no published count):
 23,508,032 + 15,535,104 + 1x1 256->48: 12,288 + 96 + 3x3 304->256: 700,416 + 512 + 3x3 256->256: 590,336 +
 classifier 5,397 = 40,352,181.
+`deeplabv2_resnet101` (21 classes, derived here): 42,500,160 + ASPP-v2 4 x (3x3 2048->21: 387,072 + bias 21 =
+387,093) = 1,548,372 -> 44,048,532.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ConfigError
-from ...nn.aspp import ASPP, atrous_conv
+from ...nn.aspp import ASPP, ASPPv2, atrous_conv
 from ...nn.conv_bn_act import ConvBNAct
 from ...nn.init import init_weights
 from ...registry import create_model, register_model
@@ -55,6 +60,49 @@ def dilated_resnet(name: str = "resnet50", in_chans: int = 3, output_stride: int
     resnet = create_model(name, in_chans=in_chans, num_classes=0, output_stride=output_stride, init_weights=False,
                           **overrides)
     return FeatureExtractor(resnet, range(1, len(resnet.feature_info)), name=name)  # every stage after the stem
+
+
+class DeepLabV2(nn.Module):
+    """DeepLab v2: dilated ResNet (output stride 8) -> ASPP-v2 (summed class scores) -> bilinear to H x W.
+
+    Notes: 002 §5.1.5, §5.A.1. `aspp_rates` (6, 12, 18, 24) are the atrous rates of the four score branches;
+    `merge='concat'` is the notes' concatenate-then-1x1 reading of ASPP. The backbone is the registered ResNet
+    `backbone` (`dilated_resnet`; `block`, `layers`, `widths`, `stem_width` override it). Returns scores
+    [N, num_classes, H, W]; `forward_maps` also returns the backbone's stages and the output-stride scores.
+    """
+
+    def __init__(self, num_classes: int = 21, in_chans: int = 3, backbone: str = "resnet101", block: str | None = None,
+                 layers: Sequence[int] | None = None, widths: Sequence[int] | None = None,
+                 stem_width: int | None = None, output_stride: int = 8,
+                 aspp_rates: Sequence[int] = (6, 12, 18, 24), merge: str = "sum"):
+        super().__init__()
+        if output_stride not in (8, 16, 32):
+            raise ConfigError(f"DeepLab output_stride must be 8, 16 or 32; got {output_stride!r}")
+        self.num_classes, self.in_chans = num_classes, in_chans
+        self.default_input_shape = (in_chans, 224, 224)
+        overrides = dict(block=block, layers=layers, widths=widths, stem_width=stem_width)
+        self.backbone = dilated_resnet(backbone, in_chans, output_stride,
+                                       **{k: v for k, v in overrides.items() if v is not None})
+        init_weights(self.backbone, conv="he_fan_out")
+        self.aspp = ASPPv2(self.backbone.feature_info.channels()[-1], num_classes, aspp_rates, merge=merge)
+
+    def forward_maps(self, x: Tensor) -> dict[str, Tensor]:
+        """stage1 ... stageN (the backbone's outputs), scores (ASPP-v2, at the output stride), out (H x W)."""
+        _check_images(self, x)
+        feats = self.backbone(x)
+        maps = {f"stage{i}": f for i, f in enumerate(feats, 1)}
+        maps["scores"] = self.aspp(feats[-1])
+        maps["out"] = F.interpolate(maps["scores"], size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return maps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_maps(x)["out"]
+
+
+def _check_images(model: nn.Module, x: Tensor) -> None:
+    if x.dim() != 4 or x.shape[1] != model.in_chans:
+        raise ConfigError(f"{type(model).__name__} expects images [N, {model.in_chans}, H, W]; got "
+                          f"{tuple(x.shape)}. Set in_chans to the number of image channels.")
 
 
 class DeepLabV3(nn.Module):
@@ -122,9 +170,7 @@ class DeepLabV3(nn.Module):
         self.aspp.set_rates([int(r) for r in rates])
 
     def _check_input(self, x: Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ConfigError(f"{type(self).__name__} expects images [N, {self.in_chans}, H, W]; got "
-                              f"{tuple(x.shape)}. Set in_chans to the number of image channels.")
+        _check_images(self, x)
 
     def _decode(self, maps: dict[str, Tensor]) -> Tensor:
         return self.head(maps["aspp"])
@@ -219,6 +265,28 @@ def deeplabv3plus_resnet50(**kw) -> DeepLabV3Plus:
     Notes: 002 §5.1.5.
     """
     return DeepLabV3Plus(**kw)
+
+
+@register_model(input_size=(3, 224, 224), num_params=44_048_532,
+                params_source="by hand: torchvision resnet101 without fc (42,500,160) + ASPP-v2 4 x 387,093")
+def deeplabv2_resnet101(**kw) -> DeepLabV2:
+    """DeepLab v2, ResNet-101 at output stride 8, ASPP-v2 rates (6, 12, 18, 24) summed, 21 classes (PASCAL VOC):
+    44,048,532 parameters (derived, see the module). Notes: 002 §5.1.5, §5.A.1."""
+    return DeepLabV2(**kw)
+
+
+@register_model(input_size=(3, 96, 128))
+def deeplabv2_tiny(**kw) -> DeepLabV2:
+    """A CPU-sized DeepLab v2: the tiny basic-block backbone 16-32-64-128 at output stride 8, ASPP-v2 at rates
+    (2, 4, 6, 8) (the paper's rates scaled to its 12 x 16 maps of 96 x 128 images), 11 classes (CamVid):
+    360,188 parameters.
+
+    Notes: 002 §5.1.5, §5.A.1.
+    """
+    tiny = {k: v for k, v in TINY.items() if k != "aspp_chans"}
+    model = DeepLabV2(**(tiny | dict(num_classes=11, aspp_rates=(2, 4, 6, 8)) | kw))
+    model.default_input_shape = (model.in_chans, 96, 128)
+    return model
 
 
 @register_model(input_size=(3, 96, 128))
