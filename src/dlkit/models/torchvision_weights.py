@@ -40,6 +40,7 @@ from .detection.faster_rcnn import FasterRCNN
 from .detection.retinanet import RetinaNet
 from .detection.ssd import SSD, VGGSSDTrunk
 from .segmentation.deeplab import DeepLabV3
+from .segmentation.mask_rcnn import MaskRCNN
 
 
 class Chunks(NamedTuple):
@@ -223,6 +224,18 @@ def _faster_rcnn_table(model: FasterRCNN) -> Table:
     return table
 
 
+def _mask_rcnn_table(model: MaskRCNN) -> Table:
+    """Mask R-CNN-ResNet-FPN (torchvision.models.detection.mask_rcnn): Faster R-CNN's table plus the mask head
+    (roi_heads.mask_head.i.0, mask_predictor.conv5_mask / mask_fcn_logits onto roi_heads.region_head's)."""
+    table = _faster_rcnn_table(model)
+    branch = model.roi_heads.region_head
+    for i in range(len(branch.mask_head)):
+        table[f"roi_heads.mask_head.{i}.0"] = f"roi_heads.region_head.mask_head.{i}.0"
+    for name in ("conv5_mask", "mask_fcn_logits"):
+        table[f"roi_heads.mask_predictor.{name}"] = f"roi_heads.region_head.mask_predictor.{name}"
+    return table
+
+
 def _retinanet_table(model: RetinaNet) -> Table:
     """RetinaNet-ResNet-FPN (torchvision.models.detection.retinanet): the ResNet-FPN backbone, its extra levels
     (extra_blocks onto fpn.extra), and the heads (conv.i.0, cls_logits / bbox_reg onto the subnets' conv.i.0 /
@@ -264,7 +277,7 @@ TABLES: dict[type, Callable[[nn.Module], Table]] = {
     AlexNet: _identity_table, VGG: _identity_table, GoogLeNet: _googlenet_table, ResNet: _resnet_table,
     MobileNetV2: _mobilenet_v2_table, EfficientNet: _efficientnet_table, RegNet: _regnet_table,
     VisionTransformer: _vit_table, DeepLabV3: _deeplabv3_table, RetinaNet: _retinanet_table,
-    SSD: _ssd_table, FasterRCNN: _faster_rcnn_table,
+    SSD: _ssd_table, FasterRCNN: _faster_rcnn_table, MaskRCNN: _mask_rcnn_table,
 }
 
 
@@ -346,7 +359,7 @@ def load_torchvision_state_dict(model: nn.Module, state_dict: Mapping[str, Tenso
     """Copy a torchvision model's state dict into the equivalent dlkit `model` (in place; returns the model).
 
     Families: AlexNet, VGG, GoogLeNet, ResNet/ResNeXt/Wide ResNet, MobileNetV2, EfficientNet, RegNet, ViT,
-    DeepLab v3, RetinaNet and Faster R-CNN (ResNet-FPN), SSD300 (VGG-16). Read checkpoint files with
+    DeepLab v3, RetinaNet, Faster R-CNN and Mask R-CNN (ResNet-FPN), SSD300 (VGG-16). Read checkpoint files with
     `dlkit.models.weights_file.load_weights_file(path)`.
     `assign=True` makes the model hold the checkpoint's tensors (their dtype and device) instead of copying
     into its own, so a model built on the meta device (`with torch.device("meta"): create_model(...)`) skips

@@ -106,19 +106,23 @@ def _small_anchor_sizes(smallest: float) -> tuple[tuple[float], ...]:
     return tuple((smallest * 2 ** k,) for k in range(5))
 
 
+def tiny_config() -> dict:
+    """The keyword arguments of the small CPU Faster R-CNN (`fasterrcnn_tiny`; Mask R-CNN's `maskrcnn_tiny`)."""
+    return dict(backbone="resnet18", backbone_kwargs={"layers": (1, 1, 1, 1), "widths": (16, 32, 64, 128),
+                                                      "stem_width": 16},
+                frozen_bn=False, fpn_channels=64, anchor_sizes=_small_anchor_sizes(8),
+                rpn_pre_nms_top_n={"training": 600, "testing": 300}, rpn_post_nms_top_n={"training": 300,
+                                                                                        "testing": 100},
+                box_batch_size_per_image=128, representation_size=256)
+
+
 @register_model(task="detection", input_size=(1, 128, 128))
 def fasterrcnn_tiny(num_classes: int = 10, in_chans: int = 1, **kw) -> FasterRCNN:
     """A small Faster R-CNN with FPN for CPU recipes (MNIST digit scenes): a ResNet of one basic block per stage
     (16-32-64-128 wide, trainable batch norm) read at strides 4-32, a 64-wide FPN P2-P6, anchors 8-128 pixels,
     fewer proposals (600 / 300 in training, 300 / 100 in evaluation) and a 256-wide box head.
     Notes: 002 §4.3.2-4.3.3."""
-    args = dict(backbone="resnet18", backbone_kwargs={"layers": (1, 1, 1, 1), "widths": (16, 32, 64, 128),
-                                                      "stem_width": 16},
-                frozen_bn=False, fpn_channels=64, anchor_sizes=_small_anchor_sizes(8),
-                rpn_pre_nms_top_n={"training": 600, "testing": 300}, rpn_post_nms_top_n={"training": 300,
-                                                                                        "testing": 100},
-                box_batch_size_per_image=128, representation_size=256)
-    model = FasterRCNN(num_classes, in_chans=in_chans, **(args | kw))
+    model = FasterRCNN(num_classes, in_chans=in_chans, **(tiny_config() | kw))
     model.default_input_shape = (in_chans, 128, 128)
     return model
 

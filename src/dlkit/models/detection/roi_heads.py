@@ -68,6 +68,10 @@ class RoIHeads(nn.Module):
         self.box_coder = BoxCoder(tuple(bbox_reg_weights))
         self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
         self.score_thresh, self.nms_thresh, self.detections_per_img = score_thresh, nms_thresh, detections_per_img
+        # a further head on the same regions (Mask R-CNN's mask branch, Notes: 002 §5.2.1), or None: called as
+        # region_head(features, image_sizes, detections, sampled, targets) -> its losses in training (sampled =
+        # {regions, labels, matches} per image), in evaluation it adds its outputs to the detections
+        self.region_head: nn.Module | None = None
 
     def forward(self, features: Sequence[Tensor], proposals: Sequence[Tensor], image_sizes: Sequence[Sequence[int]],
                 targets: Sequence[Mapping[str, Tensor]] | None = None
@@ -79,24 +83,32 @@ class RoIHeads(nn.Module):
             if targets is None:
                 raise ConfigError("the RoI heads in training mode need targets: one {boxes [M, 4], labels [M]} per "
                                   "image")
-            proposals, labels, goals = self.sample(proposals, targets)
+            proposals, labels, goals, matches = self.sample(proposals, targets, with_matches=True)
         batch_size = (max(s[0] for s in image_sizes), max(s[1] for s in image_sizes))
         pooled = self.box_roi_pool(features, proposals, batch_size)
         class_logits, box_regression = self.box_predictor(self.box_head(pooled))
         if self.training:
-            return [], self.loss(class_logits, box_regression, torch.cat(labels), torch.cat(goals))
-        return self.postprocess(class_logits, box_regression, proposals, image_sizes), {}
+            losses = self.loss(class_logits, box_regression, torch.cat(labels), torch.cat(goals))
+            if self.region_head is not None:
+                sampled = {"regions": proposals, "labels": labels, "matches": matches}
+                losses.update(self.region_head(features, image_sizes, [], sampled, targets))
+            return [], losses
+        detections = self.postprocess(class_logits, box_regression, proposals, image_sizes)
+        if self.region_head is not None:
+            self.region_head(features, image_sizes, detections, None, None)
+        return detections, {}
 
-    def sample(self, proposals: list[Tensor], targets: Sequence[Mapping[str, Tensor]]):
+    def sample(self, proposals: list[Tensor], targets: Sequence[Mapping[str, Tensor]], with_matches: bool = False):
         """Per image: the sampled regions (proposals and ground truth, in index order), their labels and the
-        corrections that lead them to their boxes."""
-        regions, labels, goals = [], [], []
+        corrections that lead them to their boxes (`with_matches`: and the index of each region's ground-truth box,
+        0 for a region matching none)."""
+        regions, labels, goals, matches = [], [], [], []
         for props, t in zip(proposals, targets):
             gt, gt_labels = t["boxes"].to(props.dtype), t["labels"].long()
             props = torch.cat([props, gt])
             if len(gt) == 0:
                 label = torch.zeros(len(props), dtype=torch.long, device=props.device)
-                matched_boxes = torch.zeros_like(props)
+                matched_boxes, matched = torch.zeros_like(props), torch.zeros_like(label)
             else:
                 matched = self.matcher(box_iou(gt, props))
                 label = gt_labels[matched.clamp(min=0)]
@@ -108,7 +120,8 @@ class RoIHeads(nn.Module):
             regions.append(props[keep])
             labels.append(label[keep])
             goals.append(self.box_coder.encode(matched_boxes[keep], props[keep]))
-        return regions, labels, goals
+            matches.append(matched[keep].clamp(min=0))
+        return (regions, labels, goals, matches) if with_matches else (regions, labels, goals)
 
     def loss(self, class_logits: Tensor, box_regression: Tensor, labels: Tensor, goals: Tensor) -> dict[str, Tensor]:
         """Fast R-CNN's multi-task loss: cross-entropy plus smooth-L1 of the true class's corrections."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import torch
 from torch import Tensor
 
 from ...errors import ConfigError
@@ -31,3 +32,19 @@ def check_targets(targets: Sequence[Mapping[str, Tensor]] | None, batch: int, nu
         if len(labels) and not 1 <= int(labels.min()) <= int(labels.max()) <= num_classes:
             raise ConfigError(f"target {i}: labels must be in 1..{num_classes} (0 is the background); got "
                               f"{int(labels.min())}..{int(labels.max())}")
+
+
+def check_mask_targets(targets: Sequence[Mapping[str, Tensor]], image_sizes: Sequence[Sequence[int]],
+                       who: str) -> None:
+    """Instance segmentation's targets (Notes: 002 §5.2.1): besides boxes and labels (`check_targets`), `masks`
+    [M, H, W] uint8 or bool, one binary mask per box at the size of its image."""
+    for i, (t, size) in enumerate(zip(targets, image_sizes)):
+        masks = t.get("masks")
+        want = (len(t["boxes"]), *(int(s) for s in size))
+        if not isinstance(masks, Tensor):
+            raise ConfigError(f"{who}: target {i} needs masks, a uint8/bool tensor {list(want)} (one binary mask per "
+                              f"box at the image's size); got {type(masks).__name__}")
+        if tuple(masks.shape) != want or masks.dtype not in (torch.uint8, torch.bool):
+            raise ConfigError(f"{who}: target {i}'s masks must be uint8/bool {list(want)} (one binary mask per box "
+                              f"at the image's size); got {masks.dtype} {list(masks.shape)}: threshold probabilities "
+                              f"and convert with .to(torch.uint8)")
