@@ -25,6 +25,6 @@ register_recipe(Recipe(
                 "photos; the report draws the region proposals next to the final boxes",
     build=build_pretrained_detection, metric="test/map_50", threshold=0.8, budget_s=600,
     defaults={**DET_DEFAULTS, "data": "raccoon", "model": "fasterrcnn_lite0", "pretrained": True, "image_size": 256,
-              "flip": True, "epochs": 10, "batch_size": 8, "lr": 1e-3},
+              "flip": True, "epochs": 8, "batch_size": 8, "lr": 1e-3},
     smoke={**DET_SMOKE}, datasets=("raccoon",),
 ))
