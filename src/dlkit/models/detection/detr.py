@@ -215,9 +215,11 @@ class DETR(nn.Module):
         fmask = F.interpolate(mask[:, None].float(), size=(h, w)).bool()[:, 0]  # nearest: a cell's top-left pixel
         pos = sine_positional_encoding_2d(fmask, d).to(feat.dtype).flatten(2).transpose(1, 2)  # [B, hw, d]
         src = feat.flatten(2).transpose(1, 2)
-        kpm = fmask.flatten(1) if bool(fmask.any()) else None
+        kpm = fmask.flatten(1)  # always a mask (all False without padding): no data-dependent branch, so the
+        # model also runs on the meta device (dlkit summary)
         memory = self.encoder(src, pos, kpm)
-        query_pos = self.query_embed.weight[None].expand(B, -1, -1)
+        query_pos = self.query_embed.weight.unsqueeze(0).repeat(B, 1, 1)  # a copy: a view of a weight made under
+        # no_grad would still require grad without a grad_fn, which module hooks (FlopCounterMode) refuse
         hs, weights = self.decoder(torch.zeros_like(query_pos), memory, pos, query_pos, kpm, need_weights)
         return self.class_embed(hs), self.bbox_embed(hs).sigmoid(), sizes, weights, (h, w)
 

@@ -93,8 +93,8 @@ class Mask2Former(MaskFormer):
             srcs.append(f.flatten(2).transpose(1, 2) + self.level_embed.weight[i])
             sizes.append((h, w))
         B = mask_features.shape[0]
-        query_pos = self.query_embed.weight[None].expand(B, -1, -1)
-        x = self.query_feat.weight[None].expand(B, -1, -1)
+        query_pos = self.query_embed.weight.unsqueeze(0).repeat(B, 1, 1)  # a copy, not a view (see DETR._run)
+        x = self.query_feat.weight.unsqueeze(0).repeat(B, 1, 1)
         logits, masks = self.predict(x, mask_features)
         all_logits, all_masks = [logits], [masks]
         for i, layer in enumerate(self.layers):

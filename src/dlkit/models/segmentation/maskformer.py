@@ -149,7 +149,7 @@ class MaskFormer(nn.Module):
         B, d, h, w = src.shape
         pos = sine_positional_encoding_2d(torch.zeros(B, h, w, dtype=torch.bool, device=src.device), d)
         pos = pos.to(src.dtype).flatten(2).transpose(1, 2)
-        query_pos = self.query_embed.weight[None].expand(B, -1, -1)
+        query_pos = self.query_embed.weight.unsqueeze(0).repeat(B, 1, 1)  # a copy, not a view (see DETR._run)
         hs, _ = self.decoder(torch.zeros_like(query_pos), src.flatten(2).transpose(1, 2), pos, query_pos)
         return self.class_embed(hs), torch.einsum("lbqc,bchw->lbqhw", self.mask_embed(hs), mask_features)
 
