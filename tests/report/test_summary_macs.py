@@ -4,8 +4,9 @@ of a matrix product or convolution, the same convention of counting only those).
 
 Models are built on the meta device (shapes only, no memory, no arithmetic), so each is checked at its full size and
 default input (ViT-B/16 at 224x224, GPT-2 XL) in well under a second; models whose forward reads values (lengths
-from the padding, detections after NMS) run on the CPU, at most 512 x 512 pixels. The reference runs with oneDNN off: FlopCounterMode has no formula for the CPU
-oneDNN LSTM kernel (aten.mkldnn_rnn_layer) and would count an LSTM as 0.
+from the padding, detections after NMS) run on the CPU, at most 512 x 512 pixels. The reference runs with oneDNN
+off: FlopCounterMode has no formula for the CPU oneDNN LSTM kernel (aten.mkldnn_rnn_layer) and would count an LSTM
+as 0.
 """
 
 import warnings
