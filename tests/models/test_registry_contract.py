@@ -92,6 +92,8 @@ def training_loss(name: str, model) -> torch.Tensor:
             target["masks"] = torch.zeros(len(boxes), h, w, dtype=torch.uint8)
             for m, (x1, y1, x2, y2) in zip(target["masks"], boxes.round().long().tolist()):
                 m[y1:y2, x1:x2] = 1
+        if getattr(model, "needs_semantic", False):  # panoptic: class 0 (things) on the objects, 1 (stuff) elsewhere
+            target["semantic"] = (target["masks"].sum(0) == 0).long()
         images = torch.rand(2, chans, h, w, generator=torch.Generator().manual_seed(0))
         return sum(model(images, [target, target]).values())
     if kind in ("Seq2Seq", "Transformer"):

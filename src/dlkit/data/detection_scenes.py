@@ -15,6 +15,11 @@ Boxes are the tight boxes of the visible masks, in continuous pixels: (min col, 
 
 Scene i of a set depends only on (seed, i) (numpy's `default_rng([seed, i])`), so a set can be generated lazily,
 in any order, and the same seed gives the same bytes.
+
+Panoptic targets (`semantic=True`, Notes: 002 §5.3): the target also carries `semantic` int64 [H, W], the map of
+Panoptic FPN's semantic branch: 0 ("things / other") on every object's visible pixels, 1 on the background, the
+one stuff class (the textured background has no discrete kinds to tell apart: its colour field, stripes and noise
+are drawn together for every scene). Random flips do not flip it: train such a set without `flip`.
 """
 
 from __future__ import annotations
@@ -217,13 +222,15 @@ def mnist_scene(rng: np.random.Generator, digits: np.ndarray, digit_labels: np.n
 class SceneDataset(Dataset):
     """`n` generated scenes, scene i = make(default_rng([seed, i])), as (image float [C, H, W] in [0, 1], target)
     with target {boxes float32 [K, 4] xyxy, labels int64 [K] in 1..C, masks uint8 [K, H, W], area float32 [K]
-    (mask pixels), iscrowd int64 [K] (zeros), image_id = i + 1}. `cache` keeps generated scenes in memory."""
+    (mask pixels), iscrowd int64 [K] (zeros), image_id = i + 1}, plus semantic int64 [H, W] (0 on the objects, 1
+    on the background; module doc) when `semantic`. `cache` keeps generated scenes in memory."""
 
     def __init__(self, make: Callable[[np.random.Generator], Scene], n: int, seed: int,
-                 class_names: Sequence[str], cache: bool = True):
+                 class_names: Sequence[str], cache: bool = True, semantic: bool = False):
         if n < 1:
             raise ConfigError(f"a scene set needs n >= 1 scenes; got {n}")
         self.make, self.n, self.seed, self.class_names = make, int(n), int(seed), tuple(class_names)
+        self.semantic = bool(semantic)
         self._cache: dict[int, Scene] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -244,16 +251,21 @@ class SceneDataset(Dataset):
         s = self.scene(i)
         masks = torch.from_numpy(s.masks())
         image = torch.from_numpy(s.image).permute(2, 0, 1).float().div_(255.0)
-        return image, {"boxes": torch.from_numpy(s.boxes.copy()), "labels": torch.from_numpy(s.labels.copy()),
-                       "masks": masks, "area": masks.flatten(1).sum(1).float(),
-                       "iscrowd": torch.zeros(len(s.labels), dtype=torch.int64), "image_id": i + 1}
+        target = {"boxes": torch.from_numpy(s.boxes.copy()), "labels": torch.from_numpy(s.labels.copy()),
+                  "masks": masks, "area": masks.flatten(1).sum(1).float(),
+                  "iscrowd": torch.zeros(len(s.labels), dtype=torch.int64), "image_id": i + 1}
+        if self.semantic:
+            target["semantic"] = torch.from_numpy(s.instances == 0).long()
+        return image, target
 
 
 def shapes_scenes(n: int, seed: int = 0, height: int = 256, width: int = 256, cache: bool = True,
-                  **kwargs) -> SceneDataset:
-    """A set of `n` shapes scenes (`shapes_scene` keyword arguments pass through); classes SHAPE_CLASSES."""
+                  semantic: bool = False, **kwargs) -> SceneDataset:
+    """A set of `n` shapes scenes (`shapes_scene` keyword arguments pass through); classes SHAPE_CLASSES; with
+    `semantic` the targets also carry the semantic map (module doc)."""
     shapes_scene(np.random.default_rng(0), height, width, **kwargs)  # refuses bad arguments now, not at item 0
-    return SceneDataset(lambda rng: shapes_scene(rng, height, width, **kwargs), n, seed, SHAPE_CLASSES, cache)
+    return SceneDataset(lambda rng: shapes_scene(rng, height, width, **kwargs), n, seed, SHAPE_CLASSES, cache,
+                        semantic)
 
 
 def mnist_scenes(n: int, seed: int = 0, height: int = 256, width: int = 256, digits=None, digit_labels=None,

@@ -12,7 +12,9 @@ register_recipe(Recipe(
                 "64-wide FPN P2-P6 with one anchor size per level, 8-128 pixels) trained from scratch on 128x128 "
                 "scenes of small MNIST digits (8-32 pixels, as retinanet-mnistdet); COCO mAP@0.5, mAP and the AP of "
                 "small objects (area < 32^2: every digit here) on test scenes built from MNIST's test digits",
-    build=build_detection, metric="test/map_50", threshold=0.5, budget_s=600,
+    # measured (dlkit verify, one thread beside another training and a helper's tests, 594 s of training): test mAP@0.5
+    # 0.888, mAP 0.62, AP small 0.62 (retinanet-mnistdet on the same scenes: 0.544)
+    build=build_detection, metric="test/map_50", threshold=0.83, budget_s=600,
     defaults={**DET_DEFAULTS, "data": "mnist", "model": "fasterrcnn_tiny", "image_size": 128, "n_train": 2000,
               "epochs": 4, "lr": 3e-3},
     smoke={**DET_SMOKE}, datasets=("mnist",),
