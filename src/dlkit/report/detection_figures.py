@@ -44,6 +44,27 @@ def _name(label: int, class_names: Sequence[str] | None) -> str:
     return class_names[label - 1] if class_names is not None and 1 <= label <= len(class_names) else str(label)
 
 
+def _image_panels(images, ncols: int, targets: Sequence[Mapping] | None = None):
+    """A figure with one panel per image (float [C, H, W] in [0, 1] or uint8) drawn with its ground-truth boxes in
+    green; returns (figure, [(index, axes)] of the panels in use)."""
+    n = len(images)
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows + 0.3), squeeze=False)
+    panels = []
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        img = _image_hwc(images[i])
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+        for box in (_np(targets[i]["boxes"]).reshape(-1, 4) if targets is not None else ()):
+            x1, y1, x2, y2 = box
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=GT_COLOUR, linewidth=3.0))
+        panels.append((i, ax))
+    return fig, panels
+
+
 def plot_detections(images, targets: Sequence[Mapping], preds: Sequence[Mapping], path: Path,
                     class_names: Sequence[str] | None = None, score_threshold: float = 0.5, ncols: int = 4) -> Path:
     """A grid of images (float [C, H, W] in [0, 1] or uint8), each with its ground-truth boxes (green) and the
@@ -52,18 +73,8 @@ def plot_detections(images, targets: Sequence[Mapping], preds: Sequence[Mapping]
     if n == 0 or len(targets) != n or len(preds) != n:
         raise ConfigError(f"plot_detections needs one target and one prediction per image; got {n} images, "
                           f"{len(targets)} targets, {len(preds)} predictions")
-    ncols = min(ncols, n)
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows + 0.3), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i >= n:
-            continue
-        img = _image_hwc(images[i])
-        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-        for box in _np(targets[i]["boxes"]).reshape(-1, 4):
-            x1, y1, x2, y2 = box
-            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=GT_COLOUR, linewidth=3.0))
+    fig, panels = _image_panels(images, ncols, targets)
+    for i, ax in panels:
         scores = _np(preds[i]["scores"]).reshape(-1)
         boxes, labels = _np(preds[i]["boxes"]).reshape(-1, 4), _np(preds[i]["labels"]).reshape(-1)
         for box, label, score in zip(boxes[scores >= score_threshold], labels[scores >= score_threshold],
@@ -84,19 +95,9 @@ def plot_proposals(images, proposals: Sequence, path: Path, targets: Sequence[Ma
     if n == 0 or len(proposals) != n or (targets is not None and len(targets) != n):
         raise ConfigError(f"plot_proposals needs one proposal set (and target) per image; got {n} images, "
                           f"{len(proposals)} proposal sets, {'no' if targets is None else len(targets)} targets")
-    ncols = min(ncols, n)
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows + 0.3), squeeze=False)
     cmap = plt.get_cmap("autumn")
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i >= n:
-            continue
-        img = _image_hwc(images[i])
-        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-        for box in (_np(targets[i]["boxes"]).reshape(-1, 4) if targets is not None else ()):
-            x1, y1, x2, y2 = box
-            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=GT_COLOUR, linewidth=3.0))
+    fig, panels = _image_panels(images, ncols, targets)
+    for i, ax in panels:
         boxes = _np(proposals[i]).reshape(-1, 4)
         shown = boxes[:top]
         for rank, (x1, y1, x2, y2) in enumerate(shown):
