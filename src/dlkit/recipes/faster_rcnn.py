@@ -25,7 +25,9 @@ register_recipe(Recipe(
     description="Faster R-CNN with FPN on the ImageNet-trained EfficientNet-Lite0 (C2-C5, frozen batch norms) "
                 "fine-tuned on the 160 Raccoon training photos letterboxed to 256x256; mAP@0.5 on the 40 validation "
                 "photos; the report draws the region proposals next to the final boxes",
-    build=build_pretrained_detection, metric="test/map_50", threshold=0.8, budget_s=600,
+    # measured (dlkit verify, one thread beside two other trainings, 576 s): mAP@0.5 0.957 on the 40 validation photos
+    # (val mAP@0.5 0.66 at epoch 4 of 8, 0.93 at 5: it settles in the annealing phase); 10 epochs gave 0.937
+    build=build_pretrained_detection, metric="test/map_50", threshold=0.88, budget_s=600,
     defaults={**DET_DEFAULTS, "data": "raccoon", "model": "fasterrcnn_lite0", "pretrained": True, "image_size": 256,
               "flip": True, "epochs": 8, "batch_size": 8, "lr": 1e-3},
     smoke={**DET_SMOKE}, datasets=("raccoon",),
