@@ -24,7 +24,7 @@ register_recipe(Recipe(
                 "trained from scratch on 128x128 scenes of coloured shapes with their instance masks; COCO mask "
                 "mAP@0.5 and mAP (IoU of the pasted masks thresholded at 0.5) on test scenes",
     build=build_instance_segmentation, metric="test/map_50", threshold=0.5, budget_s=600,
-    defaults={**DET_DEFAULTS, "data": "shapes", "model": "maskrcnn_tiny", "image_size": 128, "n_train": 2000,
-              "epochs": 4, "lr": 3e-3},
+    defaults={**DET_DEFAULTS, "data": "shapes", "model": "maskrcnn_tiny", "image_size": 128, "n_train": 1000,
+              "n_test": 300, "epochs": 3, "lr": 3e-3},
     smoke={**DET_SMOKE}, datasets=(),
 ))

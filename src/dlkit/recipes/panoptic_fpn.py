@@ -91,6 +91,7 @@ register_recipe(Recipe(
                 "a result",
     build=build_panoptic, metric="test/pq", threshold=0.3, budget_s=600,
     defaults={**DET_DEFAULTS, "data": "shapes", "model": "panoptic_fpn_tiny", "image_size": 128,
-              "scene": {"semantic": True}, "n_train": 2000, "epochs": 4, "lr": 3e-3, "monitor": "val/pq"},
+              "scene": {"semantic": True}, "n_train": 1000, "n_test": 300, "epochs": 3, "lr": 3e-3,
+              "monitor": "val/pq"},
     smoke={**DET_SMOKE}, datasets=(),
 ))
