@@ -23,8 +23,10 @@ register_recipe(Recipe(
     description="A small Mask R-CNN (maskrcnn_tiny: fpn-mnistdet's detector on RGB images plus a 64-wide mask head) "
                 "trained from scratch on 128x128 scenes of coloured shapes with their instance masks; COCO mask "
                 "mAP@0.5 and mAP (IoU of the pasted masks thresholded at 0.5) on test scenes",
-    build=build_instance_segmentation, metric="test/map_50", threshold=0.5, budget_s=600,
+    # measured (dlkit verify, 2 threads, quiet machine, 494 s): test mask mAP@0.5 0.421 (val 0.05, 0.25, 0.39, 0.41
+    # after epochs 1-4); 3 epochs gave 0.313 in 375 s
+    build=build_instance_segmentation, metric="test/map_50", threshold=0.38, budget_s=600,
     defaults={**DET_DEFAULTS, "data": "shapes", "model": "maskrcnn_tiny", "image_size": 128, "n_train": 1000,
-              "n_test": 300, "epochs": 3, "lr": 3e-3},
+              "n_test": 300, "epochs": 4, "lr": 3e-3},
     smoke={**DET_SMOKE}, datasets=(),
 ))
