@@ -87,9 +87,11 @@ register_recipe(Recipe(
     name="panoptic-fpn-shapes", task="detection", notes="002 §5.3.1",
     description="A small Panoptic FPN (panoptic_fpn_tiny: maskrcnn_tiny plus a 64-wide semantic branch) on 128x128 "
                 "scenes of coloured shapes (things) on a textured background (one stuff class); panoptic quality "
-                "PQ of the merged instance and semantic predictions on test scenes. Smoke-sized: not trained to "
-                "a result",
-    build=build_panoptic, metric="test/pq", threshold=0.3, budget_s=600,
+                "PQ of the merged instance and semantic predictions on test scenes (PQ over the 5 thing classes and "
+                "the stuff class, and each part)",
+    # measured (dlkit verify, 2 threads, quiet machine, 392 s): test PQ 0.302 (things 0.171, stuff 0.955; SQ 0.557,
+    # RQ 0.352); val PQ 0.149, 0.268, 0.295 after epochs 1-3: the instances are still learning
+    build=build_panoptic, metric="test/pq", threshold=0.27, budget_s=600,
     defaults={**DET_DEFAULTS, "data": "shapes", "model": "panoptic_fpn_tiny", "image_size": 128,
               "scene": {"semantic": True}, "n_train": 1000, "n_test": 300, "epochs": 3, "lr": 3e-3,
               "monitor": "val/pq"},
