@@ -7,7 +7,7 @@ import torch
 
 from dlkit.errors import ConfigError
 from dlkit.recipes import run_recipe
-from dlkit.recipes.maskformer import MaskFormerPanopticQuality, mask_classification_targets
+from dlkit.tasks.panoptic import MaskFormerPanopticQuality, mask_classification_targets
 
 
 def _target():

@@ -10,7 +10,7 @@ from dlkit.data.detection_scenes import shapes_scenes
 from dlkit.errors import ConfigError
 from dlkit.metrics.panoptic import PanopticQuality
 from dlkit.recipes import run_recipe
-from dlkit.recipes.panoptic_fpn import MergedPanopticQuality, panoptic_ground_truth
+from dlkit.tasks.panoptic import MergedPanopticQuality, panoptic_ground_truth
 
 
 def test_shapes_scenes_semantic_map_is_background_one_objects_zero():
