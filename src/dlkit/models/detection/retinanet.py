@@ -48,6 +48,7 @@ from .backbones import detector_backbone
 from .images import IMAGENET_MEAN, IMAGENET_STD, normalize_and_pad
 from .matcher import Matcher
 from .postprocess import finalize_detections, top_candidates
+from .targets import check_targets
 
 
 def prior_bias(prior_probability: float) -> float:
@@ -79,14 +80,10 @@ def focal_anchor_loss(logits: Tensor, deltas: Tensor, anchors: Tensor, targets: 
     """The RetinaNet loss of dense anchor predictions (class logits [B, N, C], box corrections [B, N, 4], anchors
     [N, 4]): {"classification": focal loss, "bbox_regression": L1 loss}, each summed over the image's anchors, over
     its number of positive anchors (at least 1), averaged over the images. Notes: 002 §4.3.4."""
-    if len(targets) != len(logits):
-        raise ConfigError(f"one target dict per image: got {len(targets)} targets for {len(logits)} images")
+    check_targets(targets, len(logits), num_classes, "a dense anchor detector")
     cls_losses, box_losses = [], []
     for cls_i, box_i, target in zip(logits, deltas, targets):
         boxes, labels = target["boxes"], target["labels"]
-        if len(labels) and (int(labels.min()) < 1 or int(labels.max()) > num_classes):
-            raise ConfigError(f"target labels must be in 1..{num_classes} (0 is not a class here); got "
-                              f"{int(labels.min())}..{int(labels.max())}")
         matched = matcher(box_iou(boxes.to(anchors.dtype), anchors))
         fg = matched >= 0
         num_fg = max(1, int(fg.sum()))

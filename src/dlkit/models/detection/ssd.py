@@ -50,6 +50,7 @@ from ..backbone import FeatureExtractor, FeatureInfo
 from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images
 from .matcher import Matcher
 from .postprocess import finalize_detections, top_candidates
+from .targets import check_targets
 
 
 def ssd_scales(m: int, s_min: float = 0.2, s_max: float = 0.9) -> list[float]:
@@ -299,15 +300,10 @@ class SSD(nn.Module):
     def match(self, anchors: Tensor, targets: list[dict[str, Tensor]]) -> tuple[Tensor, Tensor]:
         """Per image and default box, the class label (0 background, -1 ignored) and the encoded correction to its
         matched ground-truth box: IoU >= iou_thresh, and each ground-truth box keeps its best default box."""
+        check_targets(targets, len(targets), self.num_classes, "SSD")
         labels, box_targets = [], []
         for t in targets:
             gt, gt_labels = t["boxes"].to(anchors), t["labels"].to(anchors.device)
-            if gt.dim() != 2 or gt.shape[-1] != 4 or gt_labels.shape != (len(gt),):
-                raise ConfigError(f"a target is {{boxes [M, 4] xyxy, labels [M]}}; got boxes {tuple(gt.shape)}, "
-                                  f"labels {tuple(gt_labels.shape)}")
-            if len(gt_labels) and not 1 <= int(gt_labels.min()) <= int(gt_labels.max()) <= self.num_classes:
-                raise ConfigError(f"target labels must be in 1..{self.num_classes} (0 is the background); got "
-                                  f"{gt_labels.unique().tolist()}")
             iou = box_iou(gt, anchors)
             matched = self.matcher(iou)
             if len(gt):
