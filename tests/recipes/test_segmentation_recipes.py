@@ -54,7 +54,8 @@ def test_dice_weight_adds_the_soft_dice_term():
     assert torch.allclose(mixed.loss(logits, y), plain.loss(logits, y) + 0.5 * dice_loss(logits, y))
 
 
-@pytest.mark.parametrize("name", ["unet-camvid", "fcn8s-camvid", "deeplabv3-camvid", "fcn8s-lite0-camvid"])
+@pytest.mark.parametrize("name", ["unet-camvid", "fcn8s-camvid", "deeplabv3-camvid", "fcn8s-lite0-camvid",
+                                  "maskformer-camvid"])
 def test_camvid_model_spec_rebuilds_the_trained_network_by_name(name, data_root):
     from dlkit import create_model
     from dlkit.data.camvid import CAMVID_CLASSES

@@ -57,11 +57,12 @@ def _camvid_splits(cfg, dist):
     return train, val, test, data["train"][1], show, inputs
 
 
-def build_camvid(cfg, dist) -> Setup:
-    """Data, model and segmentation task of a CamVid recipe (options in SEG_DEFAULTS)."""
+def build_camvid(cfg, dist, model_kwargs: dict | None = None) -> Setup:
+    """Data, model and segmentation task of a CamVid recipe (options in SEG_DEFAULTS); `model_kwargs`: the
+    recipe's own arguments of the model, under the user's `cfg.model_kwargs`."""
     train, val, test, train_masks, show, inputs = _camvid_splits(cfg, dist)
     k = len(CAMVID_CLASSES)
-    kwargs = {"in_chans": 3, "num_classes": k, **cfg.model_kwargs}
+    kwargs = {"in_chans": 3, "num_classes": k, **(model_kwargs or {}), **cfg.model_kwargs}
     # FCN-8s on the ImageNet-trained EfficientNet-Lite0 (fine-tuned end to end); rebuilt without the ImageNet
     # download from model.json, as the trained weights are in model.safetensors
     extra_kw = {"pretrained": cfg.pretrained, "frozen_bn": cfg.frozen_bn} if cfg.model == "fcn8s_lite0" else {}

@@ -20,7 +20,7 @@ def _param_count(name: str) -> str:
         return f"? ({type(e).__name__})"
 
 
-def _read_record(path: Path) -> dict | None:
+def read_record(path: Path) -> dict | None:
     """A results/verify record, or None when it is missing or not a record (damaged, foreign, hand-edited)."""
     try:
         rec = json.loads(path.read_text())
@@ -43,7 +43,7 @@ def recipe_table(results: Path) -> tuple[list[str], int, int]:
     for n in names:
         r = get_recipe(n)
         rec_path = results / f"{n}.json"
-        rec = _read_record(rec_path)
+        rec = read_record(rec_path)
         if rec is None and rec_path.exists():
             cells = ["-", f"unreadable record {rec_path} (rerun `dlkit verify {n}`)", "-", "-", "-"]
         elif rec is not None:

@@ -18,6 +18,7 @@ from ..engine.task import Task
 from ..losses.segmentation import dice_loss
 from ..metrics.meter import Mean
 from ..metrics.segmentation import SegmentationMeter
+from ..models.segmentation.mask_classification import semantic_targets
 from .optimization import build_optimizers
 
 
@@ -95,3 +96,28 @@ class SegmentationTask(Task):
         paths.append(plot_segmentations(images, y[:n], pred, self.class_names, figs / "segmentations.png",
                                         ignore_index=self.ignore_index))
         return paths
+
+
+class MaskClassificationSegmentationTask(SegmentationTask):
+    """Semantic segmentation by a mask-classification model (MaskFormer, Mask2Former; Notes: 002 §5.3.2).
+
+    Training turns each label map into one binary mask per class present (`semantic_targets`; void pixels in no
+    mask) and returns the model's matched losses {loss_ce, loss_mask, loss_dice} beside their sum. Evaluation and
+    figures score `model(x)`, the per-class scores sum_q p_q(k) sigmoid(m_q), as any per-pixel classifier's output:
+    the same confusion-matrix metrics; the evaluation loss is the cross entropy of the scores normalised over the
+    classes, -log(s_y / sum_k s_k). Class weights and the dice term of the per-pixel loss do not apply.
+    """
+
+    def __init__(self, model: nn.Module, cfg, class_names: Sequence[str], ignore_index: int | None = None,
+                 show=None):
+        super().__init__(model, cfg, class_names, ignore_index=ignore_index, show=show)
+
+    def loss(self, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ignore = -100 if self.ignore_index is None else self.ignore_index
+        return F.cross_entropy(scores.clamp_min(1e-12).log(), target.long(), ignore_index=ignore)
+
+    def training_step(self, model, batch, ctx):
+        x, y = batch
+        targets = [semantic_targets(t, self.num_classes, self.ignore_index) for t in y]
+        losses = model(x, targets)
+        return {"loss": sum(losses.values()), **{k: v.detach() for k, v in losses.items()}}
