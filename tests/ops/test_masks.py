@@ -9,7 +9,7 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image as tv_pa
 from torchvision.ops import masks_to_boxes as tv_masks_to_boxes
 
 from dlkit.errors import ConfigError
-from dlkit.ops.masks import masks_to_boxes, masks_to_rle, masks_to_semantic, paste_masks_in_image
+from dlkit.ops.masks import masks_to_boxes, masks_to_panoptic, masks_to_rle, masks_to_semantic, paste_masks_in_image
 
 
 def _blobs(k=6, h=30, w=40, seed=0):
@@ -42,6 +42,19 @@ def test_semantic_map_later_or_more_confident_instance_on_top():
     assert confident.tolist() == [[5, 5, 5, 0], [5, 5, 5, 7], [0, 0, 7, 7]]
     with pytest.raises(ConfigError, match="one label"):
         masks_to_semantic(masks, torch.tensor([5]))
+
+
+def test_panoptic_map_gives_each_instance_its_segment_and_drops_hidden_ones():
+    masks = torch.zeros(3, 3, 4)
+    masks[0, :2, :3] = 0.9
+    masks[1, 1:, 2:] = 0.8
+    masks[2, 0, 0] = 0.7  # hidden under the more confident instance 0
+    ids, segments = masks_to_panoptic(masks, torch.tensor([5, 7, 5]), scores=torch.tensor([0.9, 0.2, 0.1]))
+    assert ids.tolist() == [[1, 1, 1, 0], [1, 1, 1, 2], [0, 0, 2, 2]]
+    assert segments == [{"id": 1, "category": 5, "iscrowd": 0, "isthing": True},
+                        {"id": 2, "category": 7, "iscrowd": 0, "isthing": True}]
+    ids, segments = masks_to_panoptic(masks, torch.tensor([5, 7, 5]), threshold=0.85)  # only instance 0 is > 0.85
+    assert ids.tolist() == [[1, 1, 1, 0], [1, 1, 1, 0], [0, 0, 0, 0]] and [s["id"] for s in segments] == [1]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

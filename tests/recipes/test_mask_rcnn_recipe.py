@@ -17,3 +17,4 @@ def test_maskrcnn_shapes_scores_masks(tmp_path, monkeypatch):
     assert 0 <= finals["test/map_50"] <= 1
     spec = json.loads((tmp_path / "model.json").read_text())
     assert spec["name"] == "maskrcnn_tiny" and len(spec["class_names"]) == spec["kwargs"]["num_classes"] == 5
+    assert (tmp_path / "figures" / "masks.png").stat().st_size > 5000  # the instance masks in the report

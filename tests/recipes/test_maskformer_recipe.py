@@ -60,6 +60,7 @@ def test_maskformer_shapes_smoke(tmp_path):
     assert 0 <= finals["test/pq"] <= 1
     spec = json.loads((tmp_path / "model.json").read_text())
     assert spec["name"] == "maskformer_tiny" and spec["kwargs"]["num_classes"] == 6
+    assert (tmp_path / "figures" / "panoptic.png").stat().st_size > 5000  # panoptic maps in the report
 
 
 def test_recipe_refuses_scenes_without_semantic_maps(tmp_path):

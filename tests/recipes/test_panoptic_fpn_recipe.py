@@ -58,6 +58,8 @@ def test_panoptic_fpn_shapes_smoke(tmp_path):
     assert 0 <= finals["test/pq"] <= 1
     spec = json.loads((tmp_path / "model.json").read_text())
     assert spec["name"] == "panoptic_fpn_tiny" and spec["kwargs"]["num_classes"] == 5
+    for name in ("panoptic.png", "masks.png"):  # panoptic maps and instance masks in the report
+        assert (tmp_path / "figures" / name).stat().st_size > 5000
 
 
 def test_recipe_refuses_scenes_without_semantic_maps(tmp_path):

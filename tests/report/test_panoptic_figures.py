@@ -48,3 +48,25 @@ def test_bad_input_raises_config_error(tmp_path):
         plot_panoptic(IDS, (IDS, SEGS), tmp_path / "x.png")
     with pytest.raises(ConfigError, match=r"\[H, W\]"):
         panoptic_rgb(IDS[None], SEGS)
+
+
+def test_instance_masks_figure_draws_the_confident_detections_against_the_ground_truth(tmp_path, monkeypatch):
+    from dlkit.report import panoptic_figures
+
+    seen = {}
+    monkeypatch.setattr(panoptic_figures, "plot_panoptic_grid",
+                        lambda preds, targets, path, names, images=None: seen.update(
+                            preds=preds, targets=targets, names=names) or path)
+    masks = torch.zeros(2, 1, 4, 4)
+    masks[0, 0, :2] = 0.9
+    masks[1, 0, 2:] = 0.8  # scored 0.3: not drawn
+    pred = {"masks": masks, "labels": torch.tensor([2, 1]), "scores": torch.tensor([0.9, 0.3])}
+    gt_masks = torch.zeros(1, 4, 4, dtype=torch.uint8)
+    gt_masks[0, 1:3] = 1
+    target = {"masks": gt_masks, "labels": torch.tensor([2])}
+    panoptic_figures.plot_instance_masks([torch.zeros(3, 4, 4)], [target], [pred], tmp_path / "m.png", ["a", "b"])
+    (ids, segments), = seen["preds"]
+    assert ids.tolist() == [[1] * 4] * 2 + [[0] * 4] * 2 and [s["category"] for s in segments] == [2]
+    (gt_ids, gt_segments), = seen["targets"]
+    assert gt_ids.tolist() == [[0] * 4, [1] * 4, [1] * 4, [0] * 4] and gt_segments[0]["category"] == 2
+    assert seen["names"] == ["background", "a", "b"]

@@ -2,10 +2,10 @@
 002 §5.2.1).
 
 An image's instances are binary masks [K, H, W] (one per object; uint8, bool or probabilities). From them:
-a semantic label map [H, W] (`masks_to_semantic`: 0 the background, overlaps go to the later instance, or with
-`scores` to the more confident one), tight boxes (`masks_to_boxes`: xyxy of the first and last covered pixel
-indices, torchvision.ops.masks_to_boxes' convention) and COCO run-length encodings (`masks_to_rle`, the
-encoder of dlkit.metrics.detection.mask_rle).
+a panoptic id map and its segments (`masks_to_panoptic`: 0 void, overlaps go to the later instance, or with
+`scores` to the more confident one), a semantic label map [H, W] (`masks_to_semantic`: 0 the background), tight
+boxes (`masks_to_boxes`: xyxy of the first and last covered pixel indices, torchvision.ops.masks_to_boxes'
+convention) and COCO run-length encodings (`masks_to_rle`, the encoder of dlkit.metrics.detection.mask_rle).
 
 Mask R-CNN predicts an M x M mask inside each detected box; `paste_masks_in_image` warps it into the image as
 torchvision does: the mask is padded by one zero pixel on each side and its box enlarged by (M + 2) / M about its
@@ -33,19 +33,32 @@ def _check_masks(masks: Tensor, who: str) -> None:
         raise ConfigError(f"{who} expects instance masks [K, H, W]; got {got}")
 
 
-def masks_to_semantic(masks: Tensor, labels: Tensor, scores: Tensor | None = None, threshold: float = 0.5) -> Tensor:
-    """Label map [H, W] (int64, 0 the background) of instance masks [K, H, W] (pixels > `threshold` covered) with
-    labels [K]: where instances overlap, the later one wins, or the higher-scoring one when `scores` [K] is given.
-    Notes: 002 §5.2."""
-    _check_masks(masks, "masks_to_semantic")
+def masks_to_panoptic(masks: Tensor, labels: Tensor, scores: Tensor | None = None, threshold: float = 0.5
+                      ) -> tuple[Tensor, list[dict]]:
+    """Instance masks [K, H, W] (pixels > `threshold` covered) with labels [K] as one panoptic segmentation
+    `(id_map [H, W] int64, segments)` (the format of `dlkit.metrics.panoptic`): instance k is segment k + 1 of
+    category labels[k], 0 is void; where instances overlap, the later one wins, or the higher-scoring one when
+    `scores` [K] is given. Instances left without a pixel have no segment. Notes: 002 §5.2, §5.3."""
+    _check_masks(masks, "masks_to_panoptic")
     if labels.shape != masks.shape[:1] or (scores is not None and scores.shape != masks.shape[:1]):
-        raise ConfigError(f"masks_to_semantic needs one label (and score) per mask: {len(masks)} masks, got labels "
+        raise ConfigError(f"masks_to_panoptic needs one label (and score) per mask: {len(masks)} masks, got labels "
                           f"{tuple(labels.shape)}" + ("" if scores is None else f", scores {tuple(scores.shape)}"))
     order = torch.arange(len(masks), device=masks.device) if scores is None else scores.argsort(stable=True)
-    out = torch.zeros(masks.shape[1:], dtype=torch.long, device=masks.device)
+    id_map = torch.zeros(masks.shape[1:], dtype=torch.long, device=masks.device)
     for k in order.tolist():  # painted from the weakest (earliest) to the strongest (latest): the last paint stays
-        out[masks[k] > threshold] = int(labels[k])
-    return out
+        id_map[masks[k] > threshold] = k + 1
+    present = set(id_map.unique().tolist())
+    segments = [{"id": k + 1, "category": int(labels[k]), "iscrowd": 0, "isthing": True}
+                for k in range(len(masks)) if k + 1 in present]
+    return id_map, segments
+
+
+def masks_to_semantic(masks: Tensor, labels: Tensor, scores: Tensor | None = None, threshold: float = 0.5) -> Tensor:
+    """Label map [H, W] (int64, 0 the background) of instance masks [K, H, W] (pixels > `threshold` covered) with
+    labels [K]: where instances overlap, the later one wins, or the higher-scoring one when `scores` [K] is given
+    (the categories of `masks_to_panoptic`'s id map). Notes: 002 §5.2."""
+    id_map, _ = masks_to_panoptic(masks, labels, scores, threshold)
+    return torch.cat([labels.new_zeros(1), labels]).long()[id_map]
 
 
 def masks_to_boxes(masks: Tensor) -> Tensor:

@@ -9,25 +9,22 @@ background as one stuff segment of category C + 1 (`dlkit.tasks.panoptic`).
 
 from __future__ import annotations
 
-from functools import partial
-
 from ..errors import ConfigError
-from ..tasks.panoptic import MergedPanopticQuality
+from ..tasks.panoptic import MergedPanopticTask
 from .detection import DET_DEFAULTS, DET_SMOKE, build_detection
 from .registry import Recipe, Setup, register_recipe
 
 
 def build_panoptic(cfg, dist) -> Setup:
-    """`build_detection` on shape scenes with semantic maps (scene option `semantic`), scored by
-    `MergedPanopticQuality` (pq, sq, rq, over things and stuff). Notes: 002 §5.3.1."""
+    """`build_detection` on shape scenes with semantic maps (scene option `semantic`), trained and scored by
+    `MergedPanopticTask` (pq, sq, rq, over things and stuff; panoptic.png). Notes: 002 §5.3.1."""
     if cfg.data != "shapes" or not dict(cfg.scene).get("semantic") or cfg.flip:
         raise ConfigError(f"panoptic-fpn-shapes needs data='shapes', scene={{'semantic': true}} and flip=false (the "
                           f"semantic map is not flipped); got data={cfg.data!r}, scene={dict(cfg.scene)}, "
                           f"flip={cfg.flip}")
     setup = build_detection(cfg, dist)
     model = setup.task.model
-    setup.task.metric = partial(MergedPanopticQuality, model.num_classes, model.num_stuff_classes)
-    setup.task.metric_names = MergedPanopticQuality.names
+    setup.task = MergedPanopticTask(model, cfg, model.num_classes, model.num_stuff_classes, setup.task.class_names)
     return setup
 
 

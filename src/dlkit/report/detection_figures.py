@@ -142,7 +142,8 @@ def detection_figures(model, data, out_dir: Path, class_names: Sequence[str] | N
                       show: Callable | None = None) -> list[Path]:
     """Run `model` (eval mode, detection contract) over `data` ((images, targets) batches) and write
     `detections.png` (the first `n_images` images, predictions vs ground truth) and `pr_curves.png` (VOC PR curve
-    and all-point AP at IoU 0.5 for each class with ground truth); for a two-stage detector (one with a
+    and all-point AP at IoU 0.5 for each class with ground truth); `masks.png` when the predictions and targets
+    carry instance masks (`panoptic_figures.plot_instance_masks`); for a two-stage detector (one with a
     `proposals(images)` method) also `proposals.png`, its region proposals on the same images. `show` maps a batch
     of images to [0, 1] (e.g. `Normalize.inverse`)."""
     from ..metrics.detection.voc_ap import average_precision, match_detections, precision_recall_curve
@@ -180,6 +181,11 @@ def detection_figures(model, data, out_dir: Path, class_names: Sequence[str] | N
         shown_images = list(show(torch.stack(shown_images))) if all(
             im.shape == shown_images[0].shape for im in shown_images) else shown_images
     paths = [plot_detections(shown_images, shown_targets, shown_preds, out_dir / "detections.png", class_names)]
+    if "masks" in shown_preds[0] and all("masks" in t for t in shown_targets):  # instance segmentation
+        from .panoptic_figures import plot_instance_masks
+
+        paths.append(plot_instance_masks(shown_images, shown_targets, shown_preds, out_dir / "masks.png",
+                                         class_names))
     if callable(getattr(model, "proposals", None)):
         with torch.no_grad():
             proposals = [model.proposals(im[None].to(device))[0].cpu() for im in inputs]

@@ -1,4 +1,5 @@
-"""Figures of panoptic segmentations (Notes: 002 §5.3): a predicted `(id_map, segments)` next to its ground truth.
+"""Figures of panoptic and instance segmentations (Notes: 002 §5.2, §5.3): a predicted `(id_map, segments)` next to
+its ground truth; instance masks are drawn as the panoptic segments of their instances (`ops.masks`).
 
 Each segment gets its own colour: the hue is its category's (so a category looks alike in both panels and across
 images), the brightness steps with the instance's rank within its category (so two cars differ). Void pixels are
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..ops.masks import masks_to_panoptic
 from .figures import _save, plt
 
 VOID_COLOUR = (0.0, 0.0, 0.0)
@@ -88,11 +90,43 @@ def plot_panoptic(pred, target, path: Path, category_names: Sequence[str] | None
                   thing_categories: Sequence[int] = (), image=None) -> Path:
     """Prediction (left) and ground truth (right), each an `(id_map, segments)` pair; things (segments flagged
     `isthing`, else those of `thing_categories`) outlined, segments named; `image` (optional) shows through."""
-    for name, x in (("pred", pred), ("target", target)):
-        if not isinstance(x, (tuple, list)) or len(x) != 2:
-            raise ConfigError(f"plot_panoptic expects {name} as an (id_map, segments) pair; got {type(x).__name__}")
-    fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.6))
+    return plot_panoptic_grid([pred], [target], path, category_names, thing_categories,
+                              None if image is None else [image])
+
+
+def plot_panoptic_grid(preds: Sequence, targets: Sequence, path: Path, category_names: Sequence[str] | None = None,
+                       thing_categories: Sequence[int] = (), images: Sequence | None = None) -> Path:
+    """One row per image: its predicted `(id_map, segments)` (left) and ground truth (right), drawn as
+    `plot_panoptic`'s; `category_names[c]` names category c."""
+    n = len(preds)
+    if n == 0 or len(targets) != n or (images is not None and len(images) != n):
+        raise ConfigError(f"plot_panoptic_grid needs one target (and image) per prediction; got {n} predictions, "
+                          f"{len(targets)} targets" + ("" if images is None else f", {len(images)} images"))
+    for name, xs in (("pred", preds), ("target", targets)):
+        for x in xs:
+            if not isinstance(x, (tuple, list)) or len(x) != 2:
+                raise ConfigError(f"plot_panoptic expects each {name} as an (id_map, segments) pair; got "
+                                  f"{type(x).__name__}")
+    fig, axes = plt.subplots(n, 2, figsize=(7.0, 3.6 * n), squeeze=False)
     things = {int(c) for c in thing_categories}
-    _draw(axes[0], pred, "prediction", category_names, things, image)
-    _draw(axes[1], target, "ground truth", category_names, things, image)
+    for i in range(n):
+        image = None if images is None else images[i]
+        _draw(axes[i, 0], preds[i], "prediction", category_names, things, image)
+        _draw(axes[i, 1], targets[i], "ground truth", category_names, things, image)
     return _save(fig, path)
+
+
+def plot_instance_masks(images, targets: Sequence[Mapping], preds: Sequence[Mapping], path: Path,
+                        class_names: Sequence[str] | None = None, score_threshold: float = 0.5) -> Path:
+    """Instance segmentation, one row per image: the predicted masks of detections scored >= `score_threshold`
+    ({masks [N, (1,) H, W] probabilities, labels, scores}, thresholded at 0.5, the more confident on top) beside the
+    ground-truth masks ({masks [M, H, W], labels}); each instance its own colour, outlined and named (labels 1..C
+    name class_names[label - 1]). Notes: 002 §5.2.1."""
+    panels = []
+    for pred, target in zip(preds, targets, strict=True):
+        masks = pred["masks"][:, 0] if pred["masks"].dim() == 4 else pred["masks"]
+        keep = pred["scores"] >= score_threshold
+        panels.append((masks_to_panoptic(masks[keep].float(), pred["labels"][keep], pred["scores"][keep]),
+                       masks_to_panoptic(target["masks"].float(), target["labels"])))
+    names = None if class_names is None else ["background", *class_names]
+    return plot_panoptic_grid([p for p, _ in panels], [t for _, t in panels], path, names, images=images)

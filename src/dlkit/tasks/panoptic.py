@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import partial
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -55,13 +56,17 @@ class MergedPanopticQuality(PanopticQuality):
         self.num_things, self.num_stuff = num_things, num_stuff
         self.score_threshold, self.stuff_area_threshold = score_threshold, stuff_area_threshold
 
-    def update(self, preds, targets) -> None:
+    def panoptic(self, preds) -> list[tuple[Tensor, list[dict]]]:
+        """The `(id_map, segments)` scored for each image's evaluation outputs: `panoptic_merge` of its detections
+        and semantic prediction."""
         stuff = list(range(self.num_things + 1, self.num_things + self.num_stuff + 1))
-        merged = [panoptic_merge(d["masks"], d["scores"], d["labels"],
-                                 semantic_categories(d["semantic"], self.num_things), stuff,
-                                 score_threshold=self.score_threshold, stuff_area_threshold=self.stuff_area_threshold)
-                  for d in preds]
-        super().update(merged, [panoptic_ground_truth(t, self.num_things) for t in targets])
+        return [panoptic_merge(d["masks"], d["scores"], d["labels"], semantic_categories(d["semantic"],
+                                                                                         self.num_things),
+                               stuff, score_threshold=self.score_threshold,
+                               stuff_area_threshold=self.stuff_area_threshold) for d in preds]
+
+    def update(self, preds, targets) -> None:
+        super().update(self.panoptic(preds), [panoptic_ground_truth(t, self.num_things) for t in targets])
 
     def compute(self) -> dict:
         out = super().compute()
@@ -93,21 +98,70 @@ class MaskFormerPanopticQuality(PanopticQuality):
         super().__init__(num_things + num_stuff + 1, thing_categories=range(1, num_things + 1))
         self.num_things, self.num_stuff = num_things, num_stuff
 
+    @staticmethod
+    def panoptic(preds) -> list[tuple[Tensor, list[dict]]]:
+        """The model's (id map, segments) with the class indices 0..K-1 shifted to the categories 1..K."""
+        return [(id_map, [{**s, "category": int(s["category"]) + 1} for s in segments]) for id_map, segments in preds]
+
     def update(self, preds, targets) -> None:
-        shifted = [(id_map, [{**s, "category": int(s["category"]) + 1} for s in segments])
-                   for id_map, segments in preds]
-        super().update(shifted, [panoptic_ground_truth(t, self.num_things) for t in targets])
+        super().update(self.panoptic(preds), [panoptic_ground_truth(t, self.num_things) for t in targets])
 
     def compute(self) -> dict:
         out = super().compute()
         return {k: out[k] for k in self.names}
 
 
+def plot_panoptic_predictions(path: Path, images, panoptic: Sequence, targets: Sequence[Mapping[str, Tensor]],
+                              num_things: int, num_stuff: int, class_names: Sequence[str] | None = None) -> Path:
+    """panoptic.png: each image's predicted `(id_map, segments)` (categories things 1..C, stuff C + 1..C + S)
+    beside `panoptic_ground_truth` of its target, over the image. Notes: 002 §5.3."""
+    from ..report.panoptic_figures import plot_panoptic_grid
+
+    things = list(class_names) if class_names is not None else [str(c) for c in range(1, num_things + 1)]
+    stuff = ["background"] if num_stuff == 1 else [f"stuff {s}" for s in range(1, num_stuff + 1)]
+    gt = [panoptic_ground_truth(t, num_things) for t in targets]
+    return plot_panoptic_grid([(i.cpu(), s) for i, s in panoptic], [(i.cpu(), s) for i, s in gt], path,
+                              ["void", *things, *stuff], range(1, num_things + 1), [im.cpu() for im in images])
+
+
+def _first_images(data, device, n: int = 4):
+    """The first `n` images and targets of the evaluation data, on `device`."""
+    images, targets = next(iter(data))
+    return to_device((images[:n], targets[:n]), device)
+
+
+class MergedPanopticTask(DetectionTask):
+    """`DetectionTask` for Panoptic FPN (Notes: 002 §5.3.1): trained on its loss dict, scored by
+    `MergedPanopticQuality` (pq, sq, rq over things and stuff); figures add panoptic.png, the merged panoptic
+    predictions that the metric scores beside their ground truth."""
+
+    def __init__(self, model, cfg, num_things: int, num_stuff: int, class_names: Sequence[str] | None = None):
+        super().__init__(model, cfg, metric=partial(MergedPanopticQuality, num_things, num_stuff),
+                         class_names=class_names)
+        self.num_things, self.num_stuff = num_things, num_stuff
+
+    def figures(self, run_dir, model, data):
+        paths = super().figures(run_dir, model, data)
+        if data is None:
+            return paths
+        images, targets = _first_images(data, next(model.parameters()).device)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                panoptic = self.metric().panoptic(model(images))
+        finally:
+            model.train(was_training)
+        return paths + [plot_panoptic_predictions(run_dir / "figures" / "panoptic.png", images, panoptic, targets,
+                                                  self.num_things, self.num_stuff, self.class_names)]
+
+
 class MaskFormerPanopticTask(DetectionTask):
     """`DetectionTask` for a MaskFormer on scene targets: training converts each target with
     `mask_classification_targets`; evaluation scores `model.panoptic(images, things)` (class indices 0..C-1 are the
     things; `score_threshold`, `overlap_threshold` as `panoptic_inference`) with the task's metric. Draws no
-    detection figures (the model returns no boxes). Notes: 002 §5.3."""
+    detection figures (the model returns no boxes): its figure is panoptic.png, the panoptic predictions scored
+    beside their ground truth. Notes: 002 §5.3."""
 
     def __init__(self, model, cfg, num_things: int, class_names: Sequence[str] | None = None,
                  score_threshold: float = 0.8, overlap_threshold: float = 0.8):
@@ -131,4 +185,10 @@ class MaskFormerPanopticTask(DetectionTask):
         return metric.compute()
 
     def figures(self, run_dir, model, data):
-        return []
+        if data is None:
+            return []
+        images, targets = _first_images(data, next(model.parameters()).device)
+        panoptic = MaskFormerPanopticQuality.panoptic(model.panoptic(images, range(self.num_things),
+                                                                     self.score_threshold, self.overlap_threshold))
+        return [plot_panoptic_predictions(run_dir / "figures" / "panoptic.png", images, panoptic, targets,
+                                          self.num_things, 1, self.class_names)]
