@@ -86,11 +86,20 @@ def test_a_missing_record_leaves_the_run_without_comparison(tmp_path, data_root,
     assert "unet/miou" not in summary["metrics"] and "no U-Net record" in capsys.readouterr().err
 
 
-def test_train_comparison_trains_the_unet_on_the_same_data(tmp_path, data_root):
+def test_train_comparison_trains_the_unet_on_the_same_data(tmp_path, data_root, monkeypatch):
+    from dlkit.recipes import runner
+    from dlkit.tasks.segmentation import SegmentationTask
+
+    trained = []
+    fit = runner.fit
+    monkeypatch.setattr(runner, "fit", lambda task, *a, **kw: trained.append((task, a)) or fit(task, *a, **kw))
     summary = run_recipe("maskformer-camvid", smoke=True, out=tmp_path / "run", data_dir=str(data_root),
                          overrides={"compare_unet": "train"})
     assert 0 <= summary["metrics"]["unet/miou"] <= 1 and summary["metrics"]["unet/train_seconds"] > 0
     assert (tmp_path / "run" / "figures" / "maskformer_vs_unet.png").is_file()
+    ((task, (train, test, _)),) = trained  # the unet-camvid model on the run's frames, scored on the test split
+    assert type(task) is SegmentationTask and type(task.model).__name__ == "UNet"
+    assert train.n == test.n == 8 and tuple(test.fields[0].shape[-2:]) == (48, 64)  # the smoke subset and size
 
 
 @pytest.mark.parametrize("overrides, match", [({"compare_unet": "both"}, "compare_unet"),

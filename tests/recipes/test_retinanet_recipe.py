@@ -6,14 +6,14 @@ import json
 from safetensors.torch import load_file
 
 from dlkit.nn.frozen_batchnorm import FrozenBatchNorm2d
-from dlkit.recipes import retinanet, run_recipe
+from dlkit.recipes import run_recipe, runner
 
 
 def test_the_raccoon_report_compares_the_pretrained_run_with_the_same_network_from_scratch(tmp_path, data_root,
                                                                                           monkeypatch):
     trained = []
-    fit = retinanet.fit
-    monkeypatch.setattr(retinanet, "fit", lambda task, *a, **kw: trained.append(task.model) or fit(task, *a, **kw))
+    fit = runner.fit
+    monkeypatch.setattr(runner, "fit", lambda task, *a, **kw: trained.append(task.model) or fit(task, *a, **kw))
     summary = run_recipe("retinanet-raccoon", smoke=True, out=tmp_path / "a", data_dir=str(data_root))
     finals = json.loads((tmp_path / "a" / "summary.json").read_text())["metrics"]
     assert 0 <= finals["scratch/map_50"] <= 1 and 0 <= finals["test/map_50"] <= 1 and summary["value"] is not None

@@ -24,7 +24,6 @@ from pathlib import Path
 from ..data.camvid import CAMVID_CLASSES, CAMVID_VOID
 from ..engine.distributed import DistInfo
 from ..engine.seeding import seed_everything
-from ..engine.trainer import fit
 from ..errors import ConfigError
 from ..registry import create_model
 from ..report.figures import plot_bars
@@ -32,8 +31,9 @@ from ..report.status import read_record
 from ..tasks.panoptic import MaskFormerPanopticTask
 from ..tasks.segmentation import MaskClassificationSegmentationTask
 from .detection import DET_DEFAULTS, DET_SMOKE, build_detection
-from .options import Config, trainer_config
+from .options import Config
 from .registry import Recipe, Setup, get_recipe, register_recipe
+from .runner import fit_baseline
 from .segmentation import SEG_DEFAULTS, SEG_SMOKE, build_camvid
 
 
@@ -94,11 +94,7 @@ def _unet_comparison(cfg):
             keys = ("model", "model_kwargs", "optimizer", "lr", "weight_decay", "schedule", "drop_last")
             unet_cfg = Config({**cfg, **{k: defaults[k] for k in keys}}).freeze()
             seed_everything(cfg.seed)
-            setup = build_camvid(unet_cfg, DistInfo())
-            quiet = dict(progress=False, tensorboard=False, checkpoint_every_minutes=None, eval_every_epochs=None)
-            result = fit(setup.task, setup.train, setup.test, trainer_config(unet_cfg, **quiet))
-            unet = {f"unet/{k.split('/', 1)[1]}": v for k, v in result.metrics.items() if k.startswith("val/")}
-            unet["unet/train_seconds"] = round(result.seconds, 1)
+            unet = fit_baseline(build_camvid(unet_cfg, DistInfo()), unet_cfg, "unet")
             label = f"U-Net {unet_cfg.model} (trained after this run)"
         plot_bars({f"MaskFormer {cfg.model}": metrics.get("test/miou", float("nan")), label: unet["unet/miou"]},
                   run_dir / "figures" / "maskformer_vs_unet.png", "mIoU on the CamVid test frames",
@@ -133,7 +129,8 @@ register_recipe(Recipe(
                 "classification (one mask per class present); test mIoU of the semantic inference, compared in the "
                 "report with the U-Net record (unet/miou, maskformer_vs_unet.png)",
     # measured (dlkit verify, 2 threads, 489 s): test mIoU 0.337, pixel accuracy 0.762 (val 0.396); one thread
-    # beside another training, 715 s: 0.325 (lr 1e-3: 0.318), whose per-class IoU follows. The U-Net record (483k parameters against 421k) is 0.401; per class
+    # beside another training, 715 s: 0.325 (lr 1e-3: 0.318), whose per-class IoU follows. The U-Net record (483k
+    # parameters against 421k) is 0.401; per class
     # (MaskFormer / U-Net) road 0.772 / 0.869, pavement 0.342 / 0.628, car 0.442 / 0.619, building 0.589 / 0.700,
     # and both miss the thin classes (pole 0.002 / 0.000, sign 0.004 / 0.051)
     build=build_maskformer_camvid, metric="test/miou", threshold=0.3, budget_s=600,

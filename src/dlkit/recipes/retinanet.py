@@ -7,11 +7,11 @@ from pathlib import Path
 
 from ..engine.distributed import DistInfo
 from ..engine.seeding import seed_everything
-from ..engine.trainer import fit
 from ..report.figures import plot_bars
 from .detection import DET_DEFAULTS, DET_SMOKE, build_detection, pretrained_detector
-from .options import Config, trainer_config
+from .options import Config
 from .registry import Recipe, register_recipe
+from .runner import fit_baseline
 
 
 def _from_scratch(cfg):
@@ -21,10 +21,7 @@ def _from_scratch(cfg):
         scratch_cfg = Config({**cfg, "pretrained": False}).freeze()
         seed_everything(cfg.seed)  # the pretrained run's seed: the same heads, order of batches and flips
         setup = build_detection(scratch_cfg, DistInfo(), make_model=pretrained_detector)
-        quiet = dict(progress=False, tensorboard=False, checkpoint_every_minutes=None, eval_every_epochs=None)
-        result = fit(setup.task, setup.train, setup.test, trainer_config(cfg, **quiet))
-        scratch = {f"scratch/{k.split('/', 1)[1]}": v for k, v in result.metrics.items() if k.startswith("val/")}
-        scratch["scratch/train_seconds"] = round(result.seconds, 1)
+        scratch = fit_baseline(setup, cfg, "scratch")
         plot_bars({"ImageNet-pretrained Lite0": metrics.get("test/map_50", float("nan")),
                    "from scratch": scratch.get("scratch/map_50", float("nan"))},
                   run_dir / "figures" / "pretrained_vs_scratch.png",

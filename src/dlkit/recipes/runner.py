@@ -28,7 +28,7 @@ from ..engine.checkpoint import list_checkpoints, load_latest_checkpoint
 from ..engine.distributed import barrier, broadcast_object, cleanup, init_distributed
 from ..engine.logger import echo
 from ..engine.seeding import seed_everything
-from ..engine.trainer import Trainer
+from ..engine.trainer import Trainer, fit
 from ..errors import ConfigError, DlkitError
 from ..run_folder import RunLock, check_output_path, claim_run_dir
 from .options import Config, make_config, parse_value, set_option, trainer_config
@@ -240,6 +240,17 @@ def _run_in(recipe: Recipe, cfg: Config, run_dir: Path, dist, *, smoke: bool, re
     barrier(dist)
     cleanup(dist)
     return summary
+
+
+def fit_baseline(setup: Setup, cfg: Mapping, prefix: str) -> dict[str, float]:
+    """A comparison's baseline (`Setup.comparison`): `setup`'s task trained by the headless `fit()` (no run folder,
+    checkpoint, progress bar or mid-run evaluation) with the Trainer options of `cfg`, then scored on `setup.test`;
+    its metrics as 'PREFIX/NAME' plus 'PREFIX/train_seconds'."""
+    quiet = dict(progress=False, tensorboard=False, checkpoint_every_minutes=None, eval_every_epochs=None)
+    result = fit(setup.task, setup.train, setup.test, trainer_config(cfg, **quiet))
+    out = {f"{prefix}/{k.split('/', 1)[1]}": v for k, v in result.metrics.items() if k.startswith("val/")}
+    out[f"{prefix}/train_seconds"] = round(result.seconds, 1)
+    return out
 
 
 def _summary(recipe: Recipe, cfg: Config, metrics: dict, seconds: float, smoke: bool, run_dir: Path, *, steps: int,
