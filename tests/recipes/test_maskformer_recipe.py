@@ -53,13 +53,15 @@ def test_metric_shifts_class_indices_by_hand():
     assert set(out) == set(MaskFormerPanopticQuality.names)
 
 
-def test_maskformer_shapes_smoke(tmp_path):
-    summary = run_recipe("maskformer-shapes", smoke=True, out=tmp_path)
+@pytest.mark.parametrize("name, model", [("maskformer-shapes", "maskformer_tiny"),
+                                         ("mask2former-shapes", "mask2former_tiny")])
+def test_shapes_smoke(tmp_path, name, model):
+    summary = run_recipe(name, smoke=True, out=tmp_path)
     assert summary["steps"] > 0
     finals = json.loads((tmp_path / "summary.json").read_text())["metrics"]
     assert 0 <= finals["test/pq"] <= 1
     spec = json.loads((tmp_path / "model.json").read_text())
-    assert spec["name"] == "maskformer_tiny" and spec["kwargs"]["num_classes"] == 6
+    assert spec["name"] == model and spec["kwargs"]["num_classes"] == 6
     assert (tmp_path / "figures" / "panoptic.png").stat().st_size > 5000  # panoptic maps in the report
 
 
