@@ -69,10 +69,10 @@ register_recipe(Recipe(
                 "decoder layers, 10 queries) on the 128x128 panoptic shape scenes of panoptic-fpn-shapes (five thing "
                 "classes, the background as one stuff class); panoptic quality PQ of MaskFormer's panoptic "
                 "inference on test scenes (over the 5 thing classes and the stuff class, and each part)",
-    # measured (one thread beside another training, 648 s): test PQ 0.240 (things 0.094, stuff 0.973; SQ 0.751,
-    # RQ 0.273); batch 16 and lr 1e-3 (half the steps; dlkit verify, 2 threads, 349 s): 0.183 (things 0.028): the
-    # stuff is learnt first, the instances slowly (few thing segments pass score_threshold 0.5, below MaskFormer's
-    # 0.8 for this small model)
+    # measured (dlkit verify, 2 threads, 409 s): test PQ 0.229 (things 0.081, stuff 0.972; SQ 0.729, RQ 0.262); one
+    # thread beside another training: 0.240 (things 0.094); batch 16 and lr 1e-3 (half the steps; dlkit verify,
+    # 349 s): 0.183 (things 0.028): the stuff is learnt first, the instances slowly (few thing segments pass
+    # score_threshold 0.5, below MaskFormer's 0.8 for this small model)
     build=build_maskformer, metric="test/pq", threshold=0.21, budget_s=600,
     defaults={**SHAPES_DEFAULTS, "model": "maskformer_tiny"}, smoke={**DET_SMOKE}, datasets=(),
 ))
@@ -83,10 +83,10 @@ register_recipe(Recipe(
                 "masked-attention layers reading the strides 32, 16 and 8 in turn, 10 queries, mask losses on 256 "
                 "sampled points) on the panoptic shape scenes of maskformer-shapes; panoptic quality PQ of its "
                 "panoptic inference on test scenes",
-    # measured (one thread beside another training, 433 s): test PQ 0.358 (things 0.233, stuff 0.984; SQ 0.812,
-    # RQ 0.415), above Panoptic FPN's 0.302 and MaskFormer's 0.240 on the same scenes; 12 epochs (215 s): 0.291
-    # (things 0.153), against MaskFormer's 0.240 (things 0.094) in the same epochs: masked attention learns the
-    # instances faster, as its paper reports
+    # measured (dlkit verify, 2 threads, 388 s): test PQ 0.350 (things 0.223, stuff 0.983; SQ 0.812, RQ 0.403); one
+    # thread beside another training (433 s): 0.358 (things 0.233), above Panoptic FPN's 0.302 and MaskFormer's 0.229
+    # on the same scenes; 12 epochs (215 s, one thread): 0.291 (things 0.153), against MaskFormer's 0.240 (things
+    # 0.094) in the same epochs and conditions: masked attention learns the instances faster, as its paper reports
     build=build_maskformer, metric="test/pq", threshold=0.32, budget_s=600,
     defaults={**SHAPES_DEFAULTS, "model": "mask2former_tiny", "epochs": 24}, smoke={**DET_SMOKE}, datasets=(),
 ))
