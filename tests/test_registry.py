@@ -112,6 +112,11 @@ def test_recipes_and_tasks_are_registries_with_metadata():
     from dlkit.tasks.classification import ClassificationTask
 
     assert get_task("classification") is ClassificationTask and issubclass(get_task("seq2seq"), Task)
+    from dlkit.tasks.panoptic import MaskFormerPanopticTask
+    from dlkit.tasks.segmentation import SegmentationTask
+
+    # a module with a variant registers the class the variant derives from; one with two unrelated tasks its TASK
+    assert get_task("segmentation") is SegmentationTask and get_task("panoptic") is MaskFormerPanopticTask
     assert {"classification", "segmentation", "language_model", "masked_lm", "seq2seq", "embedding"} <= set(
         list_tasks())
     with pytest.raises(UnknownNameError, match="unknown task 'clasification'.*Did you mean: classification"):

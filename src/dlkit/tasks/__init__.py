@@ -1,9 +1,10 @@
 """Tasks: how each family trains and is scored (Notes: DESIGN.md "Tasks"). The Trainer calls them through the
 protocol of `dlkit.engine.task`; recipes build them; models know nothing of them.
 
-`TASKS` is their registry (the same `Registry` as models and recipes): each module here that defines one `Task`
-subclass registers it under the module's name ("classification", "language_model", ...), the names a model's
-`task` metadata uses. `list_tasks()`, `get_task(name)`.
+`TASKS` is their registry (the same `Registry` as models and recipes): each module here registers its task under
+the module's name ("classification", "language_model", ...), the names a model's `task` metadata uses: the one
+`Task` subclass it defines that derives from no other of its own (variants such as the mask-classification
+segmentation task derive from it), or the class its `TASK` attribute names. `list_tasks()`, `get_task(name)`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from ..registry import Registry, notes_section
 
 
 def _collect(registry: Registry) -> None:
-    """Register the one Task subclass each imported `dlkit.tasks.<name>` module defines, under <name>."""
+    """Register each imported `dlkit.tasks.<name>` module's task (its `TASK`, else its one root Task subclass)
+    under <name>."""
     from ..engine.task import Task
 
     for module_name, module in sorted(sys.modules.items()):
@@ -23,8 +25,12 @@ def _collect(registry: Registry) -> None:
             continue
         own = [c for _, c in inspect.getmembers(module, inspect.isclass)
                if issubclass(c, Task) and c is not Task and c.__module__ == module_name]
-        if len(own) == 1:
-            cls = own[0]
+        roots = [c for c in own if not any(o is not c and issubclass(c, o) for o in own)]
+        chosen = getattr(module, "TASK", None)
+        if chosen is None and len(roots) == 1:
+            chosen = roots[0]
+        if chosen is not None:
+            cls = chosen
             section = notes_section(cls.__doc__) or notes_section(module.__doc__)
             registry.register(module_name.rsplit(".", 1)[-1], cls, cls_name=cls.__name__, section=section)
 

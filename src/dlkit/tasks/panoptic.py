@@ -192,3 +192,6 @@ class MaskFormerPanopticTask(DetectionTask):
                                                                      self.score_threshold, self.overlap_threshold))
         return [plot_panoptic_predictions(run_dir / "figures" / "panoptic.png", images, panoptic, targets,
                                           self.num_things, 1, self.class_names)]
+
+
+TASK = MaskFormerPanopticTask  # the registry's "panoptic"; MergedPanopticTask is a DetectionTask with a PQ metric
