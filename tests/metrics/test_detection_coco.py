@@ -294,7 +294,7 @@ def test_coco_mean_ap_through_detection_task():
             super().__init__()
             self.w = torch.nn.Parameter(torch.zeros(()))
 
-        def forward(self, images):
+        def forward(self, images, targets=None):
             return [preds[int(i)] for i in images[:, 0, 0, 0]]
 
     images = torch.arange(len(preds), dtype=torch.float32).reshape(-1, 1, 1, 1)

@@ -125,7 +125,7 @@ def test_detection_task_declares_the_metric_names_and_evaluates_with_it():
             super().__init__()
             self.w = torch.nn.Parameter(torch.zeros(()))
 
-        def forward(self, images):
+        def forward(self, images, targets=None):
             return [preds[int(i)] for i in images[:, 0, 0, 0]]
 
     task = DetectionTask(Replay(), SimpleNamespace(), metric=LocalisationAccuracy)

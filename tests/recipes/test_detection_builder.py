@@ -59,12 +59,17 @@ def test_bad_options_get_one_line_errors():
         detection_loaders({"train": [1, 2]}, 3, world_size=2)
 
 
+class _Detector(torch.nn.Conv2d):
+    def forward(self, images, targets=None):  # the detection contract's signature
+        return super().forward(images)
+
+
 def test_build_detection_uses_make_model_and_records_its_kwargs():
     made = []
 
     def make_model(c, train, num_classes, in_chans):
         made.append((len(train), num_classes, in_chans))
-        return torch.nn.Conv2d(in_chans, num_classes, 1), {"num_classes": num_classes, "anchors": [[1, 2]]}
+        return _Detector(in_chans, num_classes, 1), {"num_classes": num_classes, "anchors": [[1, 2]]}
 
     setup = build_detection(cfg(data="shapes", model="some_detector"), SimpleNamespace(rank=0, world_size=1),
                             make_model)

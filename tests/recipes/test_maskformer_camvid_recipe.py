@@ -42,7 +42,7 @@ def test_training_step_gives_one_mask_per_class_present_and_sums_the_losses():
 def test_evaluation_loss_is_the_cross_entropy_of_the_normalised_scores():
     scores = torch.tensor([[[[0.2]], [[0.6]], [[0.2]]], [[[1.0]], [[0.5]], [[0.5]]]])  # [2, 3, 1, 1]
     target = torch.tensor([[[1]], [[0]]])
-    task = MaskClassificationSegmentationTask(nn.Identity(), None, list("abc"), ignore_index=9)
+    task = MaskClassificationSegmentationTask(_Recorder(), None, list("abc"), ignore_index=9)
     by_hand = -(torch.log(torch.tensor(0.6 / 1.0)) + torch.log(torch.tensor(1.0 / 2.0))) / 2
     assert task.loss(scores, target).item() == pytest.approx(by_hand.item(), rel=1e-6)
     void = torch.tensor([[[1]], [[9]]])
@@ -104,7 +104,8 @@ def test_train_comparison_trains_the_unet_on_the_same_data(tmp_path, data_root, 
 
 @pytest.mark.parametrize("overrides, match", [({"compare_unet": "both"}, "compare_unet"),
                                               ({"class_balance": "median_frequency"}, "class_balance"),
-                                              ({"dice_weight": 0.5}, "dice_weight")])
+                                              ({"dice_weight": 0.5}, "dice_weight"),
+                                              ({"model": "unet_tiny"}, "mask-classification model.*maskformer_tiny")])
 def test_recipe_refuses_options_that_do_not_apply(tmp_path, data_root, overrides, match):
     with pytest.raises(ConfigError, match=match):
         run_recipe("maskformer-camvid", smoke=True, out=tmp_path / "run", data_dir=str(data_root),

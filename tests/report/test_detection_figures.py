@@ -82,7 +82,7 @@ class _FixedDetector(nn.Module):
         self.w = nn.Parameter(torch.zeros(1))
         self.boxes = boxes
 
-    def forward(self, images):
+    def forward(self, images, targets=None):
         out = []
         for _ in images:
             b = torch.cat([self.boxes, torch.tensor([[0.0, 0, 5, 5]])])

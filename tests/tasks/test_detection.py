@@ -111,3 +111,19 @@ def test_detection_contract_errors_are_clear():
         BoxRecallIoU().update([{"boxes": torch.zeros(1, 4)}], targets)
     with pytest.raises(ConfigError, match="missing"):
         BoxRecallIoU().update([{"boxes": torch.zeros(1, 4)}] * 4, targets)
+
+
+def test_a_model_without_targets_in_its_forward_is_refused_before_training():
+    from torch import nn
+
+    from dlkit.errors import ConfigError
+    from dlkit.tasks.detection import DetectionTask
+
+    with pytest.raises(ConfigError, match=r"model\(images, targets\).*Linear.forward takes \(input\)"):
+        DetectionTask(nn.Linear(2, 2), None)
+
+    class Detector(nn.Module):
+        def forward(self, images, targets=None):
+            return {}
+
+    assert DetectionTask(Detector(), None).model is not None

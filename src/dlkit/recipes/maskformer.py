@@ -25,7 +25,7 @@ from ..data.camvid import CAMVID_CLASSES, CAMVID_VOID
 from ..engine.distributed import DistInfo
 from ..engine.seeding import seed_everything
 from ..errors import ConfigError
-from ..registry import create_model
+from ..registry import MODELS, create_model, list_models
 from ..report.figures import plot_bars
 from ..report.status import read_record
 from ..tasks.panoptic import MaskFormerPanopticTask
@@ -129,6 +129,10 @@ def build_maskformer_camvid(cfg, dist) -> Setup:
     if cfg.class_balance != "none" or cfg.dice_weight:
         raise ConfigError(f"maskformer-camvid trains by mask classification: class_balance and dice_weight (terms of "
                           f"the per-pixel loss) do not apply; got {cfg.class_balance!r}, {cfg.dice_weight}")
+    families = ("maskformer", "mask2former")
+    if MODELS.get(cfg.model).meta["family"] not in families:
+        raise ConfigError(f"maskformer-camvid trains a mask-classification model; got model={cfg.model!r}. Choose "
+                          f"one of {', '.join(n for f in families for n in list_models(family=f))}")
     identity = {"image_mean": [0.0, 0.0, 0.0], "image_std": [1.0, 1.0, 1.0]}
     setup = build_camvid(cfg, dist, model_kwargs=identity)
     setup.task = MaskClassificationSegmentationTask(setup.task.model, cfg, CAMVID_CLASSES, CAMVID_VOID,

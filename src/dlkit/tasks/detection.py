@@ -20,6 +20,7 @@ of boxes where that IoU is >= 0.5. It is a plain sum over boxes, so it adds up a
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -91,6 +92,21 @@ def check_detections(preds, n_images: int) -> None:
                               f"{tuple(p['labels'].shape)}")
 
 
+def check_takes_targets(model: nn.Module, who: str) -> None:
+    """Refuse, before any training, a model whose forward cannot take (images, targets): the contract of the
+    detectors and mask-classification models (002 §4), which a classifier or a per-pixel network does not follow."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):  # no signature to read (a C extension): the first step will tell
+        return
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) < 2 and not any(p.kind == p.VAR_POSITIONAL for p in params):
+        raise ConfigError(f"{who} trains a model by model(images, targets) (a loss dict in training); "
+                          f"{type(model).__name__}.forward takes ({', '.join(p.name for p in params)}). Choose a "
+                          f"model that follows that contract (`dlkit list models --task detection`, or the recipe's "
+                          f"default model)")
+
+
 class DetectionTask(Task):
     """Trains a detector on the sum of the loss dict its forward returns; evaluates its detections.
 
@@ -105,6 +121,7 @@ class DetectionTask(Task):
     def __init__(self, model: nn.Module, cfg, metric: Callable[[], Metric] = COCOMeanAP,
                  loss_weights: Mapping[str, float] | None = None, class_names: Sequence[str] | None = None):
         super().__init__(model)
+        check_takes_targets(model, type(self).__name__)
         self.cfg, self.metric, self.loss_weights = cfg, metric, dict(loss_weights or {})
         self.class_names = None if class_names is None else tuple(class_names)
         names = getattr(metric, "names", None)

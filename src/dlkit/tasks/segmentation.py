@@ -19,6 +19,7 @@ from ..losses.segmentation import dice_loss
 from ..metrics.meter import Mean
 from ..metrics.segmentation import SegmentationMeter
 from ..models.segmentation.mask_classification import semantic_targets
+from .detection import check_takes_targets
 from .optimization import build_optimizers
 
 
@@ -111,6 +112,7 @@ class MaskClassificationSegmentationTask(SegmentationTask):
     def __init__(self, model: nn.Module, cfg, class_names: Sequence[str], ignore_index: int | None = None,
                  show=None):
         super().__init__(model, cfg, class_names, ignore_index=ignore_index, show=show)
+        check_takes_targets(model, type(self).__name__)
 
     def loss(self, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         ignore = -100 if self.ignore_index is None else self.ignore_index
