@@ -1,5 +1,7 @@
 """Panoptic segmentation (Notes: 002 §5.3): the ground truth of a scene target as a panoptic map, the panoptic
-quality of Panoptic FPN's merged outputs and of MaskFormer's, and the task that trains a MaskFormer on scene targets.
+quality of Panoptic FPN's merged outputs and of MaskFormer's, their tasks (`MergedPanopticTask`: Panoptic FPN's
+detection training scored by PQ; `MaskFormerPanopticTask`: a MaskFormer trained on scene targets) and the figure both
+draw (panoptic.png: predictions beside the ground truth).
 
 Scene targets (`dlkit.data.detection_scenes` with `semantic=True`) are the detection contract's {boxes, labels 1..C,
 masks} plus a semantic map (class 0 where the objects are, stuff classes 1..S elsewhere, 255 void). Their panoptic
