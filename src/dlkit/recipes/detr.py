@@ -16,7 +16,8 @@ register_recipe(Recipe(
                 "the class loss (loss_ce) has barely left its constant-prediction level and the queries still "
                 "duplicate each other (no-object probability 0.3-0.5 for every query), so the mAP stays low; see "
                 "the loss curves in the report and the decoder's attention of the best queries (detr_attention.png)",
-    # measured (dlkit verify, one thread beside another training, 178 s): test mAP@0.5 0.040, mAP 0.015 (8 epochs:
+    # measured (dlkit verify, one thread beside another training, 178 s): test mAP@0.5 0.040, mAP 0.015; alone on 2
+    # threads 0.042 in 128 s (8 epochs:
     # 0.034 in 158 s of training); with 1-3 objects of 16-64 pixels 12 epochs gave 0.023; 25 epochs were no better
     # at epoch 10 (val 0.021), nor a pretrained Lite0 backbone at epoch 3; SSD reaches 0.83 on the default shapes
     # scenes (ssd-shapes)
