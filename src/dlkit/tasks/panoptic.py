@@ -146,14 +146,8 @@ class MergedPanopticTask(DetectionTask):
         paths = super().figures(run_dir, model, data)
         if data is None:
             return paths
-        images, targets = _first_images(data, next(model.parameters()).device)
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                panoptic = self.metric().panoptic(model(images))
-        finally:
-            model.train(was_training)
+        images, targets = _first_images(data, next(model.parameters()).device)  # the runner set eval, no_grad
+        panoptic = self.metric().panoptic(model(images))
         return paths + [plot_panoptic_predictions(run_dir / "figures" / "panoptic.png", images, panoptic, targets,
                                                   self.num_things, self.num_stuff, self.class_names)]
 
