@@ -20,7 +20,9 @@ from dlkit.optim import Adam, AdamW, create_optimizer
 from dlkit.optim import adam as adam_module
 
 pytestmark = pytest.mark.slow  # the first test in a process compiles the kernel (5-60 s)
-TOL = 1e-5  # after 100 steps; the first steps agree to ~1e-7 (see test_compiled_first_steps_agree_to_float_rounding)
+# after 100 steps of training, where rounding differences grow with the run (1.7e-5 seen with maximize=True on a
+# Xeon, under 1e-5 on an EPYC); the first steps agree to ~1e-7 (test_compiled_first_steps_agree_to_float_rounding)
+TOL = 5e-5
 
 
 class WideMLP(nn.Module):

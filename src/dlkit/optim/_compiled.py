@@ -4,11 +4,14 @@ A chain of `_foreach` ops reads and writes every state tensor once per op (about
 one Adam step); the update is memory-bound, so that is ~3x the 7 passes it needs (read theta, g, m, s; write
 theta, m, s). `torch.compile` (inductor) turns the same formula into one loop per tensor that does the whole
 update in registers. To compile once for any model, the kernel takes `SLOTS` tensors of any length (flat views
-of the parameters, shapes marked dynamic) and every hyper-parameter as data in a float64 vector `h` (9 numbers a
-slot), so changing lr, betas or the step never recompiles; a model's tensors are packed SLOTS at a time (the last
+of the parameters, shapes marked dynamic) and every hyper-parameter as data in a vector `h` (10 numbers a slot),
+so changing lr, betas or the step never recompiles; a model's tensors are packed SLOTS at a time (the last
 call padded with dummies). The bias corrections are computed on the host in double precision exactly as
-torch.optim computes them. One compilation per (kernel, dtype, device): ~6-10 s with inductor's on-disk cache
-warm, 25-65 s cold on a loaded 2-core CPU (`benchmarks/bench_optim.py` prints it).
+torch.optim computes them, and stored in the precision of the arithmetic (float32, or float64 for float64
+parameters): the compiled loop reloads `h` at every vector of 16 elements (its stores may alias it), so a number
+it had to convert or combine there would cost instructions in the loop (with float64 `h` the kernel took ~4%
+longer). One compilation per (kernel, dtype, device): ~6-10 s with inductor's on-disk cache warm, 25-65 s cold on
+a loaded 2-core CPU (`benchmarks/bench_optim.py` prints it).
 """
 
 from __future__ import annotations
@@ -21,40 +24,41 @@ from torch import Tensor
 
 SLOTS = 32  # tensors per kernel call: fewer calls (each costs ~60 us of Python) against a longer compilation
 SMALL = 4096  # parameters with fewer elements share one slot (see Pack)
-SCALARS = 9  # per slot: step_size, sqrt(bias_correction2), 1 - beta1, beta2, 1 - beta2, eps, decay, l2, sign
-_PAD = (0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0)  # a padding slot's scalars: the update leaves it unchanged
+SCALARS = 10  # per slot: step_size, 1/sqrt(bias_correction2), 1 - beta1, beta1, beta2, 1 - beta2, eps, decay, l2,
+#               sign
+_PAD = (0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0)  # a padding slot's scalars: the update leaves it unchanged
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 def _adam_update(ps: list[Tensor], gs: list[Tensor], ms: list[Tensor], vs: list[Tensor], h: Tensor) -> None:
     """theta <- theta * decay - step_size m / (sqrt(s) / sqrt(1 - b2^t) + eps), with m, s updated first.
 
-    Per slot i, h[9i:9i+9] = (lr / (1 - b1^t), sqrt(1 - b2^t), 1 - b1, b2, 1 - b2, eps, decay, l2, sign):
+    Per slot i, h[10i:10i+10] = (lr / (1 - b1^t), 1 / sqrt(1 - b2^t), 1 - b1, b1, b2, 1 - b2, eps, decay, l2, sign):
     `g <- sign g + l2 theta` (maximize; Adam's coupled L2), `theta <- decay theta` (AdamW's decoupled decay,
     decay = 1 - lr wd), `m <- b1 m + (1 - b1) g`, `s <- b2 s + (1 - b2) g^2`, in torch.optim's order. Written with
     multiplies and adds (torch uses lerp for m, and divides by sqrt(1 - b2^t)), which the CPU does in fewer
     instructions: the same numbers up to float rounding (tests: 2e-7 after 5 steps, 1e-5 after 100).
     """
     for i, (p, g, m, v) in enumerate(zip(ps, gs, ms, vs)):
-        step_size, bc2_sqrt, w1, b2, w2, eps, decay, l2, sign = h[SCALARS * i:SCALARS * (i + 1)].unbind()
+        step_size, inv_bc2_sqrt, w1, b1, b2, w2, eps, decay, l2, sign = h[SCALARS * i:SCALARS * (i + 1)].unbind()
         g = g * sign + l2 * p
         p.mul_(decay)
-        m.mul_(1 - w1).add_(w1 * g)
+        m.mul_(b1).add_(w1 * g)
         v.mul_(b2).add_(w2 * g * g)
-        p.sub_(m / (v.sqrt() * (1 / bc2_sqrt) + eps) * step_size)
+        p.sub_(m / (v.sqrt() * inv_bc2_sqrt + eps) * step_size)
 
 
 def _amsgrad_update(ps: list[Tensor], gs: list[Tensor], ms: list[Tensor], vs: list[Tensor], xs: list[Tensor],
                     h: Tensor) -> None:
     """`_adam_update` dividing by the running maximum x of s (AMSGrad): x <- max(x, s) before the step."""
     for i, (p, g, m, v, x) in enumerate(zip(ps, gs, ms, vs, xs)):
-        step_size, bc2_sqrt, w1, b2, w2, eps, decay, l2, sign = h[SCALARS * i:SCALARS * (i + 1)].unbind()
+        step_size, inv_bc2_sqrt, w1, b1, b2, w2, eps, decay, l2, sign = h[SCALARS * i:SCALARS * (i + 1)].unbind()
         g = g * sign + l2 * p
         p.mul_(decay)
-        m.mul_(1 - w1).add_(w1 * g)
+        m.mul_(b1).add_(w1 * g)
         v.mul_(b2).add_(w2 * g * g)
         x.copy_(torch.maximum(x, v))
-        p.sub_(m / (x.sqrt() * (1 / bc2_sqrt) + eps) * step_size)
+        p.sub_(m / (x.sqrt() * inv_bc2_sqrt + eps) * step_size)
 
 
 _KERNELS = {"adam": _adam_update, "amsgrad": _amsgrad_update}
@@ -98,7 +102,7 @@ def prepare(kernel: str, dtype: torch.dtype, device: torch.device) -> str | None
         return None
     lists = 5 if kernel == "amsgrad" else 4
     args = [[torch.zeros(i + 2, dtype=dtype, device=device) for i in range(SLOTS)] for _ in range(lists)]
-    h = torch.tensor(_PAD * SLOTS, dtype=torch.float64, device=device)
+    h = torch.tensor(_PAD * SLOTS, dtype=scalars_dtype(dtype), device=device)
     try:
         with torch.no_grad():
             _fn(kernel)(*args, h)
@@ -131,12 +135,20 @@ def flat_views(p: Tensor, others: list[Tensor]) -> list[Tensor] | None:
 
 def step_scalars(t: float, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float, maximize: bool,
                  decay: str) -> tuple[float, ...]:
-    """One slot's 9 numbers of `h`, with the bias corrections in double precision as torch.optim computes them."""
+    """One slot's SCALARS numbers of `h`, computed in double precision as torch.optim computes them (the bias
+    corrections; beta1 as 1 - (1 - beta1), the weight lerp gives m)."""
     bc1, bc2 = 1 - beta1**t, 1 - beta2**t
     l2 = weight_decay if decay == "l2" else 0.0
     shrink = 1.0 if decay == "l2" or weight_decay == 0 else 1 - (lr * weight_decay if decay == "decoupled"
                                                                  else weight_decay)
-    return (lr / bc1, math.sqrt(bc2), 1 - beta1, beta2, 1 - beta2, eps, shrink, l2, -1.0 if maximize else 1.0)
+    w1 = 1 - beta1
+    return (lr / bc1, 1 / math.sqrt(bc2), w1, 1 - w1, beta2, 1 - beta2, eps, shrink, l2, -1.0 if maximize else 1.0)
+
+
+def scalars_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of `h` for parameters of `dtype`: that of the compiled arithmetic (float32 for float32, bfloat16
+    and float16 parameters), so that the loop converts nothing."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 class Pack:
@@ -180,7 +192,7 @@ class Batch:
 
     def add(self, tensors: list[Tensor], scalars: tuple[float, ...], owners: list, steps: Tensor,
             copy_back: tuple[list[Tensor], list[Tensor]] | None = None) -> None:
-        """One slot: [flat theta, g, m, s(, max s)], its 9 numbers, what it updates, its step counter(s) to
+        """One slot: [flat theta, g, m, s(, max s)], its SCALARS numbers, what it updates, its step counter(s) to
         increment after the update, and (for a pack) the copy of the result back into the parameters."""
         self.tensors.append(tensors)
         self.scalars.append(scalars)
@@ -203,7 +215,7 @@ class Batch:
                 pad = _pad(kernel, dtype, device, lists)
                 cols = [c + pad[j][len(chunk):] for j, c in enumerate(cols)]
                 values += _PAD * (SLOTS - len(chunk))
-            h = torch.tensor(values, dtype=torch.float64, device=device)
+            h = torch.tensor(values, dtype=scalars_dtype(dtype), device=device)
             try:
                 fn(*cols, h)
             except torch._dynamo.exc.TorchDynamoException as e:  # e.g. the recompile limit: nothing was updated

@@ -208,8 +208,8 @@ def test_cross_attention_maps_are_distributions_over_the_c5_grid():
 
 def test_a_few_steps_fit_one_batch_and_bad_inputs_are_refused():
     model = small_detr()
-    losses = detector_losses(model, IMAGES, TARGETS, steps=25, lr=1e-3)
-    assert losses[-1] < 0.6 * losses[0], losses
+    losses = detector_losses(model, IMAGES, TARGETS, steps=40, lr=1e-3)  # 25 steps: 0.60x, on the edge on some CPUs
+    assert losses[-1] < 0.5 * losses[0], losses
     model.train()
     with pytest.raises(ConfigError, match="model\\(images, targets\\)"):
         model(IMAGES)
