@@ -109,6 +109,26 @@ def test_batched_nms_equals_torchvision(n, tied):
                 assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("n,classes", [(3000, 20), (1500, 200)])  # class by class; masked (too many classes)
+def test_batched_nms_with_many_classes_equals_torchvision(n, classes):
+    for seed in range(2):
+        boxes, scores = scene(n, seed, integer=True, clustered=seed == 1)
+        idxs = torch.randint(0, classes, (n,), generator=torch.Generator().manual_seed(seed))
+        for t in (0.3, 0.7):
+            assert torch.equal(batched_nms(boxes, scores, idxs, t), tvo.batched_nms(boxes, scores, idxs, t))
+
+
+def test_batched_nms_class_by_class_keeps_equal_scores_in_input_order():
+    boxes, _ = scene(600, 0, integer=True)
+    scores = torch.full((600,), 0.5)  # all tied: the kept boxes must come out in input order across classes
+    idxs = torch.arange(600) % 3
+    got = batched_nms(boxes, scores, idxs, 0.5, block=64)
+    assert (got.diff() > 0).all()
+    want = torch.cat([torch.nonzero(idxs == c).flatten()[tvo.nms(boxes[idxs == c], scores[idxs == c], 0.5)]
+                      for c in range(3)])
+    assert sorted(got.tolist()) == sorted(want.tolist())
+
+
 def test_bad_inputs_are_refused_with_the_expected_shapes():
     with pytest.raises(ConfigError, match=r"scores must be a tensor \[N\] with N = 3"):
         nms(torch.zeros(3, 4), torch.zeros(2), 0.5)
