@@ -241,6 +241,7 @@ def _compare_costs(args) -> int:
     """`dlkit summary --compare`: the notes' Table 4.1, conv and FF FLOPs per image of detectors (and classifiers)
     for --proposals regions; a Fast R-CNN also gets the row of Faster R-CNN on its feature map."""
     from . import create_model
+    from .models.detection.fast_rcnn import FastRCNN
     from .registry import model_entrypoint
     from .report.detection_cost import detection_cost, faster_rcnn_cost, format_cost_table
     from .report.summary import check_input_shape
@@ -265,7 +266,7 @@ def _compare_costs(args) -> int:
         size = shape or tuple(model.default_input_shape)
         try:
             costs.append(detection_cost(model, size, name))
-            if hasattr(model, "features") and hasattr(model, "proposer"):
+            if isinstance(model, FastRCNN):  # Faster R-CNN is Fast R-CNN plus an RPN on the same map
                 costs.append(faster_rcnn_cost(model, size, f"Faster R-CNN ({name} + RPN)"))
         except (RuntimeError, ValueError, IndexError, TypeError) as e:
             if isinstance(e, DlkitError):

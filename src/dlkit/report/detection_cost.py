@@ -108,9 +108,10 @@ def detection_cost(model: nn.Module, image_shape: tuple[int, ...], name: str | N
 def rpn_cost(model: nn.Module, image_shape: tuple[int, ...], num_anchors: int = 9) -> Cost:
     """The FLOPs per image of a region proposal network (`RPNHead`, `num_anchors` per location) on the shared
     feature map of a Fast R-CNN `model` (`model.features`): what Faster R-CNN adds to Fast R-CNN."""
+    from ..models.detection.fast_rcnn import FastRCNN
     from ..models.detection.rpn import RPNHead
 
-    if not hasattr(model, "features"):
+    if not isinstance(model, FastRCNN):
         raise ConfigError(f"an RPN reads the shared feature map of a Fast R-CNN; {type(model).__name__} has none")
     with torch.no_grad():
         fmap = model.eval().features(torch.zeros(1, *image_shape))

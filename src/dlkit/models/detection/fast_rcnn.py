@@ -21,17 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-import torch
 from torch import Tensor, nn
 
-from ...errors import ConfigError
 from ...ops.roi import roi_pool
 from ...registry import register_model
 from .backbones import detector_backbone
-from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images, channel_stats, normalize_and_pad
-from .proposals import ExternalProposals
+from .proposals import ProposalDetector
 from .roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
-from .targets import check_targets
 
 
 class SingleMapRoIPool(nn.Module):
@@ -46,10 +42,11 @@ class SingleMapRoIPool(nn.Module):
         return roi_pool(features[-1], list(proposals), self.output_size, 1.0 / self.stride)
 
 
-class FastRCNN(nn.Module):
-    """Fast R-CNN (module docstring). `model(images, targets)` in training returns {loss_classifier, loss_box_reg};
-    `model(images)` in evaluation one {boxes, scores, labels} per image; `proposals=` (one [K, 4] tensor per image)
-    skips the proposer. Notes: 002 §4.3.2."""
+class FastRCNN(ProposalDetector):
+    """Fast R-CNN (module docstring; `ProposalDetector`: training and evaluation outputs, `proposals=`).
+    Notes: 002 §4.3.2."""
+
+    display_name = "Fast R-CNN"
 
     def __init__(self, num_classes: int = 20, backbone: str | nn.Module = "alexnet_original", in_chans: int = 3,
                  stride: int = 16, pool_size: int = 7, representation_size: int = 1024,
@@ -61,49 +58,22 @@ class FastRCNN(nn.Module):
                  bbox_reg_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0), smooth_l1_beta: float = 1.0,
                  score_thresh: float = 0.05, nms_thresh: float = 0.3, detections_per_img: int = 100,
                  image_mean: Sequence[float] | float | None = None, image_std: Sequence[float] | float | None = None):
-        super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ConfigError(f"Fast R-CNN num_classes is the number of object classes (labels 1..C, >= 1; the heads "
-                              f"add the background); got {num_classes!r}")
-        self.num_classes, self.in_chans = num_classes, in_chans
+        super().__init__(num_classes, in_chans, proposer, max_proposals, proposal_mode, proposal_cache,
+                         proposal_kwargs, image_mean, image_std)
         self.backbone = detector_backbone(backbone, in_chans, None, pretrained_backbone, frozen_bn, backbone_kwargs,
                                           strides=(stride,))
         channels = self.backbone.feature_info.channels()[-1]
         self.stride = self.backbone.feature_info.reductions()[-1]
-        self.proposer = ExternalProposals(proposer, max_proposals, proposal_mode, proposal_cache, proposal_kwargs)
         self.roi_heads = RoIHeads(SingleMapRoIPool(pool_size, self.stride),
                                   TwoMLPHead(channels * pool_size * pool_size, representation_size),
                                   FastRCNNPredictor(representation_size, num_classes + 1), fg_iou_thresh,
                                   fg_iou_thresh, batch_size_per_image, positive_fraction, bbox_reg_weights,
                                   score_thresh, nms_thresh, detections_per_img, smooth_l1_beta)
-        self.register_buffer("image_mean", channel_stats(image_mean, IMAGENET_MEAN, in_chans, "image_mean"),
-                             persistent=False)
-        self.register_buffer("image_std", channel_stats(image_std, IMAGENET_STD, in_chans, "image_std"),
-                             persistent=False)
         self.default_input_shape = (in_chans, 600, 600)
-
-    @torch.no_grad()
-    def proposals(self, images) -> list[Tensor]:
-        """The region proposals [K_i, 4] xyxy (pixels) of every image in [0, 1], cached per image."""
-        return self.proposer(batch_images(images, self.in_chans, "Fast R-CNN"))
 
     def features(self, images: Tensor) -> Tensor:
         """The shared feature map [B, C, H / stride, W / stride] of normalised images in [0, 1]."""
-        return self.backbone(normalize_and_pad(images, self.image_mean, self.image_std, 1))[-1]
-
-    def forward(self, images, targets: Sequence[Mapping[str, Tensor]] | None = None,
-                proposals: Sequence[Tensor] | None = None):
-        images = batch_images(images, self.in_chans, "Fast R-CNN")
-        if self.training:
-            check_targets(targets, len(images), self.num_classes, "Fast R-CNN")
-        if proposals is None:
-            proposals = self.proposals(images)
-        elif len(proposals) != len(images):
-            raise ConfigError(f"proposals= needs one [K, 4] tensor per image ({len(images)}); got {len(proposals)}")
-        sizes = [tuple(images.shape[-2:])] * len(images)
-        fmap = self.features(images)
-        detections, losses = self.roi_heads([fmap], [p.to(fmap.dtype) for p in proposals], sizes, targets)
-        return losses if self.training else detections
+        return self.backbone(self.normalize(images))[-1]
 
 
 @register_model(task="detection", input_size=(3, 600, 600), num_params=58_711_529,

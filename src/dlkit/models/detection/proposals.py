@@ -6,20 +6,23 @@ first (`dlkit.ops.selective_search.SelectiveSearch` is one). Its boxes are clipp
 are dropped, the first `max_proposals` kept, and an image without any box gets the whole image as its one region
 (selective search's last merge is the whole image anyway). Proposals are the expensive step of both detectors, so
 each image's boxes are kept in a bounded least-recently-used cache keyed by a hash of the image's bytes: a training
-image runs the proposer once per run, not once per epoch.
+image runs the proposer once per run, not once per epoch. `ProposalDetector` is what the two detectors share around
+it: the proposals, the input normalisation and the forward through `RoIHeads`.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...ops.boxes import clip_boxes_to_image
+from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images, channel_stats, normalize_and_pad
+from .targets import check_targets
 
 
 class ExternalProposals:
@@ -88,3 +91,54 @@ class ExternalProposals:
 
     def __getstate__(self) -> dict:  # a copy (checkpoint, DDP, deepcopy) starts with an empty cache
         return {**self.__dict__, "_cache": OrderedDict()}
+
+
+class ProposalDetector(nn.Module):
+    """A detector on external proposals (R-CNN, Fast R-CNN): `model(images, targets)` in training returns
+    {loss_classifier, loss_box_reg}, `model(images)` in evaluation one {boxes, scores, labels} per image;
+    `proposals=` (one [K, 4] tensor per image) skips the proposer. A subclass builds `self.roi_heads` (`RoIHeads`)
+    and says in `features` what its regions are cut from (R-CNN: the normalised images; Fast R-CNN: the backbone's
+    shared map). `num_classes` counts the object classes (labels 1..C). Notes: 002 §4.3.2."""
+
+    display_name = "the detector"
+
+    def __init__(self, num_classes: int, in_chans: int, proposer: Callable[[Tensor], Tensor] | None,
+                 max_proposals: int, proposal_mode: str, proposal_cache: int, proposal_kwargs: Mapping | None,
+                 image_mean: Sequence[float] | float | None, image_std: Sequence[float] | float | None):
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ConfigError(f"{self.display_name} num_classes is the number of object classes (labels 1..C, >= 1; "
+                              f"the heads add the background); got {num_classes!r}")
+        self.num_classes, self.in_chans = num_classes, in_chans
+        self.proposer = ExternalProposals(proposer, max_proposals, proposal_mode, proposal_cache, proposal_kwargs)
+        self.register_buffer("image_mean", channel_stats(image_mean, IMAGENET_MEAN, in_chans, "image_mean"),
+                             persistent=False)
+        self.register_buffer("image_std", channel_stats(image_std, IMAGENET_STD, in_chans, "image_std"),
+                             persistent=False)
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """Images in [0, 1] normalised by the model's mean and std."""
+        return normalize_and_pad(images, self.image_mean, self.image_std, 1)
+
+    def features(self, images: Tensor) -> Tensor:
+        """The map [B, C, H', W'] the regions are cut from, for images in [0, 1]."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def proposals(self, images) -> list[Tensor]:
+        """The region proposals [K_i, 4] xyxy (pixels) of every image in [0, 1], cached per image."""
+        return self.proposer(batch_images(images, self.in_chans, self.display_name))
+
+    def forward(self, images, targets: Sequence[Mapping[str, Tensor]] | None = None,
+                proposals: Sequence[Tensor] | None = None):
+        images = batch_images(images, self.in_chans, self.display_name)
+        if self.training:
+            check_targets(targets, len(images), self.num_classes, self.display_name)
+        if proposals is None:
+            proposals = self.proposals(images)
+        elif len(proposals) != len(images):
+            raise ConfigError(f"proposals= needs one [K, 4] tensor per image ({len(images)}); got {len(proposals)}")
+        sizes = [tuple(images.shape[-2:])] * len(images)
+        fmap = self.features(images)
+        detections, losses = self.roi_heads([fmap], [p.to(fmap.dtype) for p in proposals], sizes, targets)
+        return losses if self.training else detections

@@ -38,10 +38,8 @@ from torch import Tensor, nn
 from ...errors import ConfigError
 from ...ops.roi import roi_align
 from ...registry import create_model, register_model
-from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images, channel_stats, normalize_and_pad
-from .proposals import ExternalProposals
+from .proposals import ProposalDetector
 from .roi_heads import FastRCNNPredictor, RoIHeads
-from .targets import check_targets
 
 
 def dilate_for_context(boxes: Tensor, warp_size: int, context_padding: int) -> Tensor:
@@ -94,12 +92,12 @@ class RegionCNN(nn.Module):
         return self.cnn(crops)
 
 
-class RCNN(nn.Module):
+class RCNN(ProposalDetector):
     """R-CNN (module docstring): external proposals -> warp -> CNN per region -> class scores and class-specific
-    box corrections. `model(images, targets)` in training returns {loss_classifier, loss_box_reg}; `model(images)`
-    in evaluation one {boxes, scores, labels} per image; `proposals=` (one [K, 4] tensor per image) skips the
-    proposer (`proposer`: a callable image -> boxes; None: `SelectiveSearch(proposal_mode, max_proposals,
-    **proposal_kwargs)`). Notes: 002 §4.3.2."""
+    box corrections (`ProposalDetector`: training and evaluation outputs, `proposals=`; `proposer`: a callable
+    image -> boxes; None: `SelectiveSearch(proposal_mode, max_proposals, **proposal_kwargs)`). Notes: 002 §4.3.2."""
+
+    display_name = "R-CNN"
 
     def __init__(self, num_classes: int = 20, backbone: str | nn.Module = "alexnet_original", in_chans: int = 3,
                  warp_size: int = 227, context_padding: int = 16, pretrained_backbone: bool | str = False,
@@ -110,41 +108,19 @@ class RCNN(nn.Module):
                  bbox_reg_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0), smooth_l1_beta: float = 1.0,
                  score_thresh: float = 0.05, nms_thresh: float = 0.3, detections_per_img: int = 100,
                  image_mean: Sequence[float] | float | None = None, image_std: Sequence[float] | float | None = None):
-        super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ConfigError(f"R-CNN num_classes is the number of object classes (labels 1..C, >= 1; the heads add "
-                              f"the background); got {num_classes!r}")
-        self.num_classes, self.in_chans, self.warp_size = num_classes, in_chans, warp_size
-        self.proposer = ExternalProposals(proposer, max_proposals, proposal_mode, proposal_cache, proposal_kwargs)
+        super().__init__(num_classes, in_chans, proposer, max_proposals, proposal_mode, proposal_cache,
+                         proposal_kwargs, image_mean, image_std)
+        self.warp_size = warp_size
         cnn = RegionCNN(backbone, in_chans, pretrained_backbone, backbone_kwargs)
         self.roi_heads = RoIHeads(WarpRegions(warp_size, context_padding), cnn,
                                   FastRCNNPredictor(cnn.width, num_classes + 1), fg_iou_thresh, fg_iou_thresh,
                                   batch_size_per_image, positive_fraction, bbox_reg_weights, score_thresh,
                                   nms_thresh, detections_per_img, smooth_l1_beta)
-        self.register_buffer("image_mean", channel_stats(image_mean, IMAGENET_MEAN, in_chans, "image_mean"),
-                             persistent=False)
-        self.register_buffer("image_std", channel_stats(image_std, IMAGENET_STD, in_chans, "image_std"),
-                             persistent=False)
         self.default_input_shape = (in_chans, 500, 500)
 
-    @torch.no_grad()
-    def proposals(self, images) -> list[Tensor]:
-        """The region proposals [K_i, 4] xyxy (pixels) of every image in [0, 1], cached per image."""
-        return self.proposer(batch_images(images, self.in_chans, "R-CNN"))
-
-    def forward(self, images, targets: Sequence[Mapping[str, Tensor]] | None = None,
-                proposals: Sequence[Tensor] | None = None):
-        images = batch_images(images, self.in_chans, "R-CNN")
-        if self.training:
-            check_targets(targets, len(images), self.num_classes, "R-CNN")
-        if proposals is None:
-            proposals = self.proposals(images)
-        elif len(proposals) != len(images):
-            raise ConfigError(f"proposals= needs one [K, 4] tensor per image ({len(images)}); got {len(proposals)}")
-        sizes = [tuple(images.shape[-2:])] * len(images)
-        x = normalize_and_pad(images, self.image_mean, self.image_std, 1)
-        detections, losses = self.roi_heads([x], [p.to(x.dtype) for p in proposals], sizes, targets)
-        return losses if self.training else detections
+    def features(self, images: Tensor) -> Tensor:
+        """R-CNN cuts its regions from the normalised images themselves (each warped and run through the CNN)."""
+        return self.normalize(images)
 
 
 @register_model(task="detection", input_size=(3, 227, 227), num_params=58_711_529,
