@@ -71,13 +71,18 @@ class FasterRCNN(nn.Module):
         x = normalize_and_pad(images, self.image_mean, self.image_std, self.size_divisible)
         return x, self.fpn(self.backbone(x)), [tuple(images.shape[-2:])] * len(images)
 
-    def forward(self, images, targets: Sequence[Mapping[str, Tensor]] | None = None):
-        if self.training or targets is not None:
-            check_targets(targets, len(images), self.num_classes, "Faster R-CNN")
+    def _detect(self, images, targets) -> tuple[list[Tensor], list[tuple[int, int]], list[dict], dict[str, Tensor]]:
+        """Features, the RPN's proposals and the RoI heads: (FPN maps, image sizes, detections, RPN + head losses)."""
         x, maps, sizes = self._features(images)
         proposals, rpn_losses = self.rpn(x, maps, targets, sizes)
         detections, box_losses = self.roi_heads(maps[:-1], proposals, sizes, targets)  # P6 only for proposals
-        return {**rpn_losses, **box_losses} if self.training else detections
+        return maps, sizes, detections, {**rpn_losses, **box_losses}
+
+    def forward(self, images, targets: Sequence[Mapping[str, Tensor]] | None = None):
+        if self.training or targets is not None:
+            check_targets(targets, len(images), self.num_classes, "Faster R-CNN")
+        _, _, detections, losses = self._detect(images, targets)
+        return losses if self.training else detections
 
     def proposals(self, images) -> list[Tensor]:
         """The region proposal network's boxes per image ([<= post_nms_top_n, 4] xyxy, best objectness first), as

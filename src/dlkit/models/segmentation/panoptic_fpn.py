@@ -144,15 +144,12 @@ class PanopticFPN(MaskRCNN):
             check_targets(targets, len(images), self.num_classes, "Panoptic FPN")
             check_mask_targets(targets, sizes, "Panoptic FPN")
             check_semantic_targets(targets, sizes, self.num_stuff_classes + 1, "Panoptic FPN")
-        x, maps, sizes = self._features(images)
-        proposals, rpn_losses = self.rpn(x, maps, targets, sizes)
-        detections, roi_losses = self.roi_heads(maps[:-1], proposals, sizes, targets)  # P6 only for proposals
+        maps, sizes, detections, losses = self._detect(images, targets)
         h, w = sizes[0]
         logits = self.semantic_head(maps[:4])[..., :h, :w]
         if self.training:
             goal = torch.stack([t["semantic"] for t in targets]).to(logits.device)
-            return {**rpn_losses, **roi_losses,
-                    "loss_semantic": semantic_loss(logits, goal, self.semantic_loss_weight)}
+            return {**losses, "loss_semantic": semantic_loss(logits, goal, self.semantic_loss_weight)}
         for d, lg in zip(detections, logits):
             d["semantic"] = lg
         return detections
