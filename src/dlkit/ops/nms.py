@@ -113,10 +113,11 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     when C x PER_CLASS_COST < N^2 (a Python iteration per class against ~N^2 / 2 IoU pairs).
     """
     _check(boxes, scores, idxs)
-    classes = idxs.unique() if len(boxes) > block else idxs[:0]
-    if len(classes) < 2 or len(classes) * PER_CLASS_COST >= len(boxes) ** 2:
-        return _greedy(boxes, scores, idxs, iou_threshold, block)
-    keep = torch.cat([members[_greedy(boxes[members], scores[members], None, iou_threshold, block)]
-                      for members in (torch.nonzero(idxs == c).flatten() for c in classes)])
-    keep = keep.sort().values  # input order, then a stable sort by score: equal scores stay in input order
-    return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
+    if len(boxes) > block:  # one block resolves everything at once: nothing to split
+        classes = idxs.unique()
+        if 1 < len(classes) and len(classes) * PER_CLASS_COST < len(boxes) ** 2:
+            keep = torch.cat([members[_greedy(boxes[members], scores[members], None, iou_threshold, block)]
+                              for members in (torch.nonzero(idxs == c).flatten() for c in classes)])
+            keep = keep.sort().values  # input order, then a stable sort by score: equal scores stay in input order
+            return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
+    return _greedy(boxes, scores, idxs, iou_threshold, block)

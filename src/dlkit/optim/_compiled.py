@@ -24,8 +24,7 @@ from torch import Tensor
 
 SLOTS = 32  # tensors per kernel call: fewer calls (each costs ~60 us of Python) against a longer compilation
 SMALL = 4096  # parameters with fewer elements share one slot (see Pack)
-SCALARS = 10  # per slot: step_size, 1/sqrt(bias_correction2), 1 - beta1, beta1, beta2, 1 - beta2, eps, decay, l2,
-#               sign
+SCALARS = 10  # per slot: step_size, 1/sqrt(1 - b2^t), 1 - b1, b1, b2, 1 - b2, eps, decay, l2, sign
 _PAD = (0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0)  # a padding slot's scalars: the update leaves it unchanged
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
@@ -136,7 +135,7 @@ def flat_views(p: Tensor, others: list[Tensor]) -> list[Tensor] | None:
 def step_scalars(t: float, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float, maximize: bool,
                  decay: str) -> tuple[float, ...]:
     """One slot's SCALARS numbers of `h`, computed in double precision as torch.optim computes them (the bias
-    corrections; beta1 as 1 - (1 - beta1), the weight lerp gives m)."""
+    corrections; m's two factors as the weights of torch's lerp: w1 = 1 - b1 and 1 - w1)."""
     bc1, bc2 = 1 - beta1**t, 1 - beta2**t
     l2 = weight_decay if decay == "l2" else 0.0
     shrink = 1.0 if decay == "l2" or weight_decay == 0 else 1 - (lr * weight_decay if decay == "decoupled"
