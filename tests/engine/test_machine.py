@@ -14,6 +14,7 @@ def test_describe_machine_names_the_cpu_cores_and_simd_level():
     assert text.startswith(cpu_model())
     assert f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}" in text
     assert f"{torch.get_num_threads()} threads" in text
+    assert ("native bf16" in text) == cpu_has_native_bf16()
 
 
 def test_resolve_bf16_reads_booleans_and_auto():
