@@ -242,6 +242,19 @@ def previous_run_files(run_dir: str | Path) -> list[str]:
     return ["config.json", *found] if found and (run_dir / "config.json").exists() else found
 
 
+def discard_unstarted_run(run_dir: str | Path) -> None:
+    """Remove an automatically named run folder (runs/NAME/TIME) whose run was refused before its first step, so
+    bad input leaves no empty runs behind: only a folder holding nothing but that run's config.json goes; one
+    with anything else in it (a checkpoint, metrics, a lock) is kept."""
+    run_dir = Path(run_dir)
+    try:
+        if [p.name for p in run_dir.iterdir()] == ["config.json"]:
+            (run_dir / "config.json").unlink()
+            run_dir.rmdir()
+    except OSError:
+        pass
+
+
 def clear_previous_run(run_dir: str | Path) -> None:
     """Delete the files of the run in `run_dir` (what --overwrite does). Refuses, deleting nothing, if the folder
     holds anything a run does not write (a .git folder, sources): --overwrite replaces a run, not a project."""

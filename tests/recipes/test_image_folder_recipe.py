@@ -80,3 +80,16 @@ def test_a_model_that_is_not_an_image_classifier_is_refused(tmp_path):
     with pytest.raises(DataNotFoundError, match="image folder not found"):
         dlkit.run_recipe("image-folder", smoke=True, data_dir=str(tmp_path / "none"), out=tmp_path / "r2",
                          report=False)
+
+
+def test_a_refused_run_leaves_no_empty_default_run_folder(tmp_path, monkeypatch):
+    """Bad input found while the run is built (here a missing data folder) removes the automatically named
+    runs/RECIPE/TIME folder, which holds only config.json then; a folder named with --out is the user's and stays."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataNotFoundError, match="image folder not found"):
+        dlkit.run_recipe("image-folder", smoke=True, data_dir=str(tmp_path / "none"), report=False)
+    assert list((tmp_path / "runs" / "image-folder").iterdir()) == []
+    with pytest.raises(DataNotFoundError, match="image folder not found"):
+        dlkit.run_recipe("image-folder", smoke=True, data_dir=str(tmp_path / "none"), out=tmp_path / "mine",
+                         report=False)
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["config.json"]

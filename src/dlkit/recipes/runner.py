@@ -30,7 +30,7 @@ from ..engine.logger import echo
 from ..engine.seeding import seed_everything
 from ..engine.trainer import Trainer, fit
 from ..errors import ConfigError, DlkitError
-from ..run_folder import RunLock, check_output_path, claim_run_dir
+from ..run_folder import RunLock, check_output_path, claim_run_dir, discard_unstarted_run
 from .options import Config, make_config, parse_value, set_option, trainer_config
 from .registry import Recipe, Setup, Study, get_recipe
 from .verify import git_commit
@@ -185,13 +185,20 @@ def run_recipe(name: str, *, overrides: Mapping | None = None, epochs: int | Non
         path, lock = claim_run_dir(run_dir, recipe=name, smoke=smoke, resume=resume is not None, overwrite=overwrite)
         return str(path)
 
+    named = run_dir is not None
     run_dir = Path(_on_main(claim, dist))
+    refused = False
     try:
         return _run_in(recipe, cfg, run_dir, dist, smoke=smoke, resume=resume is not None, changed=changed,
                        report=report, overridden=set(overrides))
+    except DlkitError:
+        refused = True
+        raise
     finally:
         if lock is not None:
             lock.release()
+            if refused and not named:
+                discard_unstarted_run(run_dir)
 
 
 def _run_in(recipe: Recipe, cfg: Config, run_dir: Path, dist, *, smoke: bool, resume: bool, changed: dict,
