@@ -1,6 +1,7 @@
 """The `dlkit` command line: listing, one-line errors with exit code 2, summary, status, report, verify."""
 
 import json
+import re
 
 import pytest
 
@@ -165,12 +166,23 @@ def test_run_smoke_writes_the_run_folder_and_report_rebuilds(capsys, tmp_path):
     out_dir = tmp_path / "run"
     code, out, _ = run(capsys, "run", "mlp-digits", "--smoke", "--out", str(out_dir))
     assert code == 0 and "test/accuracy" in out
+    assert "(reached" in out or "(did NOT reach" in out
+    assert "the expected >= 0.97 of the full run; this was a smoke run)" in out
     for name in ["config.json", "metrics.csv", "summary.json", "report.html", "model.safetensors",
                  "figures/curve_loss.png", "figures/confusion_matrix.png", "figures/predictions.png"]:
         assert (out_dir / name).is_file(), name
     assert list((out_dir / "checkpoints").glob("step_*.safetensors"))
     (out_dir / "report.html").unlink()
     assert run(capsys, "report", str(out_dir))[0] == 0 and (out_dir / "report.html").is_file()
+
+
+def test_the_expected_result_is_said_to_be_the_defaults_when_options_changed_it(capsys, tmp_path):
+    code, out, _ = run(capsys, "run", "mlp-digits", "--epochs", "1", "--set", "threads=1", "hidden=[16]",
+                       "--out", str(tmp_path / "run"))
+    assert code == 0
+    assert "the expected >= 0.97 of the recipe's defaults; this run set epochs, hidden)" in out  # threads: not
+    code, out, _ = run(capsys, "run", "mlp-digits", "--set", "threads=1", "--out", str(tmp_path / "run2"))
+    assert code == 0 and re.search(r"\((reached|did NOT reach) the expected >= 0\.97\) in ", out)  # no scope
 
 
 def test_verify_writes_record_and_fails_below_threshold(capsys, tmp_path, monkeypatch):

@@ -111,6 +111,18 @@ def cmd_show(args) -> int:
     return 0
 
 
+# options that change how a run is shown or where it runs, not what it learns
+_PRESENTATION = {"device", "threads", "progress", "log_every", "tensorboard"}
+
+
+def _expectation_scope(smoke: bool, given: dict) -> str:
+    """What the recipe's expected result was measured on, when this run differs from it."""
+    if smoke:
+        return " of the full run; this was a smoke run"
+    changed = sorted(set(given) - _PRESENTATION)
+    return f" of the recipe's defaults; this run set {', '.join(changed)}" if changed else ""
+
+
 def cmd_run(args) -> int:
     from .recipes import run_recipe
     from .recipes.options import INT_MAX, SEED_MAX
@@ -128,8 +140,11 @@ def cmd_run(args) -> int:
     if summary:
         mark = "reached" if summary["passed"] else "did NOT reach"
         op = ">=" if summary["higher_is_better"] else "<="
+        given = {**sets, **{k: v for k, v in (("epochs", args.epochs), ("seed", args.seed),
+                                              ("data_dir", args.data_dir)) if v is not None}}
         print(f"{summary['recipe']}: {summary['metric']} = {summary['value']:.4f} ({mark} the expected {op} "
-              f"{summary['threshold']:g}) in {summary['seconds']:.1f} s of training")
+              f"{summary['threshold']:g}{_expectation_scope(args.smoke, given)}) in {summary['seconds']:.1f} s of "
+              "training")
         run_dir = Path(summary["run_dir"])
         usable = (" (dlkit predict / dlkit export / dlkit.load_run use it)" if (run_dir / "model.json").is_file()
                   else "")
