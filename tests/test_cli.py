@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -183,6 +184,25 @@ def test_the_expected_result_is_said_to_be_the_defaults_when_options_changed_it(
     assert "the expected >= 0.97 of the recipe's defaults; this run set epochs, hidden)" in out  # threads: not
     code, out, _ = run(capsys, "run", "mlp-digits", "--set", "threads=1", "--out", str(tmp_path / "run2"))
     assert code == 0 and re.search(r"\((reached|did NOT reach) the expected >= 0\.97\) in ", out)  # no scope
+
+
+def test_show_and_list_read_the_checkouts_records_from_any_folder(capsys, tmp_path, monkeypatch):
+    import dlkit
+
+    checkout = Path(dlkit.__file__).resolve().parents[2] / "results" / "verify" / "lenet5-mnist.json"
+    if not checkout.is_file():
+        pytest.skip("dlkit is not imported from a source checkout with verify records")
+    rec = json.loads(checkout.read_text())
+    monkeypatch.chdir(tmp_path)  # no results/verify here: the checkout's records are read
+    expected = f"passed ({rec['value']:.4g}, {rec['date'][:10]})" if rec["passed"] else "FAILED"
+    assert expected in run(capsys, "show", "lenet5-mnist")[1]
+    assert expected in run(capsys, "list", "recipes", "lenet5")[1]
+    mine = tmp_path / "results" / "verify"  # a project folder with its own records: those are read
+    mine.mkdir(parents=True)
+    (mine / "lenet5-mnist.json").write_text(json.dumps({**rec, "value": 0.5, "passed": False}))
+    assert "FAILED (0.5, " in run(capsys, "show", "lenet5-mnist")[1]
+    (mine / "lenet5-mnist.json").unlink()
+    assert "not verified" in run(capsys, "show", "lenet5-mnist")[1]
 
 
 def test_verify_writes_record_and_fails_below_threshold(capsys, tmp_path, monkeypatch):

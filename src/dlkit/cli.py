@@ -29,8 +29,10 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _verified(name: str, results: Path = Path("results/verify")) -> str:
-    path = results / f"{name}.json"
+def _verified(name: str) -> str:
+    from .recipes.verify import records_dir
+
+    path = records_dir() / f"{name}.json"
     if not path.is_file():
         return "not verified"
     rec = json.loads(path.read_text())

@@ -15,6 +15,17 @@ import torch
 
 from ..engine.machine import describe_machine
 
+RESULTS = Path("results/verify")
+
+
+def records_dir() -> Path:
+    """Where `dlkit list recipes` and `dlkit show` read verify records: results/verify of the current folder when
+    it has one, else that of the source checkout dlkit is imported from (an editable install), else the former."""
+    if RESULTS.is_dir():
+        return RESULTS
+    checkout = Path(__file__).resolve().parents[3] / RESULTS
+    return checkout if checkout.is_dir() else RESULTS
+
 
 def git_commit() -> str:
     """The current git commit of the source tree, or 'unknown'."""
