@@ -148,8 +148,12 @@ def cmd_run(args) -> int:
               f"{summary['threshold']:g}{_expectation_scope(args.smoke, given)}) in {summary['seconds']:.1f} s of "
               "training")
         run_dir = Path(summary["run_dir"])
-        usable = (" (dlkit predict / dlkit export / dlkit.load_run use it)" if (run_dir / "model.json").is_file()
-                  else "")
+        usable = ""
+        if (run_dir / "model.json").is_file():
+            from .runs import TASKS as PREDICTS
+
+            tools = ("dlkit predict / dlkit export / " if summary.get("task") in PREDICTS else "") + "dlkit.load_run"
+            usable = f" ({tools} use it)"
         print(f"run folder: {run_dir}: report.html, figures/, metrics.csv, checkpoints/, model.safetensors{usable}")
     return 0
 

@@ -83,3 +83,40 @@ def test_export_of_a_trained_recipe_run_and_its_errors(tmp_path, capsys):
         export_run(load_run(out), "tflite")
     code = main(["export", str(tmp_path)])
     assert code == 2 and "expected model.json and model.safetensors" in capsys.readouterr().err
+
+
+def _hand_run(out, name, kwargs, task="sequence", **image):
+    torch.manual_seed(0)
+    model = dlkit.create_model(name, **kwargs)
+    save_file({k: v.clone() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))  # as dlkit run
+    (out / "model.json").write_text(json.dumps({"recipe": "hand", "task": task,
+                                                **model_spec(name, kwargs, class_names=None, **image)}))
+    return out
+
+
+def test_a_token_model_exports_with_token_id_inputs(tmp_path, capsys):
+    """A GPT run (no image input record) is exported on random token ids [batch, length]; the program computes the
+    eager logits for a batch size and ids it was not traced with."""
+    kwargs = {"vocab_size": 11, "block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16}
+    run_dir = _hand_run(tmp_path, "gpt_char_nano", kwargs)
+    assert main(["export", str(run_dir)]) == 0 and "equal to the eager model" in capsys.readouterr().out
+    program = torch.export.load(str(run_dir / "model.pt2")).module()
+    ids = torch.randint(11, (5, 16), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = load_run(run_dir).model(ids)
+    assert want.shape == (5, 16, 11) and torch.allclose(program(ids), want, atol=1e-6)
+
+
+def test_a_two_input_model_is_refused_in_one_line(tmp_path, capsys):
+    run_dir = _hand_run(tmp_path, "transformer_tiny", {})
+    assert main(["export", str(run_dir)]) == 2
+    assert "takes 2 inputs (a source and a target); dlkit export writes models of one input" in capsys.readouterr().err
+
+
+def test_a_detector_is_refused_in_one_line(tmp_path, capsys):
+    """A detector returns per-image dicts, not one tensor: one line naming what it returns, no traceback."""
+    run_dir = _hand_run(tmp_path, "localiser_tiny", {}, task="detection", channels=1, size=64, mean=0.0, std=1.0)
+    assert main(["export", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "(detection run) returns a list, not one tensor" in err and "Traceback" not in err
+    assert not (run_dir / "model.pt2").exists()

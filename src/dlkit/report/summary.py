@@ -131,7 +131,7 @@ def default_input_shape(model: nn.Module) -> tuple[int, ...] | None:
     return None
 
 
-def _required_inputs(model: nn.Module) -> int:
+def required_inputs(model: nn.Module) -> int:
     """How many positional inputs `model.forward` needs (2 for a translation model's source and target)."""
     params = inspect.signature(model.forward).parameters.values()
     n = sum(1 for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
@@ -153,7 +153,7 @@ def example_inputs(model: nn.Module, input_shape: tuple[int, ...], device="cpu")
     if takes_tokens(model):
         check_token_shape(model, tuple(input_shape))
         ids = torch.full(tuple(input_shape), TOKEN_ID, dtype=input_dtype(model), device=device)
-        return (ids,) * _required_inputs(model)
+        return (ids,) * required_inputs(model)
     return (torch.zeros(*input_shape, device=device, dtype=input_dtype(model)),)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
+from ..report.summary import default_input_shape, required_inputs, takes_tokens
 from ..runs import LoadedRun
 
 FORMATS = {"exported-program": "model.pt2", "onnx": "model.onnx"}
@@ -42,18 +43,25 @@ class ExportCheck:
 
 
 def example_input(run: LoadedRun, batch: int = 2, seed: int = 0) -> torch.Tensor:
-    """A random normal batch in the run's input layout [batch, C, H, W] (the padded size where training
-    padded), else the model's `default_input_shape`."""
+    """A random batch in the run's input layout: normal values [batch, C, H, W] (the padded size where training
+    padded), else random token ids [batch, length] for a token model (a GPT: its vocabulary, a sequence of
+    `default_input_shape` length), else normal values of the model's `default_input_shape`."""
+    g = torch.Generator().manual_seed(seed)
+    device = next(iter(run.model.parameters())).device
     spec = run.input
     if spec:
         shape = (spec["channels"], *(spec.get("pad_to") or spec["size"]))
+    elif takes_tokens(run.model):
+        if required_inputs(run.model) != 1:
+            raise ConfigError(f"{type(run.model).__name__} takes {required_inputs(run.model)} inputs (a source and a "
+                              "target); dlkit export writes models of one input")
+        vocab = next(m for m in run.model.modules() if isinstance(m, torch.nn.Embedding)).num_embeddings
+        return torch.randint(vocab, (batch, *default_input_shape(run.model)), generator=g).to(device)
     else:
         shape = getattr(run.model, "default_input_shape", None)
         if shape is None:
             raise ConfigError(f"{run.run_dir}/model.json has no input record and the model no default_input_shape: "
                               "the input layout to export with is unknown")
-    g = torch.Generator().manual_seed(seed)
-    device = next(iter(run.model.parameters())).device
     return torch.randn(batch, *shape, generator=g).to(device)
 
 
@@ -75,6 +83,12 @@ def export_run(run: LoadedRun, format: str = "exported-program", out: str | os.P
     path.parent.mkdir(parents=True, exist_ok=True)
     model = run.model.eval()
     x = example_input(run, batch=2)
+    with torch.no_grad():
+        y = model(x)
+    if not isinstance(y, torch.Tensor):
+        raise ConfigError(f"{type(model).__name__} ({run.task} run) returns a {type(y).__name__}, not one tensor, "
+                          "for an input batch; dlkit export writes networks that map one tensor to one tensor "
+                          "(classifiers, segmenters, language models); use dlkit.load_run for the others")
     if format == "exported-program":
         with torch.no_grad():
             program, dynamic = _export_program(model, x)
