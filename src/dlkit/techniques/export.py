@@ -55,7 +55,8 @@ def example_input(run: LoadedRun, batch: int = 2, seed: int = 0) -> torch.Tensor
         if required_inputs(run.model) != 1:
             raise ConfigError(f"{type(run.model).__name__} takes {required_inputs(run.model)} inputs (a source and a "
                               "target); dlkit export writes models of one input")
-        vocab = next(m for m in run.model.modules() if isinstance(m, torch.nn.Embedding)).num_embeddings
+        vocab = getattr(run.model, "vocab_size", None) or next(
+            m for m in run.model.modules() if isinstance(m, torch.nn.Embedding)).num_embeddings  # its first layer
         return torch.randint(vocab, (batch, *default_input_shape(run.model)), generator=g).to(device)
     else:
         shape = getattr(run.model, "default_input_shape", None)
