@@ -16,17 +16,21 @@ from dlkit.techniques import export as export_module
 from dlkit.techniques.export import export_run
 
 
+def _hand_run(out, name, kwargs, task="sequence", **spec):
+    """A run folder of a randomly initialised registry model, written by hand as `dlkit run` would (tied weights
+    cloned, as it does)."""
+    torch.manual_seed(0)
+    model = dlkit.create_model(name, **kwargs)
+    save_file({k: v.clone() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+    (out / "model.json").write_text(json.dumps({"recipe": "hand", "task": task, **model_spec(name, kwargs, **spec)}))
+    return out
+
+
 @pytest.fixture(scope="module")
 def lenet_run(tmp_path_factory):
     """A run folder of a randomly initialised lenet5 with 3 classes, written by hand as `dlkit run` would."""
-    out = tmp_path_factory.mktemp("lenet")
-    torch.manual_seed(0)
-    model = dlkit.create_model("lenet5", num_classes=3)
-    save_file(model.state_dict(), str(out / "model.safetensors"))
-    spec = model_spec("lenet5", {"num_classes": 3}, class_names=["a", "b", "c"], channels=1, size=28, mean=0.13,
-                      std=0.31)
-    (out / "model.json").write_text(json.dumps({"recipe": "hand", "task": "classification", **spec}))
-    return out
+    return _hand_run(tmp_path_factory.mktemp("lenet"), "lenet5", {"num_classes": 3}, task="classification",
+                     class_names=["a", "b", "c"], channels=1, size=28, mean=0.13, std=0.31)
 
 
 def test_exported_program_reloads_and_computes_the_eager_function(lenet_run, tmp_path, capsys):
@@ -83,15 +87,6 @@ def test_export_of_a_trained_recipe_run_and_its_errors(tmp_path, capsys):
         export_run(load_run(out), "tflite")
     code = main(["export", str(tmp_path)])
     assert code == 2 and "expected model.json and model.safetensors" in capsys.readouterr().err
-
-
-def _hand_run(out, name, kwargs, task="sequence", **image):
-    torch.manual_seed(0)
-    model = dlkit.create_model(name, **kwargs)
-    save_file({k: v.clone() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))  # as dlkit run
-    (out / "model.json").write_text(json.dumps({"recipe": "hand", "task": task,
-                                                **model_spec(name, kwargs, class_names=None, **image)}))
-    return out
 
 
 def test_a_token_model_exports_with_token_id_inputs(tmp_path, capsys):

@@ -37,7 +37,7 @@ def git_commit() -> str:
         return "unknown"
 
 
-def verify_recipe(name: str, results_dir: str | Path = "results/verify", device: str | None = None,
+def verify_recipe(name: str, results_dir: str | Path = RESULTS, device: str | None = None,
                   data_dir: str | None = None) -> dict:
     """Run recipe `name` as registered (in runs/verify/NAME, replacing the previous verification run) and record
     whether it reached its expected result. `results_dir` is checked before the training, not after it."""

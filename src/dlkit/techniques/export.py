@@ -52,9 +52,10 @@ def example_input(run: LoadedRun, batch: int = 2, seed: int = 0) -> torch.Tensor
     if spec:
         shape = (spec["channels"], *(spec.get("pad_to") or spec["size"]))
     elif takes_tokens(run.model):
-        if required_inputs(run.model) != 1:
-            raise ConfigError(f"{type(run.model).__name__} takes {required_inputs(run.model)} inputs (a source and a "
-                              "target); dlkit export writes models of one input")
+        inputs = required_inputs(run.model)
+        if inputs != 1:
+            raise ConfigError(f"{type(run.model).__name__} takes {inputs} inputs (a source and a target); dlkit export "
+                              "writes models of one input")
         vocab = getattr(run.model, "vocab_size", None) or next(
             m for m in run.model.modules() if isinstance(m, torch.nn.Embedding)).num_embeddings  # its first layer
         return torch.randint(vocab, (batch, *default_input_shape(run.model)), generator=g).to(device)
