@@ -105,6 +105,18 @@ def test_a_val_folder_uses_the_training_class_ids(tmp_path):
     assert split_folders(tmp_path / "train") == {"train": tmp_path / "train"}  # ROOT/CLASS layout
 
 
+def test_an_empty_class_folder_is_refused_in_training_and_allowed_in_validation(tmp_path):
+    _write(tmp_path / "train", ["ant", "bee"])
+    (tmp_path / "train" / "cat").mkdir()
+    (tmp_path / "train" / "cat" / "notes.txt").write_text("not an image")
+    with pytest.raises(DataNotFoundError, match=r"class folder\(s\) \['cat'\] .* hold no images.*2 of 3 classes"):
+        ImageFolder(tmp_path / "train")  # a class the model would have to output but never sees
+    (tmp_path / "val" / "ant").mkdir(parents=True)
+    _write(tmp_path / "val", ["bee"])
+    val = ImageFolder(tmp_path / "val", classes=["ant", "bee", "cat"])  # a class missing from val is fine
+    assert val.classes == ["ant", "bee", "cat"] and set(val.targets) == {1}
+
+
 def test_loaders_normalise_like_the_eager_reader_and_workers_give_the_same_batches(tmp_path):
     from dlkit.data.image_folder import image_folder_loaders
 

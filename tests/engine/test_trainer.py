@@ -13,7 +13,7 @@ from dlkit.data.loader import TensorLoader
 from dlkit.engine.checkpoint import list_checkpoints, load_checkpoint_file
 from dlkit.engine.task import Task
 from dlkit.engine.trainer import Trainer, TrainerConfig
-from dlkit.errors import ConfigError, TrainingDiverged
+from dlkit.errors import CheckpointError, ConfigError, TrainingDiverged
 
 
 def train(run_dir, resume=None, **cfg):
@@ -51,6 +51,19 @@ def test_resume_with_ema_and_early_stopping_state_is_bit_exact(tmp_path):
     resumed = train(tmp_path / "b", resume=tmp_path / "b", **kw)
     assert same_weights(full.ema.module, resumed.ema.module)
     assert full.callbacks[0].best == resumed.callbacks[0].best is not None
+
+
+def test_resume_onto_a_model_built_differently_is_refused_in_one_line_and_keeps_the_checkpoint(tmp_path):
+    train(tmp_path / "run", epochs=3, max_steps=4)  # the model outputs 3 classes
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run" / "checkpoints").iterdir()}
+    torch.manual_seed(0)
+    wider = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 4))  # the data gained a class
+    trainer = Trainer(ToyClassifier(wider), *toy_loaders(), TrainerConfig(epochs=3, progress=False, tensorboard=False),
+                      run_dir=tmp_path / "run")
+    with pytest.raises(CheckpointError, match=r"step_000000004.json does not fit the model this run builds now "
+                                              r"\(shapes differ: 3.weight \[3, 16\] in the checkpoint, \[4, 16\] now"):
+        trainer.fit(resume=tmp_path / "run")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run" / "checkpoints").iterdir()} == before
 
 
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):

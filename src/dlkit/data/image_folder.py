@@ -51,12 +51,14 @@ def _check_size(size) -> tuple[int, int] | None:
 def find_images(root: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS,
                 classes: Sequence[str] | None = None):
     """(list of (path, class id), sorted class names) for the `root/CLASS/*` layout; `classes` fixes the class
-    list and ids (a validation folder uses its training folder's, so that a missing class shifts no id)."""
+    list and ids (a validation folder uses its training folder's, so that a missing class shifts no id).
+    Without `classes` every class folder must hold an image: an empty one would be a class that never trains."""
     root = Path(root)
     if not root.is_dir():
         raise DataNotFoundError(f"image folder not found: {root} (expected root/CLASS_NAME/image files)")
     exts = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
     found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    own_classes = classes is None
     if classes is not None:
         extra = sorted(set(found) - set(classes))
         if extra:
@@ -69,6 +71,11 @@ def find_images(root: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTEN
     if not samples:
         raise DataNotFoundError(f"no images with extensions {list(exts)} in class folders under {root}; "
                                 f"found class folders {classes[:10]}. Expected root/CLASS_NAME/*.png")
+    empty = sorted(set(found) - {classes[i] for _, i in samples}) if own_classes else []
+    if empty:
+        raise DataNotFoundError(f"class folder(s) {empty[:10]} under {root} hold no images with extensions "
+                                f"{list(exts)}; expected at least one image per class (got {len(classes) - len(empty)}"
+                                f" of {len(classes)} classes with images). Add images to them or remove them")
     return samples, classes
 
 

@@ -207,3 +207,23 @@ def load_latest_checkpoint(directory: str | Path) -> tuple[dict, Path]:
         return state, path
     raise CheckpointError("every checkpoint in {} is damaged, so the run cannot continue; start it again with "
                           "--overwrite (or another --out). {}".format(directory, "; ".join(errors)))
+
+
+def check_weights_fit(saved: dict, current: dict, path: str | Path) -> None:
+    """Refuse, in one line, a checkpoint's model weights `saved` that do not fit the model built now (`current`,
+    its state_dict): names missing on either side or shapes that differ. This happens when what a run's model is
+    built from changed between the run and its resume (the data's classes, an edited recipe)."""
+    missing = [k for k in current if k not in saved]
+    unexpected = [k for k in saved if k not in current]
+    shapes = [f"{k} {list(saved[k].shape)} in the checkpoint, {list(v.shape)} now" for k, v in current.items()
+              if k in saved and tuple(saved[k].shape) != tuple(v.shape)]
+    if not (missing or unexpected or shapes):
+        return
+    details = "; ".join(part for part in (
+        f"shapes differ: {', '.join(shapes[:3])}" if shapes else "",
+        f"weights the checkpoint lacks: {', '.join(missing[:3])}" if missing else "",
+        f"weights the model lacks: {', '.join(unexpected[:3])}" if unexpected else "") if part)
+    raise CheckpointError(f"checkpoint {path} does not fit the model this run builds now ({details}): what the model "
+                          "is built from changed since the run started (for example the class folders of its data, "
+                          "or the recipe's code). Restore them as they were to continue, or start a new run with "
+                          "--overwrite (or another --out)")

@@ -322,6 +322,7 @@ class Trainer:
         run_dir = Path(run_dir)
         folder = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
         state, path = ckpt.load_latest_checkpoint(folder)
+        ckpt.check_weights_fit(state["model"], self.model.state_dict(), path)
         self.load_state_dict(state)
         if lr is not None:
             self._rescale_lr(lr)
