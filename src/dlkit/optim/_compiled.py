@@ -29,6 +29,17 @@ _PAD = (0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0)  # a padding slot's sc
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
+def _decay_and_moments(p: Tensor, g: Tensor, m: Tensor, v: Tensor, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The update up to its last line, for one slot's scalars `h`: `g <- sign g + l2 theta`, `theta <- decay
+    theta`, `m <- b1 m + (1 - b1) g`, `s <- b2 s + (1 - b2) g^2`; returns (step_size, 1 / sqrt(1 - b2^t), eps)."""
+    step_size, inv_bc2_sqrt, w1, b1, b2, w2, eps, decay, l2, sign = h.unbind()
+    g = g * sign + l2 * p
+    p.mul_(decay)
+    m.mul_(b1).add_(w1 * g)
+    v.mul_(b2).add_(w2 * g * g)
+    return step_size, inv_bc2_sqrt, eps
+
+
 def _adam_update(ps: list[Tensor], gs: list[Tensor], ms: list[Tensor], vs: list[Tensor], h: Tensor) -> None:
     """theta <- theta * decay - step_size m / (sqrt(s) / sqrt(1 - b2^t) + eps), with m, s updated first.
 
@@ -39,11 +50,7 @@ def _adam_update(ps: list[Tensor], gs: list[Tensor], ms: list[Tensor], vs: list[
     instructions: the same numbers up to float rounding (tests: 2e-7 after 5 steps, 1e-5 after 100).
     """
     for i, (p, g, m, v) in enumerate(zip(ps, gs, ms, vs)):
-        step_size, inv_bc2_sqrt, w1, b1, b2, w2, eps, decay, l2, sign = h[SCALARS * i:SCALARS * (i + 1)].unbind()
-        g = g * sign + l2 * p
-        p.mul_(decay)
-        m.mul_(b1).add_(w1 * g)
-        v.mul_(b2).add_(w2 * g * g)
+        step_size, inv_bc2_sqrt, eps = _decay_and_moments(p, g, m, v, h[SCALARS * i:SCALARS * (i + 1)])
         p.sub_(m / (v.sqrt() * inv_bc2_sqrt + eps) * step_size)
 
 
@@ -51,11 +58,7 @@ def _amsgrad_update(ps: list[Tensor], gs: list[Tensor], ms: list[Tensor], vs: li
                     h: Tensor) -> None:
     """`_adam_update` dividing by the running maximum x of s (AMSGrad): x <- max(x, s) before the step."""
     for i, (p, g, m, v, x) in enumerate(zip(ps, gs, ms, vs, xs)):
-        step_size, inv_bc2_sqrt, w1, b1, b2, w2, eps, decay, l2, sign = h[SCALARS * i:SCALARS * (i + 1)].unbind()
-        g = g * sign + l2 * p
-        p.mul_(decay)
-        m.mul_(b1).add_(w1 * g)
-        v.mul_(b2).add_(w2 * g * g)
+        step_size, inv_bc2_sqrt, eps = _decay_and_moments(p, g, m, v, h[SCALARS * i:SCALARS * (i + 1)])
         x.copy_(torch.maximum(x, v))
         p.sub_(m / (x.sqrt() * inv_bc2_sqrt + eps) * step_size)
 
