@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from toy import Stream, ToyClassifier, toy_loaders, toy_model
+from toy import Stream, ToyClassifier, toy_data, toy_loaders, toy_model
 
 from dlkit.engine.callbacks import Callback, LambdaCallback
 from dlkit.engine.checkpoint import list_checkpoints
@@ -150,3 +150,88 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_restarts_it(tmp_path
     assert "restarting it from step 0 with its saved configuration" in capsys.readouterr().err
     assert summary["steps"] == 8 and summary["smoke"] and (out / "model.safetensors").is_file()
     assert json.loads((out / "config.json").read_text())["config"]["lr"] == 0.01
+
+
+class _Draws(torch.utils.data.IterableDataset):
+    """Endless random batches drawn from torch's global generator, as a user's IterableDataset often does."""
+
+    def __iter__(self):
+        x, y = toy_data()
+        while True:
+            idx = torch.randint(0, len(x), (16,))
+            yield x[idx], y[idx]
+
+
+def test_a_dataloader_over_an_endless_iterable_dataset_trains_in_steps_and_resumes_bit_exactly(tmp_path):
+    from torch.utils.data import DataLoader
+
+    def trainer(run_dir, steps):
+        return make_trainer(run_dir, data=DataLoader(_Draws(), batch_size=None), max_steps=steps)
+
+    full = trainer(tmp_path / "full", 12)
+    full.fit()  # a DataLoader has __len__, but over this dataset len() raises TypeError: the data is endless
+    assert full.step == 12 and not full.sized
+    trainer(tmp_path / "part", 7).fit()
+    torch.manual_seed(999)
+    resumed = trainer(tmp_path / "part", 12)
+    resumed.fit(resume=tmp_path / "part")  # the stream is replayed from the random state it started with
+    assert all(torch.equal(a, b) for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()))
+
+
+@pytest.mark.parametrize("stop_at", [3, 6, 8])  # mid-epoch, at the end of the first epoch, mid second epoch
+def test_resume_with_a_shuffling_torch_dataloader_is_bit_exact(tmp_path, stop_at):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    def trainer(run_dir, steps):  # 6 batches an epoch, shuffled by torch's global generator at each epoch
+        return make_trainer(run_dir, data=DataLoader(TensorDataset(*toy_data()), batch_size=16, shuffle=True),
+                            epochs=3, max_steps=steps)
+
+    full = trainer(tmp_path / "full", None)
+    full.fit()
+    trainer(tmp_path / "part", stop_at).fit()
+    torch.manual_seed(999)
+    resumed = trainer(tmp_path / "part", None)
+    resumed.fit(resume=tmp_path / "part")
+    assert resumed.step == full.step == 18
+    assert all(torch.equal(a, b) for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()))
+
+
+def test_a_new_run_in_a_folder_holding_another_runs_checkpoints_is_refused_and_keeps_them(tmp_path):
+    make_trainer(tmp_path, data=toy_loaders()[0], epochs=2).fit()
+    before = {p.name: p.read_bytes() for p in (tmp_path / "checkpoints").iterdir()}
+    second = make_trainer(tmp_path, data=toy_loaders()[0], epochs=1)
+    with pytest.raises(ConfigError, match=r"already holds the checkpoints of a run \(newest: step_000000012.json\); "
+                                          r"continue it with fit\(resume="):
+        second.fit()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "checkpoints").iterdir()} == before
+    second.fit(resume=tmp_path)  # continuing it is what the message offers
+    assert second.step == 12
+
+
+def test_fit_returns_the_metrics_of_the_weights_it_returns(tmp_path):
+    def score(trainer):
+        return trainer.evaluate(trainer.val_data, "val")["val/loss"]
+
+    # early stopping restores the best weights: their metrics, not the last evaluation's, are the result
+    torch.manual_seed(7)  # large steps (lr 0.5): the validation loss soon stops falling
+    trainer = Trainer(ToyClassifier(toy_model(), lr=0.5), toy_loaders()[0], toy_loaders()[1],
+                      quiet(epochs=40, early_stopping_patience=1))
+    metrics = trainer.fit()
+    assert trainer.callbacks[0].stopped and trainer.step < 240
+    assert metrics["val/loss"] == pytest.approx(score(trainer), abs=1e-6) == pytest.approx(trainer.callbacks[0].best)
+    # a callback's stop between evaluations: the final weights are scored
+    stopper = LambdaCallback(on_step_end=lambda t, out: t.request_stop("enough") if t.step == 7 else None)
+    trainer = make_trainer(data=toy_loaders()[0], epochs=3, callbacks=[stopper])
+    metrics = trainer.fit()
+    assert trainer.step == 7 and metrics["val/loss"] == pytest.approx(score(trainer), abs=1e-6)
+
+
+def test_fit_trains_with_gradients_in_float32_inside_a_callers_no_grad_or_autocast():
+    seen = []
+    record = LambdaCallback(on_step_end=lambda t, out: seen.append(out["loss"].dtype))
+    for outer in (torch.no_grad(), torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16)):
+        trainer = make_trainer(data=toy_loaders()[0], epochs=1, callbacks=[record])
+        with outer:
+            trainer.fit()
+        assert trainer.step == 6 and set(seen) == {torch.float32}
+    assert torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")

@@ -41,7 +41,8 @@ class Callback:
 
 class EarlyStopping(Callback):
     """Stop when `monitor` has not improved for `patience` evaluations; keep the best weights and restore them
-    at the end (Notes: 000 §2.5). With EMA on, the weights evaluated (the EMA's) are the ones kept."""
+    at the end, and with them their metrics as the fit's result (Notes: 000 §2.5). With EMA on, the weights
+    evaluated (the EMA's) are the ones kept."""
 
     def __init__(self, monitor: str = "val/loss", mode: str = "min", patience: int = 5):
         if mode not in ("min", "max"):
@@ -52,6 +53,7 @@ class EarlyStopping(Callback):
         self.best: float | None = None
         self.bad_evals = 0
         self.best_state: dict | None = None
+        self.best_metrics: dict[str, float] = {}
         self.stopped = False
 
     def _improved(self, value: float) -> bool:
@@ -67,6 +69,7 @@ class EarlyStopping(Callback):
         if self._improved(value):
             self.best, self.bad_evals = value, 0
             self.best_state = {k: v.detach().clone() for k, v in trainer.eval_model.state_dict().items()}
+            self.best_metrics = dict(metrics)
             return
         self.bad_evals += 1
         if self.bad_evals >= self.patience:
@@ -77,9 +80,11 @@ class EarlyStopping(Callback):
     def on_fit_end(self, trainer: Trainer) -> None:
         if self.stopped and self.best_state is not None:
             trainer.eval_model.load_state_dict(self.best_state)
+            trainer.last_metrics.update(self.best_metrics)  # fit() returns the metrics of the weights it returns
 
     def state_dict(self) -> dict:
-        state: dict = {"best": self.best, "bad_evals": self.bad_evals, "stopped": self.stopped}
+        state: dict = {"best": self.best, "bad_evals": self.bad_evals, "stopped": self.stopped,
+                       "best_metrics": self.best_metrics}
         if self.best_state is not None:
             state["best_state"] = self.best_state
         return state
@@ -88,6 +93,7 @@ class EarlyStopping(Callback):
         self.best, self.bad_evals = state["best"], state["bad_evals"]
         self.stopped = state.get("stopped", False)
         self.best_state = state.get("best_state")
+        self.best_metrics = dict(state.get("best_metrics", {}))
 
 
 class LambdaCallback(Callback):

@@ -155,6 +155,9 @@ class Trainer:
         self.device = torch.device(cfg.device if not cfg.device.startswith("cuda") or not self.dist.enabled
                                    else f"cuda:{self.dist.local_rank}")
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        # another run's checkpoints, which a new fit() refuses to mix with its own (fit(resume=...) continues them);
+        # listed before DDP's first collective, so that every rank sees the folder before rank 0 writes to it
+        self._previous_run = ckpt.list_checkpoints(self.run_dir / "checkpoints") if self.run_dir else []
         self.step = 0            # optimizer steps done
         self.epoch = 0           # current epoch (always 0 for endless data)
         self.batch_in_epoch = 0  # batches of the current epoch already trained
@@ -165,11 +168,12 @@ class Trainer:
         self._last_checkpoint: Path | None = None  # the newest checkpoint written or resumed from
         self._signals = SignalWatch()  # entered by fit(): SIGTERM/SIGINT stop at the next step boundary
         self._evaluated_step: int | None = None
+        self._epoch_rng: tuple | None = None  # the random state the current epoch's iterator was created with
         self.train_seconds = 0.0
         self.callbacks = list(callbacks)
         if cfg.early_stopping_patience is not None:
             self.callbacks.append(EarlyStopping(cfg.monitor, cfg.monitor_mode, cfg.early_stopping_patience))
-        self.sized = hasattr(train_data, "__len__")
+        self.sized = _has_length(train_data)
         if not self.sized and cfg.max_steps is None:
             raise ConfigError("the training data is an endless iterable (it has no length), so the run must be "
                               "counted in steps: set max_steps")
@@ -275,6 +279,8 @@ class Trainer:
         }
         if hasattr(self.train_data, "state_dict"):
             state["data"] = self.train_data.state_dict()
+        if self._epoch_rng is not None:
+            state["epoch_rng"], state["epoch_rng_values"] = self._epoch_rng
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
         return state
@@ -298,6 +304,7 @@ class Trainer:
         if self.ema is not None and "ema" in state:
             self.ema.load_state_dict(state["ema"])
         set_rng_state(state["rng"], state["rng_values"])
+        self._epoch_rng = (state["epoch_rng"], state["epoch_rng_values"]) if "epoch_rng" in state else None
 
     def save(self) -> Path | None:
         """Write a checkpoint of everything needed to continue bit-exactly (rank 0 only). Weights that are no longer
@@ -439,17 +446,30 @@ class Trainer:
         return out
 
     def _epoch_batches(self):
+        """The iterator of this epoch's batches (of the stream, for endless data), past the `batch_in_epoch`
+        batches a resumed run has already trained. Data that cannot start mid-way (no `iter_from`, no stream
+        state) is replayed: its iterator is created again from the random state the original was created with
+        (a torch DataLoader draws its shuffle order and worker seeds there), the trained batches are drawn and
+        dropped, and the random state of the checkpoint is put back, so the run continues bit-exactly."""
         data = self.train_data
-        if not self.sized:
-            if self.batch_in_epoch and not hasattr(data, "load_state_dict"):
-                return _skip(iter(data), self.batch_in_epoch)  # no saved stream state: replay the stream
+        if self.sized:
+            if hasattr(data, "set_epoch"):
+                data.set_epoch(self.epoch)
+            elif hasattr(getattr(data, "sampler", None), "set_epoch"):
+                data.sampler.set_epoch(self.epoch)
+            if hasattr(data, "iter_from"):
+                return data.iter_from(self.batch_in_epoch)
+        elif hasattr(data, "load_state_dict"):  # a stream that saved its own position
             return iter(data)
-        if hasattr(data, "set_epoch"):
-            data.set_epoch(self.epoch)
-        elif hasattr(getattr(data, "sampler", None), "set_epoch"):
-            data.sampler.set_epoch(self.epoch)
-        return data.iter_from(self.batch_in_epoch) if hasattr(data, "iter_from") else \
-            _skip(iter(data), self.batch_in_epoch)
+        if not self.batch_in_epoch:
+            self._epoch_rng = get_rng_state()
+            return iter(data)
+        now = get_rng_state()
+        if self._epoch_rng is not None:  # None: a checkpoint of an older dlkit, which did not save it
+            set_rng_state(*self._epoch_rng)
+        it = _skip(iter(data), self.batch_in_epoch)
+        set_rng_state(*now)
+        return it
 
     def _finished(self) -> bool:
         if self.cfg.max_steps is not None and self.step >= self.cfg.max_steps:
@@ -463,7 +483,7 @@ class Trainer:
         Every process-wide torch setting it changes (threads, deterministic flags) is restored on return, and so
         are the SIGTERM/SIGINT handlers: while it runs, either signal stops training at the next step boundary
         with a checkpoint and raises `Preempted` (exit code 143 or 130 on the command line)."""
-        with global_state.restored(), SignalWatch() as signals:
+        with global_state.restored(), SignalWatch() as signals, _own_precision_and_grad(self.device.type):
             self._signals = signals
             if self.cfg.threads is not None:
                 torch.set_num_threads(self.cfg.threads)  # on a busy machine 1 avoids threads spinning on each other
@@ -471,6 +491,7 @@ class Trainer:
 
     def _fit(self, resume, lr=None) -> dict[str, float]:
         cfg, main = self.cfg, self.dist.is_main
+        previous_run, self._previous_run = self._previous_run, []  # a later fit() continues this Trainer's run
         if resume is not None:
             path = self.resume(resume, lr)
             at_lr = f", lr scaled to {lr:g}" if lr is not None else ""
@@ -478,6 +499,10 @@ class Trainer:
         elif lr is not None:
             raise ConfigError("lr= is for resuming a run (fit(resume=..., lr=...)); set the learning rate of a new "
                               "run in its task")
+        elif previous_run:
+            raise ConfigError(f"{self.run_dir} already holds the checkpoints of a run (newest: {previous_run[-1].name}"
+                              f"); continue it with fit(resume={str(self.run_dir)!r}), or give this run an empty "
+                              "folder (or delete that run's files first): the two runs would mix")
         logger = MetricLogger(self.run_dir, enabled=main, tensorboard=cfg.tensorboard,
                               resume_step=self.step if resume is not None else None)
         self.model.train()
@@ -497,8 +522,7 @@ class Trainer:
                 self.batch_in_epoch = 0
                 if not self._stop and time.perf_counter() - self._last_save >= EPOCH_CHECKPOINT_MIN_SECONDS:
                     self.save()  # at epoch ends, unless the newest checkpoint is only seconds old (tiny epochs)
-            if not self._stop:
-                self._validate(logger)  # the final weights are always scored
+            self._validate(logger)  # the final weights are always scored (a no-op where they just were)
         finally:
             logger.close()
         self.train_seconds = time.perf_counter() - t0
@@ -612,6 +636,24 @@ def _state_in_param_layout(optimizer: torch.optim.Optimizer) -> None:
 def _means(running: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
     """The mean of each logged scalar's values since the last log (on the device: no host read)."""
     return {k: torch.stack(vs).float().mean() for k, vs in running.items() if vs}
+
+
+@contextlib.contextmanager
+def _own_precision_and_grad(device_type: str):
+    """Training computes gradients and in the precision its config says (`bf16`), whatever the caller's context:
+    a `torch.no_grad()` / `inference_mode()` or an outer `torch.autocast` does not reach into fit()."""
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device_type, enabled=False):
+        yield
+
+
+def _has_length(data) -> bool:
+    """Whether `data` has a length: a DataLoader always has `__len__`, but over an IterableDataset without one,
+    `len()` raises TypeError, and such data is endless (counted in steps)."""
+    try:
+        len(data)
+    except TypeError:
+        return False
+    return True
 
 
 def _skip(it, n: int):
