@@ -41,6 +41,7 @@ from ...ops.boxes import clip_boxes_to_image
 from ...registry import create_model, register_model
 from ..backbone import Backbone, FeatureExtractor
 from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images, channel_stats
+from .targets import check_targets
 
 RADIUS_RULES = ("exact", "released")
 PRIOR_BIAS = -2.19  # -ln((1 - 0.1) / 0.1): the paper's heat-map bias, a prior probability of 0.1
@@ -111,7 +112,7 @@ def centernet_targets(targets: Sequence[Mapping[str, Tensor]], num_classes: int,
     dy = ys[None, :] - cell[:, 1:]  # [N, h]
     gx = torch.exp(-dx * dx / (2 * sigma[:, None] ** 2)) * (dx.abs() <= radius[:, None])
     gy = torch.exp(-dy * dy / (2 * sigma[:, None] ** 2)) * (dy.abs() <= radius[:, None])
-    splats = (gy[:, :, None] * gx[:, None, :]).reshape(len(cell), -1)  # separable: exp(-(dx^2 + dy^2) / 2 sigma^2)
+    splats = (gy[:, :, None] * gx[:, None, :]).reshape(len(cell), mh * mw)  # separable: exp(-(dx^2 + dy^2) / 2 sigma^2)
     rows = (image * num_classes + label - 1)[:, None].expand_as(splats)
     heatmap.scatter_reduce_(0, rows, splats, "amax")
     cell = cell.long()
@@ -274,9 +275,7 @@ class CenterNet(nn.Module):
                               "[M, 4] xyxy, labels [M] in 1..C} per image; call model.eval() to detect")
         maps = self.forward_maps(images)
         if self.training:
-            if not isinstance(targets, list | tuple) or len(targets) != len(maps["heatmap"]):
-                raise ConfigError(f"targets must be a list of {len(maps['heatmap'])} dicts (one per image) with "
-                                  f"boxes and labels; got {type(targets).__name__}")
+            check_targets(targets, len(maps["heatmap"]), self.num_classes, "CenterNet")
             t = centernet_targets(targets, self.num_classes, maps["heatmap"].shape[-2:], self.output_stride,
                                   self.min_overlap, self.radius_rule)
             return self.loss(maps["heatmap"], maps["size"], maps["offset"], t["heatmap"], t["centres"], t["size"],

@@ -33,6 +33,7 @@ from ...errors import ConfigError
 from ...ops.boxes import box_convert, clip_boxes_to_image
 from ...registry import create_model, register_model
 from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images, channel_stats
+from .targets import check_targets
 
 BOX_LOSSES = ("mse", "l2", "smooth_l1")
 
@@ -110,22 +111,14 @@ class Localiser(nn.Module):
 
     def encode_targets(self, targets, batch: int, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
         """Class indices [B] (label - 1) and normalised boxes [B, 4] (cx/W, cy/H, w/W, h/H) of one-object targets."""
-        if not isinstance(targets, list | tuple) or len(targets) != batch:
-            raise ConfigError(f"targets must be a list of {batch} dicts (one per image) with boxes and labels; got "
-                              f"{type(targets).__name__}"
-                              f"{f' of length {len(targets)}' if isinstance(targets, list | tuple) else ''}")
+        check_targets(targets, batch, self.num_classes, "the localiser")
         for i, t in enumerate(targets):
             n = len(t["boxes"])
             if n != 1 or tuple(t["boxes"].shape) != (1, 4) or len(t["labels"]) != 1:
                 raise ConfigError(f"localisation needs exactly one object per image; image {i} of the batch has "
                                   f"{n} boxes (labels {t['labels'].tolist()}). Use scenes with one object "
                                   f"(objects=(1, 1)) or a detector for several")
-        labels = torch.cat([t["labels"].reshape(1) for t in targets]).long()
-        bad = (labels < 1) | (labels > self.num_classes)
-        if bad.any():
-            i = int(bad.nonzero()[0, 0])
-            raise ConfigError(f"labels must be in 1..{self.num_classes} (0 is the background); image {i} of the "
-                              f"batch has label {int(labels[i])}")
+        labels = torch.cat([t["labels"].reshape(1) for t in targets]).long()  # in 1..C: check_targets
         height, width = size
         scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=labels.device)
         boxes = torch.cat([t["boxes"].float().reshape(1, 4) for t in targets])

@@ -32,6 +32,21 @@ def check_targets(targets: Sequence[Mapping[str, Tensor]] | None, batch: int, nu
         if len(labels) and not 1 <= int(labels.min()) <= int(labels.max()) <= num_classes:
             raise ConfigError(f"target {i}: labels must be in 1..{num_classes} (0 is the background); got "
                               f"{int(labels.min())}..{int(labels.max())}")
+        check_boxes_have_area(boxes, f"target {i}")
+
+
+def check_boxes_have_area(boxes: Tensor, where: str) -> None:
+    """Refuse a box without positive width and height (x2 <= x1 or y2 <= y1) or with a non-finite coordinate: its
+    regression target log(w / w_a) would be -inf or NaN, and the loss with it."""
+    if not len(boxes):
+        return
+    bad = ~(torch.isfinite(boxes).all(1) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
+    if bad.any():
+        j = int(bad.nonzero()[0])
+        raise ConfigError(f"{where}: box {j} {[round(float(v), 3) for v in boxes[j]]} has no positive width and "
+                          f"height ({int(bad.sum())} of {len(boxes)} boxes); boxes are xyxy in pixels with x2 > x1 "
+                          "and y2 > y1. Drop boxes that clipping or cropping emptied: keep = (b[:, 2] > b[:, 0]) & "
+                          "(b[:, 3] > b[:, 1])")
 
 
 def check_mask_targets(targets: Sequence[Mapping[str, Tensor]], image_sizes: Sequence[Sequence[int]],

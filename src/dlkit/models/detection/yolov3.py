@@ -38,6 +38,7 @@ from ...registry import create_model, register_model
 from ..classification.darknet import darknet_leaky
 from .images import batch_images
 from .postprocess import finalize_detections, top_candidates
+from .targets import check_targets
 
 #: The paper's anchors (w, h) in pixels for 416 x 416 COCO images, by area: three per scale, stride 8 first.
 COCO_ANCHORS = ((10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119), (116, 90), (156, 198), (373, 326))
@@ -177,6 +178,7 @@ class YOLOv3(nn.Module):
                               "maps), or model.eval() for detections")
         preds = self.head_outputs(images)
         if self.training:
+            check_targets(targets, len(images), self.num_classes, "YOLOv3")
             return yolov3_loss(preds, targets, self.anchors, self.strides, tuple(images.shape[-2:]),
                                self.num_classes, **self.loss_options)
         return self.detect(preds, tuple(images.shape[-2:]))
