@@ -5,11 +5,12 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from dlkit import list_models, list_recipes
 from dlkit.errors import ConfigError, UnknownNameError
 from dlkit.recipes import get_recipe
-from dlkit.registry import MODELS, Registry, model_metadata, notes_section, register_model
+from dlkit.registry import MODELS, Registry, create_model, model_metadata, notes_section, register_model
 from dlkit.tasks import get_task, list_tasks
 
 
@@ -125,3 +126,22 @@ def test_recipes_and_tasks_are_registries_with_metadata():
     from dlkit.tasks import TASKS
 
     assert not RECIPES.broken and not TASKS.broken and not MODELS.broken  # a broken module would only warn
+
+
+@pytest.mark.parametrize("name, kwargs, match", [
+    ("lenet5", dict(num_classes=-1), r"num_classes must be a whole number >= 0 \(0: no classifier"),
+    ("lenet5", dict(num_classes=3.0), "num_classes must be a whole number"),
+    ("resnet_cifar20", dict(in_chans=0), "in_chans must be a whole number >= 1"),
+    ("gpt_char_nano", dict(vocab_size=0), "vocab_size must be a whole number >= 1"),
+    ("deeplabv3_tiny", dict(num_classes=0), "num_classes must be a whole number >= 1"),
+    ("fcn8s_tiny", dict(num_classes=-3), "num_classes must be a whole number >= 1"),
+    ("lenet5", dict(hiden=3), r"create_model\('lenet5', \.\.\.\): .*unexpected keyword argument 'hiden'"),
+])
+def test_create_model_refuses_bad_sizes_and_unknown_arguments_in_one_line(name, kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        create_model(name, **kwargs)
+
+
+def test_num_classes_0_is_a_classifier_without_its_last_layer():
+    features = create_model("resnet18", num_classes=0).eval()
+    assert features(torch.rand(1, 3, 64, 64)).shape == (1, 512)

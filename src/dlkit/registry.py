@@ -222,6 +222,19 @@ def get_weights(name: str, tag: str | bool = True):
     raise ConfigError(f"model '{name}' has no weights tagged {tag!r}; its tags are {[r.tag for r in records]}")
 
 
+_SIZES = ("num_classes", "in_chans", "vocab_size")  # sizes that many factories take: each a whole number >= 1
+
+
+def _check_sizes(name: str, task: str, kwargs: dict) -> None:
+    """Refuse a size that is not a whole number >= 1 (num_classes=0 is a classifier without its last layer)."""
+    for key in _SIZES:
+        value = kwargs.get(key)
+        low = 0 if key == "num_classes" and task == "classification" else 1
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            what = " (0: no classifier, the pooled features)" if low == 0 else ""
+            raise ConfigError(f"create_model('{name}', {key}={value!r}): {key} must be a whole number >= {low}{what}")
+
+
 def create_model(name: str, pretrained: bool | str = False, features_only: bool = False, out_indices=None,
                  **kwargs):
     """Build the registered model `name` with keyword overrides.
@@ -237,12 +250,20 @@ def create_model(name: str, pretrained: bool | str = False, features_only: bool 
         raise ConfigError(f"out_indices={out_indices!r} chooses feature maps; pass features_only=True with it")
     entry = MODELS.get(name)
     factory = entry.obj
-    if not entry.meta["weights"] and "pretrained" in inspect.signature(factory).parameters:
-        model = factory(pretrained=pretrained, **kwargs)
-    elif pretrained is not False and pretrained is not None:
-        model = get_weights(name, pretrained).build(factory, **kwargs)
-    else:
-        model = factory(**kwargs)
+    _check_sizes(name, entry.meta.get("task", ""), kwargs)
+    try:
+        if not entry.meta["weights"] and "pretrained" in inspect.signature(factory).parameters:
+            model = factory(pretrained=pretrained, **kwargs)
+        elif pretrained is not False and pretrained is not None:
+            model = get_weights(name, pretrained).build(factory, **kwargs)
+        else:
+            model = factory(**kwargs)
+    except TypeError as e:
+        if "unexpected keyword argument" not in str(e):
+            raise
+        raise ConfigError(f"create_model('{name}', ...): {e}; the arguments it takes are those of "
+                          f"{factory.__module__}.{factory.__qualname__} (and of the class it builds): see "
+                          f"help(dlkit.registry.MODELS.get('{name}').obj)") from e
     if not features_only:
         return model
     from .models.backbone import Backbone, FeatureExtractor

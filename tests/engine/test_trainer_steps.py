@@ -235,3 +235,37 @@ def test_fit_trains_with_gradients_in_float32_inside_a_callers_no_grad_or_autoca
             trainer.fit()
         assert trainer.step == 6 and set(seen) == {torch.float32}
     assert torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.parametrize("hook, returned, match", [
+    ("configure_optimizers", "optimizer", r"configure_optimizers must return \(optimizers, schedules\).*got SGD"),
+    ("configure_optimizers", "list", r"configure_optimizers must return \(optimizers, schedules\).*got list of 1"),
+    ("training_step", "vector", r"'loss' must be a one-element tensor \(reduce it, e.g. loss.mean\(\)\); got a tensor "
+                                r"of shape \[16\]"),
+    ("training_step", "float", r"'loss' must be a one-element tensor .*got float"),
+    ("training_step", "detached", r"'loss' does not depend on any trainable parameter"),
+    ("evaluate", "none", r"evaluate must return a dict of metric name -> number .*got NoneType"),
+    ("evaluate", "vector", r"evaluate must return a dict .*got \{'loss': 'Tensor'\}"),
+])
+def test_a_custom_tasks_wrong_return_value_is_named_in_one_line(hook, returned, match):
+    import torch.nn.functional as F
+
+    class Wrong(ToyClassifier):
+        def configure_optimizers(self, plan):
+            opt = torch.optim.SGD(self.model.parameters(), 0.1)
+            if hook == "configure_optimizers":
+                return opt if returned == "optimizer" else [opt]
+            return [opt], []
+
+        def training_step(self, model, batch, ctx):
+            x, y = batch
+            loss = F.cross_entropy(model(x), y, reduction="none")
+            if hook == "training_step":
+                return {"loss": {"vector": loss, "float": 1.0, "detached": loss.mean().detach()}[returned]}
+            return {"loss": loss.mean()}
+
+        def evaluate(self, model, loader):
+            return None if returned == "none" else {"loss": torch.ones(3)}
+
+    with pytest.raises(ConfigError, match=match):
+        Trainer(Wrong(toy_model()), toy_loaders()[0], toy_loaders()[1], quiet(epochs=1)).fit()

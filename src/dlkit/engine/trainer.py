@@ -182,7 +182,7 @@ class Trainer:
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self.optimizers, self.schedulers = task.configure_optimizers(self.plan)
+        self.optimizers, self.schedulers = _optimizers_and_schedules(task, task.configure_optimizers(self.plan))
         self._check_monitors()
         self.ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay else None
         train_model = model
@@ -390,6 +390,11 @@ class Trainer:
                 metrics = self.task.evaluate(model, data)
         finally:
             model.train(was)
+        if not isinstance(metrics, dict) or not all(_is_number(v) for v in metrics.values()):
+            got = {k: type(v).__name__ for k, v in metrics.items()} if isinstance(metrics, dict) else \
+                type(metrics).__name__
+            raise ConfigError(f"{type(self.task).__name__}.evaluate must return a dict of metric name -> number (a "
+                              f"float or a one-element tensor); got {got}")
         declared = self._declared_metrics(data)
         if declared is not None and not set(metrics) <= set(declared):  # a task bug: its declaration must hold
             raise RuntimeError(f"{type(self.task).__name__}.metric_names declares {sorted(declared)} but evaluate "
@@ -433,11 +438,15 @@ class Trainer:
             if not isinstance(out, dict) or "loss" not in out:
                 raise ConfigError("training_step must return a dict with a 'loss' when automatic_optimization "
                                   f"is on; got {sorted(out) if isinstance(out, dict) else type(out).__name__}")
+            _check_loss(out["loss"], type(self.task).__name__)
             self.backward(out["loss"])
             for opt in self.optimizers:
                 self.optimizer_step(opt)
         else:
             out = self.task.training_step(self.train_model, batch, ctx)  # the task enters ctx.autocast() itself
+            if not isinstance(out, dict):
+                raise ConfigError(f"{type(self.task).__name__}.training_step (manual optimisation) must return a dict "
+                                  f"of the step's scalars to log (may be empty); got {type(out).__name__}")
         for s in self.schedulers:
             if not isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 s.step()
@@ -636,6 +645,33 @@ def _state_in_param_layout(optimizer: torch.optim.Optimizer) -> None:
 def _means(running: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
     """The mean of each logged scalar's values since the last log (on the device: no host read)."""
     return {k: torch.stack(vs).float().mean() for k, vs in running.items() if vs}
+
+
+def _optimizers_and_schedules(task, returned) -> tuple[list, list]:
+    """What `configure_optimizers` returned, checked: (a list of optimizers, a list of schedules)."""
+    ok = isinstance(returned, tuple | list) and len(returned) == 2 and all(isinstance(r, list | tuple)
+                                                                           for r in returned)
+    if not ok or not all(isinstance(o, torch.optim.Optimizer) for o in returned[0]):
+        got = type(returned).__name__ + (f" of {len(returned)}" if isinstance(returned, tuple | list) else "")
+        raise ConfigError(f"{type(task).__name__}.configure_optimizers must return (optimizers, schedules): a list "
+                          f"of torch optimizers and a list of LR schedules (may be empty), e.g. ([opt], []); got {got}")
+    return list(returned[0]), list(returned[1])
+
+
+def _check_loss(loss, task: str) -> None:
+    """The loss a training step backpropagates: a one-element tensor that depends on the parameters."""
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        got = f"a tensor of shape {list(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ConfigError(f"{task}.training_step's 'loss' must be a one-element tensor (reduce it, e.g. "
+                          f"loss.mean()); got {got}")
+    if not loss.requires_grad:
+        raise ConfigError(f"{task}.training_step's 'loss' does not depend on any trainable parameter (no grad_fn): "
+                          "compute it from the model's output inside training_step, without .item() or .detach()")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) or \
+        isinstance(value, torch.Tensor) and value.numel() == 1
 
 
 @contextlib.contextmanager
