@@ -169,6 +169,29 @@ def test_out_onto_a_previous_run_needs_resume_or_overwrite(capsys, tmp_path):
     assert len(rows) == len(first.splitlines()) and ",lr,0.1" in rows[2]  # one run's rows, not two runs' mixed
 
 
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_keeps_the_previous_run_when_the_new_one_fails_before_its_first_step(capsys, tmp_path):
+    folder = tmp_path / "run"
+    assert run(capsys, "run", "image-folder", "--smoke", "--out", folder)[0] == 0
+    before = _files(folder)
+    # refused while building (a typo in --data-dir), and failing in its first step (a model for 28 x 28 inputs)
+    code, _, err = run(capsys, "run", "image-folder", "--smoke", "--out", folder, "--overwrite", "--data-dir",
+                       tmp_path / "typo")
+    assert code == 2 and "dlkit: error: image folder not found" in err and "Traceback" not in err
+    assert _files(folder) == before
+    with pytest.raises((RuntimeError, ValueError)):  # torch's shape error, or a one-line ConfigError
+        main(["run", "image-folder", "--smoke", "--out", str(folder), "--overwrite", "--set", "model=lenet5",
+              "image_size=32"])
+    assert _files(folder) == before and sorted(p.name for p in folder.iterdir()) == sorted(
+        p.name for p in folder.iterdir() if not p.name.startswith("."))
+    assert run(capsys, "run", "image-folder", "--smoke", "--out", folder, "--overwrite", "--set", "lr=0.01")[0] == 0
+    assert json.loads((folder / "config.json").read_text())["config"]["lr"] == 0.01
+    assert not (folder / ".dlkit-replaced").exists()
+
+
 def test_overwrite_deletes_nothing_in_a_folder_that_is_not_only_a_run(capsys, tmp_path):
     folder = tmp_path / "project"
     (folder / ".git").mkdir(parents=True)

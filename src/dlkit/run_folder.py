@@ -11,7 +11,9 @@ default names, and no mixing of two runs' files.
 - `new_run_dir` creates runs/RECIPE/YYYYmmdd-HHMMSS[-smoke] atomically (mkdir), adding -2, -3, ... when two runs
   start in the same second.
 - `claim_run_dir` takes a folder for a run: refuses one that holds a previous run unless it is resumed or
-  overwritten (`--overwrite` first clears the previous run's files, so the two never mix).
+  overwritten. `--overwrite` first moves the previous run's files aside (into `.dlkit-replaced/`), so the two
+  never mix; they are deleted once the new run has been built (`drop_set_aside`), and put back if it fails before
+  that (`restore_set_aside`): a typo in `--data-dir` loses nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ INNER_NAME_RESERVE = 64
 RUN_FILES = ("checkpoints", "metrics.csv", "summary.json", "model.safetensors", "model.json", "report.html",
              "tensorboard", "figures")
 # what a run writes, so what --overwrite may delete: known folders and files with these suffixes
-RUN_FOLDERS = ("checkpoints", "tensorboard", "figures")
+SET_ASIDE = ".dlkit-replaced"  # an overwritten run's files while the run replacing it is being built
+RUN_FOLDERS = ("checkpoints", "tensorboard", "figures", SET_ASIDE)
 RUN_SUFFIXES = (".json", ".csv", ".html", ".txt", ".png", ".safetensors", ".pt2", ".onnx", ".tmp")
 
 
@@ -255,9 +258,18 @@ def discard_unstarted_run(run_dir: str | Path) -> None:
         pass
 
 
-def clear_previous_run(run_dir: str | Path) -> None:
-    """Delete the files of the run in `run_dir` (what --overwrite does). Refuses, deleting nothing, if the folder
-    holds anything a run does not write (a .git folder, sources): --overwrite replaces a run, not a project."""
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    else:
+        p.unlink(missing_ok=True)
+
+
+def set_aside_previous_run(run_dir: str | Path) -> Path:
+    """Move the files of the run in `run_dir` into `run_dir/.dlkit-replaced/` (what --overwrite does first) and
+    return that folder. Refuses, moving nothing, if the folder holds anything a run does not write (a .git folder,
+    sources): --overwrite replaces a run, not a project. A folder set aside by a run that was killed while it was
+    being built is deleted first (that run's --overwrite was asked for)."""
     run_dir = Path(run_dir)
     entries = [p for p in run_dir.iterdir() if p.name != LOCK_NAME]
     foreign = [p.name for p in entries
@@ -267,18 +279,38 @@ def clear_previous_run(run_dir: str | Path) -> None:
         raise ConfigError(f"--overwrite {run_dir}: the folder also holds {', '.join(sorted(foreign)[:5])}, which a "
                           "dlkit run does not write; nothing was deleted. Pass a folder that holds only a run, or "
                           "another --out")
+    aside = run_dir / SET_ASIDE
+    if aside.exists():
+        _remove(aside)
+    aside.mkdir()
     for p in entries:
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        else:
-            p.unlink(missing_ok=True)
+        if p.name != SET_ASIDE:
+            p.rename(aside / p.name)
+    return aside
+
+
+def drop_set_aside(aside: Path) -> None:
+    """The replacing run has been built: delete the previous run's files."""
+    _remove(aside)
+
+
+def restore_set_aside(aside: Path) -> None:
+    """The replacing run failed before it was built: delete what it wrote and put the previous run back."""
+    run_dir = aside.parent
+    for p in run_dir.iterdir():
+        if p.name not in (LOCK_NAME, SET_ASIDE):
+            _remove(p)
+    for p in aside.iterdir():
+        p.rename(run_dir / p.name)
+    aside.rmdir()
 
 
 def claim_run_dir(run_dir: str | Path | None, *, recipe: str, smoke: bool, resume: bool = False,
-                  overwrite: bool = False, root: str | Path = "runs") -> tuple[Path, RunLock]:
+                  overwrite: bool = False, root: str | Path = "runs") -> tuple[Path, RunLock, Path | None]:
     """Create (or take) the run folder and lock it for this process; return it with its lock, which the caller
-    releases. `run_dir` None: a new unique folder under root/RECIPE. A folder holding a previous run is refused
-    unless `resume` (continue it) or `overwrite` (its files are deleted first)."""
+    releases, and the folder holding the previous run's files when `overwrite` set them aside (else None; the
+    caller drops or restores it). `run_dir` None: a new unique folder under root/RECIPE. A folder holding a
+    previous run is refused unless `resume` (continue it) or `overwrite`."""
     if run_dir is None:
         run_dir = new_run_dir(root, recipe, smoke)
     else:
@@ -289,6 +321,7 @@ def claim_run_dir(run_dir: str | Path | None, *, recipe: str, smoke: bool, resum
             raise ConfigError(f"cannot create the run folder {run_dir} ({e.strerror or e}); pass another --out") \
                 from None
     lock = RunLock(run_dir).acquire()
+    aside = None
     try:
         found = previous_run_files(run_dir)
         if found and not resume:
@@ -296,8 +329,8 @@ def claim_run_dir(run_dir: str | Path | None, *, recipe: str, smoke: bool, resum
                 state = "a finished run" if (run_dir / "summary.json").exists() else "an interrupted run"
                 raise ConfigError(f"--out {run_dir} holds {state} ({', '.join(found)}); pass --resume {run_dir} to "
                                   f"continue it, --overwrite to replace it, or another --out")
-            clear_previous_run(run_dir)
+            aside = set_aside_previous_run(run_dir)
     except BaseException:
         lock.release()
         raise
-    return run_dir, lock
+    return run_dir, lock, aside

@@ -24,13 +24,21 @@ from typing import Any
 import torch
 
 from ..engine import global_state
+from ..engine.callbacks import LambdaCallback
 from ..engine.checkpoint import list_checkpoints, load_latest_checkpoint
 from ..engine.distributed import barrier, broadcast_object, cleanup, init_distributed
 from ..engine.logger import echo
 from ..engine.seeding import seed_everything
 from ..engine.trainer import Trainer, fit
 from ..errors import ConfigError, DlkitError
-from ..run_folder import RunLock, check_output_path, claim_run_dir, discard_unstarted_run
+from ..run_folder import (
+    RunLock,
+    check_output_path,
+    claim_run_dir,
+    discard_unstarted_run,
+    drop_set_aside,
+    restore_set_aside,
+)
 from .options import Config, make_config, parse_value, set_option, trainer_config
 from .registry import Recipe, Setup, Study, get_recipe
 from .verify import git_commit
@@ -179,30 +187,40 @@ def run_recipe(name: str, *, overrides: Mapping | None = None, epochs: int | Non
     trainer_config(cfg)  # refuse bad Trainer options before anything is written
     dist = init_distributed(cfg["device"])
     lock: RunLock | None = None
+    replaced: Path | None = None  # an overwritten run's files, kept until the new run is built
 
     def claim() -> str:  # rank 0 creates and locks the folder; the other ranks learn its name
-        nonlocal lock
-        path, lock = claim_run_dir(run_dir, recipe=name, smoke=smoke, resume=resume is not None, overwrite=overwrite)
+        nonlocal lock, replaced
+        path, lock, replaced = claim_run_dir(run_dir, recipe=name, smoke=smoke, resume=resume is not None,
+                                             overwrite=overwrite)
         return str(path)
+
+    def built() -> None:  # the new run has trained a step (data read, model made): the run it replaces can go
+        nonlocal replaced
+        if replaced is not None:
+            drop_set_aside(replaced)
+            replaced = None
 
     named = run_dir is not None
     run_dir = Path(_on_main(claim, dist))
     refused = False
     try:
         return _run_in(recipe, cfg, run_dir, dist, smoke=smoke, resume=resume is not None, changed=changed,
-                       report=report, overridden=set(overrides))
+                       report=report, overridden=set(overrides), built=built)
     except DlkitError:
         refused = True
         raise
     finally:
         if lock is not None:
+            if replaced is not None:  # the new run failed before its first step: the overwritten run comes back
+                restore_set_aside(replaced)
             lock.release()
             if refused and not named:
                 discard_unstarted_run(run_dir)
 
 
 def _run_in(recipe: Recipe, cfg: Config, run_dir: Path, dist, *, smoke: bool, resume: bool, changed: dict,
-            report: bool, overridden: set[str]) -> dict:
+            report: bool, overridden: set[str], built=lambda: None) -> dict:
     name = recipe.name
     if resume and not list_checkpoints(run_dir / "checkpoints"):
         echo(f"no checkpoint in {run_dir}: the run was stopped before its first checkpoint; restarting it from step "
@@ -219,9 +237,12 @@ def _run_in(recipe: Recipe, cfg: Config, run_dir: Path, dist, *, smoke: bool, re
         raise TypeError(f"recipe '{name}': its builder returned a {type(setup).__name__}, so study must be "
                         f"{isinstance(setup, Study)}")
     if isinstance(setup, Study):
+        built()
         return _run_study(recipe, cfg, setup, run_dir, smoke, report, overridden)
     trainer = Trainer(setup.task, setup.train, setup.val, trainer_config(cfg), run_dir=run_dir, dist=dist,
                       callbacks=setup.callbacks, val_prefix=setup.val_name)
+    # last, so that checkpoints' callback states keep their order; a no-op after the first step
+    trainer.callbacks.append(LambdaCallback(on_step_end=lambda trainer, out: built()))
     new_lr = None  # a changed lr acts on the restored optimizer and schedule
     if resume:  # recorded once the run is built: a run that fails to build used none of the new values
         new_lr = _on_main(lambda: _prepare_resume(run_dir, cfg, changed), dist)
