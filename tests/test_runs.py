@@ -53,6 +53,12 @@ def test_load_run_round_trips_weights_saved_by_hand(tmp_path):
     assert run.class_names is None and run.task == "classification"
 
 
+def test_a_binary_classifier_with_one_output_and_two_class_names_loads(tmp_path):
+    dlkit.run_recipe("mlp-xor", smoke=True, out=tmp_path / "xor")  # a tanh MLP with one logit, classes "0" and "1"
+    run = load_run(tmp_path / "xor")
+    assert run.class_names == ["0", "1"] and run.model(torch.tensor([[0.0, 1.0]])).shape == (1, 1)
+
+
 def test_a_folder_that_is_not_a_finished_run_gets_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="is not a folder"):
         load_run(tmp_path / "nope")

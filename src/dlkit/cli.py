@@ -153,7 +153,7 @@ def cmd_run(args) -> int:
             from .runs import TASKS as PREDICTS
 
             tools = ("dlkit predict / dlkit export / " if summary.get("task") in PREDICTS else "") + "dlkit.load_run"
-            usable = f" ({tools} use it)"
+            usable = f" ({tools} {'use' if '/' in tools else 'uses'} it)"
         print(f"run folder: {run_dir}: report.html, figures/, metrics.csv, checkpoints/, model.safetensors{usable}")
     return 0
 

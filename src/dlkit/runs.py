@@ -108,9 +108,9 @@ def read_model_spec(run_dir: str | os.PathLike) -> dict:
             raise ConfigError(f"{run_dir} is not a run folder: expected model.json and model.safetensors written by "
                               f"`dlkit run` (found: {', '.join(found) or 'nothing'}); pass the folder that `dlkit run` "
                               "printed as 'run folder: ...'")
-        why = ("the recipe does not describe its model (its Setup has no model_spec), so the run cannot be "
+        why = ("The recipe does not describe its model (its Setup has no model_spec), so the run cannot be "
                "rebuilt; train a recipe that does" if missing == ["model.json"] else
-               "the run did not finish (model.safetensors is written at the end); finish it with "
+               "The run did not finish (model.safetensors is written at the end); finish it with "
                f"`dlkit run RECIPE --resume {run_dir}`")
         raise ConfigError(f"{run_dir}: expected model.json and model.safetensors (written by `dlkit run` when a run "
                           f"ends); missing {', '.join(missing)} (found: {', '.join(found) or 'nothing'}). {why}")
@@ -137,7 +137,8 @@ def _check_spec(spec: dict, path: Path, again: str) -> None:
     if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
         problems.append(f"\"class_names\" must be a list of strings or null, got {str(names)[:80]}")
     elif names is not None and isinstance(spec.get("kwargs", {}).get("num_classes"), int) \
-            and len(names) != spec["kwargs"]["num_classes"]:
+            and len(names) != spec["kwargs"]["num_classes"] and (len(names), spec["kwargs"]["num_classes"]) != (2, 1):
+        # one output with two names: a binary classifier's logit (sigmoid), as mlp-xor's
         problems.append(f"{len(names)} \"class_names\" for a model of {spec['kwargs']['num_classes']} classes")
     record = spec.get("input")
     if record is not None:
