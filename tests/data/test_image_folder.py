@@ -142,3 +142,16 @@ def test_loaders_normalise_like_the_eager_reader_and_workers_give_the_same_batch
     assert len(halves[0]) == len(halves[1]) == 11 and set(halves[0] + halves[1]) == set(range(21))  # 1 repeated
     with pytest.raises(ConfigError, match="one value per channel"):
         image_folder_loaders(tmp_path, **{**kw, "mean": [0.5]})
+
+
+def test_16_bit_grey_images_are_scaled_to_8_bits_as_torchvision_scales_them(tmp_path):
+    from torchvision.transforms.v2.functional import to_dtype
+
+    from dlkit.data.files import read_image
+
+    pixels = np.random.default_rng(0).integers(0, 65536, (5, 7), dtype=np.uint16)
+    pixels[0, :3] = [0, 4095, 65535]
+    Image.fromarray(pixels).save(tmp_path / "deep.png")  # a 16-bit PNG (PIL mode I;16)
+    expected = to_dtype(torch.from_numpy(pixels.astype(np.int32)).to(torch.uint16)[None], torch.uint8, scale=True)
+    assert torch.equal(read_image(tmp_path / "deep.png", "L"), expected)  # PIL's convert("L") clips at 255
+    assert torch.equal(read_image(tmp_path / "deep.png", "RGB"), expected.expand(3, -1, -1))

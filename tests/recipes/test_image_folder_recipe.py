@@ -74,12 +74,63 @@ def test_train_val_test_folders_are_used_as_given_and_grey_images_work(tmp_path)
 
 def test_a_model_that_is_not_an_image_classifier_is_refused(tmp_path):
     data = _folder(tmp_path / "shapes", per_class=3)
-    with pytest.raises(ConfigError, match="cannot be built as an image classifier.*resnet_cifar20"):
+    with pytest.raises(ConfigError, match="cannot be built as an image classifier.*resnet_cifar20"):  # no in_chans
         dlkit.run_recipe("image-folder", overrides={"model": "mlp"}, smoke=True, data_dir=str(data),
                          out=tmp_path / "run", report=False)
     with pytest.raises(DataNotFoundError, match="image folder not found"):
         dlkit.run_recipe("image-folder", smoke=True, data_dir=str(tmp_path / "none"), out=tmp_path / "r2",
                          report=False)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"model": "deeplabv3_tiny"}, "'deeplabv3_tiny' is a segmentation model, not an image classifier"),
+    ({"model": "lenet5"}, r"'lenet5' does not take 3 x 32 x 32 images .*pass --set image_size=28"),
+    ({"model": "vit_b_16"}, r"does not take 3 x 32 x 32 images .*pass --set image_size=224"),
+    ({"model_kwargs": {"num_classes": 5}}, "model_kwargs sets num_classes, which the data sets .*3 class folders"),
+])
+def test_a_model_that_does_not_fit_the_data_is_refused_before_training(tmp_path, overrides, match):
+    data = _folder(tmp_path / "shapes", per_class=3)
+    with pytest.raises(ConfigError, match=match):
+        dlkit.run_recipe("image-folder", overrides=overrides, smoke=True, data_dir=str(data), out=tmp_path / "run",
+                         report=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_googlenet_trains_with_its_auxiliary_classifiers(tmp_path):
+    data = _folder(tmp_path / "shapes", per_class=4, size=96)
+    summary = dlkit.run_recipe("image-folder", overrides={"model": "googlenet", "image_size": 96, "threads": 1},
+                               smoke=True, data_dir=str(data), out=tmp_path / "run", report=False)
+    assert summary["steps"] >= 1 and load_run(tmp_path / "run").model.aux_logits
+
+
+@pytest.mark.parametrize("layout, error, match", [
+    ({"only": 4}, ConfigError, r"needs at least 2 classes; .* has 1 class folder \(only\)"),
+    ({"a": 1, "b": 1, "c": 1}, ConfigError, "no image .* can be held out for validation: every class has a single"),
+    ({"training/a": 3, "training/b": 3, "validation/a": 2, "validation/b": 2}, ConfigError,
+     r"the class folders \['training', 'validation'\] look like data splits"),
+    ({"train/a": 3, "train/b": 3, "Val/a": 2, "Val/b": 2}, ConfigError,
+     r"holds a train/ folder, so it is read as split folders .* and also \['Val'\]"),
+    ({"bus": 3, "car": 3, "train": 3}, ConfigError, r"and also \['bus', 'car'\].*if train is one of your classes"),
+])
+def test_folder_layouts_that_would_train_nonsense_are_refused_before_training(tmp_path, layout, error, match):
+    rng = np.random.default_rng(0)
+    for folder, n in layout.items():
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        for i in range(n):
+            _shape("disc", rng).save(tmp_path / "data" / folder / f"{i}.png")
+    with pytest.raises(error, match=match):
+        dlkit.run_recipe("image-folder", smoke=True, data_dir=str(tmp_path / "data"), out=tmp_path / "run",
+                         report=False)
+
+
+def test_hidden_files_and_folders_inside_class_folders_are_not_images_of_the_class(tmp_path):
+    from dlkit.data.image_folder import ImageFolder
+
+    data = _folder(tmp_path / "shapes", per_class=2)
+    (data / "disc" / "._0.png").write_bytes(b"\x00\x05\x16\x07Mac OS X")  # macOS AppleDouble metadata
+    (data / "disc" / ".ipynb_checkpoints").mkdir()
+    _shape("disc", np.random.default_rng(1)).save(data / "disc" / ".ipynb_checkpoints" / "0-checkpoint.png")
+    assert len(ImageFolder(data)) == 6
 
 
 def test_a_refused_run_leaves_no_empty_default_run_folder(tmp_path, monkeypatch):

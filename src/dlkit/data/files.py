@@ -126,9 +126,20 @@ def decode_image(path: str | os.PathLike, mode: str | None = "RGB", fix: str = D
                 im.verify()  # checks every chunk's CRC, which decoding alone skips for the pixel data
         with Image.open(io.BytesIO(data)) as im:
             im.load()
+            if mode is not None and im.mode.startswith("I") and mode in ("L", "RGB"):
+                im = _eight_bit(np.asarray(im), path)
             return np.asarray(im if mode is None or im.mode == mode else im.convert(mode))
     except (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.DecompressionBombError) as e:
         raise damaged(path, _image_problem(e, data), fix) from None
+
+
+def _eight_bit(pixels: np.ndarray, path: Path) -> Image.Image:
+    """A 16-bit grey image (PIL mode I;16 or I) as 8-bit grey, scaled as torchvision's `to_dtype` scales uint16 to
+    uint8 (the high byte), where PIL's own conversion clips every value above 255 to 255."""
+    if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+        raise ConfigError(f"{path}: 32-bit integer pixels in {int(pixels.min())}..{int(pixels.max())}, outside the "
+                          "16-bit range 0..65535 this reader scales to 8 bits; convert the image to 8 or 16 bits")
+    return Image.fromarray((pixels.astype(np.uint32) >> 8).astype(np.uint8))
 
 
 def read_image(path: str | os.PathLike, mode: str = "RGB", fix: str = DEFAULT_FIX) -> torch.Tensor:

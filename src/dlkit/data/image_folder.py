@@ -67,16 +67,36 @@ def find_images(root: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTEN
         found = [c for c in classes if (root / c).is_dir()]
     classes = list(classes) if classes is not None else found
     samples = [(p, i) for i, c in enumerate(classes) if c in found
-               for p in sorted((root / c).rglob("*")) if p.is_file() and p.suffix.lower() in exts]
+               for p in sorted((root / c).rglob("*")) if p.is_file() and p.suffix.lower() in exts
+               and not any(part.startswith(".") for part in p.relative_to(root / c).parts)]  # ._x.png, .ipynb_...
     if not samples:
         raise DataNotFoundError(f"no images with extensions {list(exts)} in class folders under {root}; "
                                 f"found class folders {classes[:10]}. Expected root/CLASS_NAME/*.png")
     empty = sorted(set(found) - {classes[i] for _, i in samples}) if own_classes else []
     if empty:
+        hint = (" (runs/ is where `dlkit run` writes: give it an --out outside the image folder)" if "runs" in empty
+                else "")
         raise DataNotFoundError(f"class folder(s) {empty[:10]} under {root} hold no images with extensions "
                                 f"{list(exts)}; expected at least one image per class (got {len(classes) - len(empty)}"
-                                f" of {len(classes)} classes with images). Add images to them or remove them")
+                                f" of {len(classes)} classes with images). Add images to them or remove them{hint}")
+    if own_classes:
+        _refuse_split_folders_as_classes(root, classes, exts)
     return samples, classes
+
+
+SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "dev", "test", "testing", "eval"}
+
+
+def _refuse_split_folders_as_classes(root: Path, classes: list[str], exts: tuple[str, ...]) -> None:
+    """Refuse class folders that are split folders under other names (ROOT/training/CAT/..., ROOT/validation/...):
+    read as classes they would train a classifier of splits. Recognised: class names that are split names, each
+    holding sub-folders and no image of its own."""
+    splits = [c for c in classes if c.lower() in SPLIT_NAMES]
+    nested = [c for c in splits if not any(p.is_file() and p.suffix.lower() in exts for p in (root / c).iterdir())]
+    if nested and len(nested) == len(splits) and len(splits) * 2 > len(classes):
+        raise ConfigError(f"{root}: the class folders {nested} look like data splits (each holds sub-folders and no "
+                          "image of its own); name the splits train, val (or valid, validation) and test, as "
+                          "ROOT/train/CLASS/..., or pass one split's folder as the image folder")
 
 
 def load_image_folder(root: str | os.PathLike, size: int | tuple[int, int] | None = None,
@@ -160,6 +180,13 @@ def split_folders(root: str | os.PathLike) -> dict[str, Path]:
             if (root / name).is_dir():
                 out[split] = root / name
                 break
+    others = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
+                    and d not in out.values())
+    if others:
+        raise ConfigError(f"{root} holds a train/ folder, so it is read as split folders (train/, val/ or valid/ or "
+                          f"validation/, test/), and also {others[:10]}, which is none of them. Rename or move "
+                          "them; if train is one of your classes, put all class folders under ROOT/train/ (or "
+                          "rename that class)")
     return out
 
 
@@ -197,6 +224,9 @@ def image_folder_loaders(root: str | os.PathLike, *, size: int | tuple[int, int]
     evaluate = Compose([ToFloat(), Normalize(mean, std)])
     augment = Compose([ToFloat(), RandomHorizontalFlip(0.5), Normalize(mean, std)]) if flip else evaluate
     full = ImageFolder(folders["train"], size, transform=augment, mode=mode)
+    if len(full.classes) < 2:
+        raise ConfigError(f"a classifier needs at least 2 classes; {folders['train']} has {len(full.classes)} class "
+                          f"folder ({full.classes[0]}). Add a folder of images per class: ROOT/CLASS_NAME/*.png")
     parts: dict[str, Dataset] = {"train": full}
     if "val" in folders:
         parts["val"] = ImageFolder(folders["val"], size, transform=evaluate, mode=mode, classes=full.classes)
@@ -204,6 +234,10 @@ def image_folder_loaders(root: str | os.PathLike, *, size: int | tuple[int, int]
         if not 0.0 < val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in (0, 1) when {root} has no val folder; got {val_fraction}")
         kept, held = stratified_split(full.targets, val_fraction, seed)
+        if not held:
+            raise ConfigError(f"no image of {folders['train']} can be held out for validation: every class has a "
+                              "single image (a class gives one only from 2). Add images, or a ROOT/val folder "
+                              "(ROOT/train/CLASS/... and ROOT/val/CLASS/...)")
         parts["train"], parts["val"] = Subset(full, kept), Subset(full.with_transform(evaluate), held)
     if "test" in folders:
         parts["test"] = ImageFolder(folders["test"], size, transform=evaluate, mode=mode, classes=full.classes)

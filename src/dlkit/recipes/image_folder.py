@@ -11,11 +11,13 @@ checks. The trained run rebuilds with `dlkit.load_run` and classifies files with
 
 from __future__ import annotations
 
+import torch
+
 from ..data.image_folder import image_folder_loaders
 from ..data.shapes_folder import temporary_shapes_folder
 from ..engine.logger import echo
 from ..errors import ConfigError
-from ..registry import create_model
+from ..registry import MODELS, create_model
 from ..runs import model_spec
 from ..tasks.classification import ClassificationTask
 from ..tasks.optimization import OPTIMIZER_OPTIONS
@@ -25,13 +27,29 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 GREY_MEAN, GREY_STD = [0.449], [0.226]  # the ImageNet statistics averaged over the channels
 
 
-def _create(name: str, kwargs: dict):
+_CHOOSE = ("choose one that takes in_chans and num_classes, e.g. resnet_cifar20, resnet18, vgg11_bn, mobilenet_v2 "
+           "(`dlkit list models --task classification`)")
+
+
+def _create(name: str, kwargs: dict, channels: int, size: int):
+    """The classifier `name` built with `kwargs`, checked on one batch of `channels` x `size` x `size` images."""
+    task = MODELS.get(name).meta.get("task")
+    if task != "classification":
+        raise ConfigError(f"model '{name}' is a {task} model, not an image classifier; {_CHOOSE}")
     try:
-        return create_model(name, **kwargs)
-    except TypeError as e:
-        raise ConfigError(f"model '{name}' cannot be built as an image classifier with {kwargs} ({e}); choose one "
-                          "that takes in_chans and num_classes, e.g. resnet_cifar20, resnet18, vgg11_bn, "
-                          "mobilenet_v2 (`dlkit list models`)") from None
+        model = create_model(name, **kwargs)
+    except (TypeError, ConfigError) as e:
+        raise ConfigError(f"model '{name}' cannot be built as an image classifier with {kwargs} ({e}); "
+                          f"{_CHOOSE}") from None
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, channels, size, size))
+    except (RuntimeError, ValueError) as e:
+        native = MODELS.get(name).meta.get("input_size")
+        fix = f"--set image_size={native[-1]} (its input size {list(native)})" if native else "another image_size"
+        raise ConfigError(f"model '{name}' does not take {channels} x {size} x {size} images "
+                          f"({str(e).splitlines()[0][:160]}); pass {fix}, or choose another model") from None
+    return model.train()
 
 
 def build_image_folder(cfg, dist) -> Setup:
@@ -48,8 +66,12 @@ def build_image_folder(cfg, dist) -> Setup:
                                 batch_size=cfg.batch_size, val_fraction=cfg.val_fraction, flip=cfg.flip,
                                 num_workers=cfg.num_workers, seed=cfg.seed, subset=cfg.subset, rank=dist.rank,
                                 world_size=dist.world_size, pin_memory=str(cfg.device).startswith("cuda"))
+    fixed = sorted({"in_chans", "num_classes"} & set(cfg.model_kwargs))
+    if fixed:
+        raise ConfigError(f"model_kwargs sets {', '.join(fixed)}, which the data sets (num_classes = the "
+                          f"{len(data.classes)} class folders, in_chans = channels); remove it from model_kwargs")
     kwargs = {"in_chans": cfg.channels, "num_classes": len(data.classes), **cfg.model_kwargs}
-    model = _create(cfg.model, kwargs)
+    model = _create(cfg.model, kwargs, cfg.channels, cfg.image_size)
     task = ClassificationTask(model, cfg, class_names=data.classes, label_smoothing=cfg.label_smoothing)
     spec = model_spec(cfg.model, kwargs, class_names=data.classes, channels=cfg.channels, size=cfg.image_size,
                       mean=mean, std=std)

@@ -1,7 +1,9 @@
 """Image and vector classification: cross-entropy training, accuracy, confusion matrix
 (Notes: 000 §1-§3; 004 CNN: softmax output with one-hot labels).
 
-Contract: the model maps a batch of inputs to logits [N, classes]; batches are (inputs, class indices).
+Contract: the model maps a batch of inputs to logits [N, classes]; batches are (inputs, class indices). A model
+with auxiliary classifiers (GoogLeNet, 002 §2.1) returns (logits, aux logits...) in training: their cross-entropies
+are added with weight AUX_WEIGHT, the paper's 0.3.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from ..engine.task import Task
 from ..metrics.classification import confusion_matrix
 from ..metrics.meter import Accuracy, Mean
 from .optimization import build_optimizers
+
+AUX_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers' loss weight (Notes: 002 §2.1)
 
 
 class ClassificationTask(Task):
@@ -38,8 +42,10 @@ class ClassificationTask(Task):
 
     def training_step(self, model, batch, ctx):
         x, y = batch
-        logits = model(x)
+        logits, *aux = out if isinstance(out := model(x), tuple | list) else (out,)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        for a in aux:
+            loss = loss + AUX_WEIGHT * F.cross_entropy(a, y, label_smoothing=self.label_smoothing)
         return {"loss": loss, "accuracy": (logits.argmax(1) == y).float().mean()}
 
     def predict(self, model, loader) -> tuple[torch.Tensor, torch.Tensor, float]:

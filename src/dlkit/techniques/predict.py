@@ -39,6 +39,8 @@ def load_image_files(paths: Sequence[str | os.PathLike], input_spec: dict) -> tu
     images, sizes = [], []
     for p in paths:
         p = Path(p)
+        if p.is_dir():
+            raise ConfigError(f"{p} is a folder; pass image files (for example {p}/*.png)")
         if not p.is_file():
             raise ConfigError(f"image file not found: {p}")
         img = read_image(p, mode, fix="pass an intact PNG or JPEG image")  # DataError names a damaged file

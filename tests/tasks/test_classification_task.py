@@ -1,0 +1,28 @@
+"""ClassificationTask's training loss: cross-entropy of the logits, plus 0.3 x each auxiliary classifier's for a
+model that returns (logits, aux...) in training, as GoogLeNet (Notes: 002 §2.1)."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlkit.engine.task import StepContext
+from dlkit.tasks.classification import ClassificationTask
+
+
+class _TwoHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.main, self.aux = nn.Linear(4, 3), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return (self.main(x), self.aux(x)) if self.training else self.main(x)
+
+
+def test_auxiliary_logits_add_their_cross_entropy_weighted_0_3():
+    torch.manual_seed(0)
+    model, x, y = _TwoHeads(), torch.randn(8, 4), torch.randint(0, 3, (8,))
+    task = ClassificationTask(model, cfg=None)
+    out = task.training_step(model, (x, y), StepContext(step=0, epoch=0, device=torch.device("cpu")))
+    by_hand = F.cross_entropy(model.main(x), y) + 0.3 * F.cross_entropy(model.aux(x), y)
+    torch.testing.assert_close(out["loss"], by_hand)
+    assert out["accuracy"] == (model.main(x).argmax(1) == y).float().mean()
