@@ -404,8 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("export", help="export a run's model (torch.export program or ONNX), checked by reloading")
     s.add_argument("run_dir", metavar="RUN_DIR")
-    s.add_argument("--format", choices=["exported-program", "onnx"], default="exported-program")
-    s.add_argument("--out", help="file to write (default RUN_DIR/model.pt2 or RUN_DIR/model.onnx)")
+    s.add_argument("--format", choices=["exported-program", "onnx"], default=None,
+                   help="default: as --out's suffix says (.pt2, .onnx), else exported-program")
+    s.add_argument("--out", help="file or folder to write to (default RUN_DIR/model.pt2 or RUN_DIR/model.onnx)")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("summary", help="per-layer table of output shapes, parameters and multiply-adds")

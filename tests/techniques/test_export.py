@@ -62,6 +62,30 @@ def test_export_check_reports_a_file_that_computes_something_else(lenet_run, tmp
     assert "DIFFERENT from the eager model" in capsys.readouterr().out
 
 
+def test_a_file_that_cannot_be_run_is_reported_unchecked_with_exit_code_1(lenet_run, tmp_path, monkeypatch, capsys):
+    class Broken:
+        def module(self):
+            def run(x):
+                raise ValueError("an operator variant the runtime lacks")
+            return run
+
+    monkeypatch.setattr(export_module.torch.export, "load", lambda path: Broken())
+    assert main(["export", str(lenet_run), "--out", str(tmp_path / "m.pt2")]) == 1
+    out = capsys.readouterr().out
+    assert "but could NOT check it: running it failed (ValueError: an operator variant the runtime lacks)" in out
+
+
+def test_out_may_be_a_folder_and_its_suffix_names_the_format(lenet_run, tmp_path, capsys):
+    assert main(["export", str(lenet_run), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "model.pt2").is_file() and f"wrote {tmp_path / 'model.pt2'} (exported-program" in \
+        capsys.readouterr().out
+    assert main(["export", str(lenet_run), "--out", str(tmp_path / "m.onnx"), "--format", "exported-program"]) == 2
+    assert "--out " in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
+    if importlib.util.find_spec("onnx") is not None:
+        assert main(["export", str(lenet_run), "--out", str(tmp_path / "m.onnx")]) == 0
+        assert "(onnx, " in capsys.readouterr().out
+
+
 @pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="the onnx package is not installed "
                     "(pip install onnx, in the test extra)")
 def test_onnx_graph_reloads_and_computes_the_eager_function(lenet_run, tmp_path, capsys):

@@ -34,10 +34,15 @@ class ExportCheck:
     max_abs_diff: float
     passed: bool
     how: str = ""  # which exporter wrote it
+    error: str = ""  # why the written file could not be run to check it (then not passed)
 
     def describe(self) -> str:
-        verdict = "equal to" if self.passed else "DIFFERENT from"
         batch = "dynamic batch" if self.dynamic_batch else "fixed batch"
+        if self.error:
+            return (f"wrote {self.path} ({self.format}, {self.how}, {batch}), but could NOT check it: running it "
+                    f"failed ({self.error}); for ONNX, install onnxruntime (pip install onnxruntime) to check with "
+                    "it, or export --format exported-program")
+        verdict = "equal to" if self.passed else "DIFFERENT from"
         return (f"wrote {self.path} ({self.format}, {self.how}, {batch}); reloaded and run on a random input "
                 f"{list(self.input_shape)}: {verdict} the eager model (max |difference| {self.max_abs_diff:.2e})")
 
@@ -75,13 +80,34 @@ def _export_program(model: torch.nn.Module, x: torch.Tensor):
         return torch.export.export(model, (x,)), False
 
 
-def export_run(run: LoadedRun, format: str = "exported-program", out: str | os.PathLike | None = None,
-               rtol: float = 1e-4, atol: float = 1e-5) -> ExportCheck:
-    """Export `run`'s model to `format` ("exported-program" or "onnx") at `out` (default RUN_DIR/model.pt2 or
-    model.onnx), reload the file, and compare its outputs with the eager model's on a random batch (allclose)."""
-    if format not in FORMATS:
+SUFFIXES = {".pt2": "exported-program", ".onnx": "onnx"}
+
+
+def export_path(run_dir: Path, format: str | None, out: str | os.PathLike | None) -> tuple[Path, str]:
+    """Where to write and in which format: `format`, else the one `out`'s suffix names (.pt2, .onnx), else
+    exported-program; `out` an existing folder: the default file name in it. A suffix that names the other format
+    is refused (a .onnx file holding a torch.export program would mislead whoever opens it)."""
+    if format is not None and format not in FORMATS:
         raise ConfigError(f"export format must be one of {', '.join(FORMATS)}; got {format!r}")
-    path = Path(out) if out is not None else run.run_dir / FORMATS[format]
+    path = Path(out) if out is not None else None
+    named = SUFFIXES.get(path.suffix.lower()) if path is not None and not path.is_dir() else None
+    if format is not None and named is not None and named != format:
+        raise ConfigError(f"--out {path} names an {named} file but --format is {format}; name it "
+                          f"{path.with_suffix(Path(FORMATS[format]).suffix)} or drop --format")
+    format = format or named or "exported-program"
+    if path is None:
+        path = run_dir / FORMATS[format]
+    elif path.is_dir():
+        path = path / FORMATS[format]
+    return path, format
+
+
+def export_run(run: LoadedRun, format: str | None = None, out: str | os.PathLike | None = None,
+               rtol: float = 1e-4, atol: float = 1e-5) -> ExportCheck:
+    """Export `run`'s model to `format` ("exported-program" or "onnx"; None: as `out`'s suffix says, else
+    exported-program) at `out` (a file, or a folder to write model.pt2 / model.onnx in; default the run folder),
+    reload the file, and compare its outputs with the eager model's on a random batch (allclose)."""
+    path, format = export_path(run.run_dir, format, out)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = run.model.eval()
     x = example_input(run, batch=2)
@@ -103,7 +129,11 @@ def export_run(run: LoadedRun, format: str = "exported-program", out: str | os.P
     check_x = example_input(run, batch=3 if dynamic else 2, seed=1)
     with torch.no_grad():
         want = model(check_x).float().cpu()
-        got = torch.as_tensor(run_file(check_x)).float().cpu()
+        try:
+            got = torch.as_tensor(run_file(check_x)).float().cpu()
+        except Exception as e:  # noqa: BLE001 -- e.g. onnx.reference lacking an operator's variant
+            error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}"
+            return ExportCheck(path, format, tuple(check_x.shape), dynamic, float("nan"), False, how, error)
     diff = (got - want).abs().max().item() if got.shape == want.shape else float("inf")
     passed = got.shape == want.shape and torch.allclose(got, want, rtol=rtol, atol=atol)
     return ExportCheck(path, format, tuple(check_x.shape), dynamic, diff, passed, how)
