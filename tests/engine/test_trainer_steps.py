@@ -1,6 +1,7 @@
 """The Trainer counted in steps: endless data, evaluation and checkpoints every N steps or minutes, callbacks,
 the headless fit(), global state restored, and a run killed before its first checkpoint restarting."""
 
+import contextlib
 import json
 
 import pytest
@@ -269,3 +270,30 @@ def test_a_custom_tasks_wrong_return_value_is_named_in_one_line(hook, returned, 
 
     with pytest.raises(ConfigError, match=match):
         Trainer(Wrong(toy_model()), toy_loaders()[0], toy_loaders()[1], quiet(epochs=1)).fit()
+
+
+def test_bf16_training_equals_a_hand_loop_under_autocast_also_inside_a_callers_autocast():
+    """Each step's forward sees the weights the previous step updated (autocast's cache of bf16 weight copies is
+    emptied after every region, also when fit() runs inside a caller's own autocast)."""
+    import torch.nn.functional as F
+
+    def by_hand():
+        torch.manual_seed(7)
+        model, loader = toy_model(), toy_loaders()[0]
+        opt = torch.optim.Adam(model.parameters(), 1e-2)
+        sched = torch.optim.lr_scheduler.StepLR(opt, 5, 0.5)
+        for x, y in loader:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+        return model
+
+    want = by_hand()
+    for outer in (contextlib.nullcontext(), torch.autocast("cpu", dtype=torch.bfloat16)):
+        trainer = make_trainer(data=toy_loaders()[0], epochs=1, bf16=True)
+        with outer:
+            trainer.fit()
+        assert all(torch.equal(a, b) for a, b in zip(want.state_dict().values(), trainer.model.state_dict().values()))

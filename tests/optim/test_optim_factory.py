@@ -27,14 +27,43 @@ def test_list_functions_name_every_option():
     ("adamw", optim.AdamW, dict(decoupled_weight_decay=True)),
 ])
 def test_create_optimizer_builds_the_named_rule(name, cls, flags):
-    opt = optim.create_optimizer(name, _params(), lr=0.01, weight_decay=1e-4, momentum=0.5)
+    momentum = {"momentum": 0.5} if "momentum" in flags else {}
+    opt = optim.create_optimizer(name, _params(), lr=0.01, weight_decay=1e-4, **momentum)
     assert type(opt) is cls
     group = opt.param_groups[0]
     assert group["lr"] == 0.01 and group["weight_decay"] == 1e-4
     for key, value in flags.items():
         assert group[key] == value
     if name in ("adam", "amsgrad", "adamw", "adagrad"):
-        assert "momentum" not in group  # momentum is ignored where the rule has none
+        assert "momentum" not in group
+        with pytest.raises(ConfigError, match=f"momentum=0.5 is for sgd, nesterov and rmsprop; {name} has no"):
+            optim.create_optimizer(name, _params(), lr=0.01, momentum=0.5)  # not silently ignored
+
+
+def test_create_optimizer_defaults_weight_decay_as_torch_optim_does():
+    for name, reference in (("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)):
+        ours = optim.create_optimizer(name, _params(), lr=0.01).param_groups[0]["weight_decay"]
+        assert ours == reference(_params(), lr=0.01).param_groups[0]["weight_decay"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(lr=float("inf")), "lr must be a finite number; got inf"),
+    (dict(lr="1e-3"), "lr must be a finite number; got '1e-3'"),
+    (dict(lr=torch.tensor(1e-3)), "lr must be a Python number; got a tensor"),
+    (dict(lr=0.1, weight_decay=float("nan")), "weight_decay must be a finite number"),
+])
+def test_optimizer_hyperparameters_must_be_finite_numbers(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        optim.create_optimizer("adam", _params(), **kwargs)
+    with pytest.raises(ConfigError, match="the optimizer is named by a string"):
+        optim.create_optimizer(None, _params(), lr=0.1)
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(total_steps=2.7), "total_steps must be a whole number >= 1"),
+                                           (dict(total_steps=10, warmup_steps=-5), "warmup_steps must be a whole")])
+def test_schedule_lengths_must_be_whole_numbers(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        optim.create_scheduler("cosine", optim.SGD(_params(), lr=0.1), **kwargs)
 
 
 def test_nesterov_without_momentum_uses_point_nine():

@@ -239,7 +239,9 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        """The precision of a step or an evaluation: bf16 autocast when `bf16`, else float32 even inside a caller's
+        own `torch.autocast` (which this turns off)."""
+        return _bf16_autocast(self.device.type) if self.bf16 else torch.autocast(self.device.type, enabled=False)
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backpropagate `loss` (Notes: 000 §2.2)."""
@@ -492,7 +494,7 @@ class Trainer:
         Every process-wide torch setting it changes (threads, deterministic flags) is restored on return, and so
         are the SIGTERM/SIGINT handlers: while it runs, either signal stops training at the next step boundary
         with a checkpoint and raises `Preempted` (exit code 143 or 130 on the command line)."""
-        with global_state.restored(), SignalWatch() as signals, _own_precision_and_grad(self.device.type):
+        with global_state.restored(), SignalWatch() as signals, _gradients_on():
             self._signals = signals
             if self.cfg.threads is not None:
                 torch.set_num_threads(self.cfg.threads)  # on a busy machine 1 avoids threads spinning on each other
@@ -675,11 +677,23 @@ def _is_number(value) -> bool:
 
 
 @contextlib.contextmanager
-def _own_precision_and_grad(device_type: str):
-    """Training computes gradients and in the precision its config says (`bf16`), whatever the caller's context:
-    a `torch.no_grad()` / `inference_mode()` or an outer `torch.autocast` does not reach into fit()."""
-    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device_type, enabled=False):
+def _gradients_on():
+    """Training computes gradients whatever the caller's context: a `torch.no_grad()` or `torch.inference_mode()`
+    around fit() does not reach into it (the precision is each step's `Trainer.autocast`)."""
+    with torch.inference_mode(False), torch.enable_grad():
         yield
+
+
+@contextlib.contextmanager
+def _bf16_autocast(device_type: str):
+    """bf16 autocast whose cached bf16 copies of the weights never outlive it: autocast empties its cache only
+    when its outermost region ends, so inside a caller's own autocast the next step would reuse copies of the
+    weights from before this step's update."""
+    try:
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            yield
+    finally:
+        torch.clear_autocast_cache()
 
 
 def _has_length(data) -> bool:

@@ -12,7 +12,7 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from ..errors import unknown
+from ..errors import ConfigError, unknown
 from ._common import check
 from .adagrad import Adagrad
 from .adam import Adam
@@ -47,14 +47,23 @@ def list_schedulers() -> list[str]:
     return sorted(_SCHEDULERS)
 
 
-def create_optimizer(name: str, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.0,
-                     **kw) -> Optimizer:
-    """Build an optimizer by name; `momentum` is used by sgd, nesterov (0 means 0.9) and rmsprop only.
+def create_optimizer(name: str, params, lr: float, weight_decay: float | None = None,
+                     momentum: float | None = None, **kw) -> Optimizer:
+    """Build an optimizer by name; `momentum` is for sgd, nesterov (0 or None means 0.9) and rmsprop only.
 
     Notes: 002 §1. 'nesterov' is SGD with Nesterov momentum, 'amsgrad' is Adam with AMSGrad; `weight_decay` is
-    L2 (added to the gradient) except for 'adamw', where it is decoupled. Extra keywords go to the class.
+    L2 (added to the gradient) except for 'adamw', where it is decoupled; None: the class's default (0, and 0.01
+    for adamw, as torch.optim). Extra keywords go to the class.
     """
+    if not isinstance(name, str):
+        raise ConfigError(f"the optimizer is named by a string, one of {', '.join(_OPTIMIZERS)}; got {name!r}")
     key = name.lower()
+    if momentum and key in ("adagrad", "adam", "amsgrad", "adamw"):
+        raise ConfigError(f"momentum={momentum} is for sgd, nesterov and rmsprop; {key} has no momentum argument "
+                          "(Adam's first-moment decay is betas[0]): remove it or choose sgd")
+    if weight_decay is None:
+        weight_decay = 0.01 if key == "adamw" else 0.0
+    momentum = momentum or 0.0
     if key == "sgd":
         return SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **kw)
     if key == "nesterov":
@@ -79,11 +88,14 @@ def create_scheduler(name: str, optimizer: Optimizer, total_steps: int, warmup_s
     warm-up when warmup_steps > 0, like 'warmup_cosine'), 'onecycle' peaks at the optimizer's lr (momentum is
     cycled when the optimizer has betas or non-zero momentum), 'plateau' needs `step(metric)` per evaluation.
     """
-    key = name.lower()
+    key = name.lower() if isinstance(name, str) else name
     if key not in _SCHEDULERS:
-        raise unknown("scheduler", name, _SCHEDULERS, "dlkit.optim.list_schedulers()")
-    check(int(total_steps) >= 1, "total_steps", "an integer >= 1 (optimizer steps in the run)", total_steps)
-    total = int(total_steps)
+        raise unknown("scheduler", str(name), _SCHEDULERS, "dlkit.optim.list_schedulers()")
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    check(whole(total_steps) and total_steps >= 1, "total_steps", "a whole number >= 1 (optimizer steps in the run)",
+          total_steps)
+    check(whole(warmup_steps) and warmup_steps >= 0, "warmup_steps", "a whole number >= 0", warmup_steps)
+    total = total_steps
     if key in ("none", "constant"):
         return FixedLR(optimizer, **kw)
     if key == "step":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import torch
@@ -17,8 +18,13 @@ def check(ok: bool, name: str, expected: str, got, fix: str = "") -> None:
 
 
 def check_hparams(**values: float) -> None:
-    """Check the usual ranges: lr, eps, weight_decay, momentum, lr_decay >= 0; betas/alpha in [0, 1)."""
+    """Check that each value is a finite number in its usual range: lr, eps, weight_decay, momentum, lr_decay >= 0;
+    betas in [0, 1), alpha in [0, 1]."""
     for name, v in values.items():
+        if isinstance(v, Tensor):
+            raise ConfigError(f"{name} must be a Python number; got a tensor ({v!r}): pass float({name})")
+        check(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v), name, "a finite number",
+              v)
         if name in ("beta1", "beta2"):
             check(0.0 <= v < 1.0, name, "in [0, 1)", v, "Typical values are 0.9 and 0.999.")
         elif name == "alpha":
