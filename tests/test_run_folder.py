@@ -177,14 +177,14 @@ def test_overwrite_keeps_the_previous_run_when_the_new_one_fails_before_its_firs
     folder = tmp_path / "run"
     assert run(capsys, "run", "image-folder", "--smoke", "--out", folder)[0] == 0
     before = _files(folder)
-    # refused while building (a typo in --data-dir), and failing in its first step (a model for 28 x 28 inputs)
+    # refused while reading the data (a typo in --data-dir) and once the model is built (it takes 28 x 28 images)
     code, _, err = run(capsys, "run", "image-folder", "--smoke", "--out", folder, "--overwrite", "--data-dir",
                        tmp_path / "typo")
     assert code == 2 and "dlkit: error: image folder not found" in err and "Traceback" not in err
     assert _files(folder) == before
-    with pytest.raises((RuntimeError, ValueError)):  # torch's shape error, or a one-line ConfigError
-        main(["run", "image-folder", "--smoke", "--out", str(folder), "--overwrite", "--set", "model=lenet5",
-              "image_size=32"])
+    code, _, err = run(capsys, "run", "image-folder", "--smoke", "--out", folder, "--overwrite", "--set",
+                       "model=lenet5", "image_size=32")  # refused once the model is built: 28 x 28 inputs only
+    assert code == 2 and "does not take 3 x 32 x 32 images" in err
     assert _files(folder) == before and sorted(p.name for p in folder.iterdir()) == sorted(
         p.name for p in folder.iterdir() if not p.name.startswith("."))
     assert run(capsys, "run", "image-folder", "--smoke", "--out", folder, "--overwrite", "--set", "lr=0.01")[0] == 0
@@ -196,9 +196,21 @@ def test_overwrite_deletes_nothing_in_a_folder_that_is_not_only_a_run(capsys, tm
     folder = tmp_path / "project"
     (folder / ".git").mkdir(parents=True)
     (folder / "metrics.csv").write_text("mine")
+    (folder / "config.json").write_text("{}")
     code, _, err = run(capsys, *XOR, "--out", folder, "--overwrite")
     one_line_error(code, err, "also holds .git", "nothing was deleted")
     assert (folder / "metrics.csv").read_text() == "mine"
+    # a user's folder that merely looks like a run (a figures/ folder, notes) is no run: nothing is deleted
+    thesis = tmp_path / "thesis"
+    (thesis / "figures").mkdir(parents=True)
+    (thesis / "figures" / "plot.png").write_bytes(b"img")
+    (thesis / "notes.txt").write_text("chapter 1")
+    code, _, err = run(capsys, *XOR, "--out", thesis, "--overwrite")
+    one_line_error(code, err, "holds no config.json, so it is not a dlkit run folder; nothing was deleted")
+    (thesis / "config.json").write_text("{}")  # beside a run, a note that no run writes is not deleted either
+    code, _, err = run(capsys, *XOR, "--out", thesis, "--overwrite")
+    one_line_error(code, err, "also holds notes.txt", "nothing was deleted")
+    assert (thesis / "notes.txt").read_text() == "chapter 1" and (thesis / "figures" / "plot.png").is_file()
 
 
 def test_an_interrupted_run_is_refused_and_overwrite_contradicts_resume(capsys, tmp_path):

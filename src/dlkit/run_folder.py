@@ -271,10 +271,14 @@ def set_aside_previous_run(run_dir: str | Path) -> Path:
     sources): --overwrite replaces a run, not a project. A folder set aside by a run that was killed while it was
     being built is deleted first (that run's --overwrite was asked for)."""
     run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise ConfigError(f"--overwrite {run_dir}: the folder holds no config.json, so it is not a dlkit run folder; "
+                          "nothing was deleted. --overwrite replaces a run: pass another --out")
     entries = [p for p in run_dir.iterdir() if p.name != LOCK_NAME]
     foreign = [p.name for p in entries
-               if not ((p.name in RUN_FOLDERS and p.is_dir() and not p.is_symlink())
-                       or (p.is_file() and p.suffix in RUN_SUFFIXES) or p.is_symlink())]
+               if not ((p.name in RUN_FOLDERS and p.is_dir() and not p.is_symlink()) or p.is_symlink()
+                       or (p.is_file() and p.suffix in RUN_SUFFIXES
+                           and (p.suffix != ".txt" or p.name.startswith("samples"))))]  # a run's .txt: samples
     if foreign:
         raise ConfigError(f"--overwrite {run_dir}: the folder also holds {', '.join(sorted(foreign)[:5])}, which a "
                           "dlkit run does not write; nothing was deleted. Pass a folder that holds only a run, or "
