@@ -297,3 +297,20 @@ def test_bf16_training_equals_a_hand_loop_under_autocast_also_inside_a_callers_a
         with outer:
             trainer.fit()
         assert all(torch.equal(a, b) for a, b in zip(want.state_dict().values(), trainer.model.state_dict().values()))
+
+
+def test_the_default_monitor_follows_the_validation_split_a_recipe_names_test():
+    trainer = Trainer(ToyClassifier(toy_model(), lr=0.5), toy_loaders()[0], toy_loaders()[1],
+                      quiet(epochs=40, early_stopping_patience=1), val_prefix="test")
+    metrics = trainer.fit()  # "val/loss" would be refused: this run logs test/loss
+    assert trainer.callbacks[0].monitor == "test/loss" and trainer.callbacks[0].stopped
+    assert metrics["test/loss"] == trainer.callbacks[0].best
+    with pytest.raises(ConfigError, match="early stopping watches 'test/accuracy', which the task does not log"):
+        Trainer(ToyClassifier(toy_model()), toy_loaders()[0], toy_loaders()[1],
+                quiet(early_stopping_patience=1, monitor="test/accuracy"), val_prefix="test").fit()
+
+
+def test_resuming_with_max_steps_below_the_runs_step_is_refused(tmp_path):
+    make_trainer(tmp_path, data=toy_loaders()[0], epochs=2).fit()  # 12 steps
+    with pytest.raises(ConfigError, match=r"resumed at step 12 .*past max_steps=5; pass a larger max_steps"):
+        make_trainer(tmp_path, data=toy_loaders()[0], epochs=2, max_steps=5).fit(resume=tmp_path)

@@ -55,7 +55,8 @@ class TrainerConfig:
     channels_last: bool = False           # NHWC memory format for 4-D inputs
     ema_decay: float | None = None        # evaluate an exponential moving average of the weights
     early_stopping_patience: int | None = None  # evaluations without improvement of `monitor` before stopping
-    monitor: str = "val/loss"             # metric watched by early stopping and plateau schedules
+    monitor: str = "val/loss"             # metric watched by early stopping and plateau schedules ("val/": the
+    #                                       validation split, also where a recipe names it "test")
     monitor_mode: str = "min"
     eval_every_epochs: int | None = 1     # epochs between evaluations (None: none at epoch ends)
     eval_every_steps: int | None = None   # optimizer steps between evaluations
@@ -171,8 +172,10 @@ class Trainer:
         self._epoch_rng: tuple | None = None  # the random state the current epoch's iterator was created with
         self.train_seconds = 0.0
         self.callbacks = list(callbacks)
+        split, _, name = cfg.monitor.partition("/")  # "val/..." names the validation split, whatever it is called
+        self.monitor = f"{val_prefix}/{name}" if split == "val" else cfg.monitor
         if cfg.early_stopping_patience is not None:
-            self.callbacks.append(EarlyStopping(cfg.monitor, cfg.monitor_mode, cfg.early_stopping_patience))
+            self.callbacks.append(EarlyStopping(self.monitor, cfg.monitor_mode, cfg.early_stopping_patience))
         self.sized = _has_length(train_data)
         if not self.sized and cfg.max_steps is None:
             raise ConfigError("the training data is an endless iterable (it has no length), so the run must be "
@@ -206,7 +209,7 @@ class Trainer:
             return
         watched = [(f"early stopping watches '{c.monitor}'", c.monitor) for c in self.callbacks
                    if isinstance(c, EarlyStopping)]
-        watched += [(f"the plateau schedule watches monitor '{self.cfg.monitor}'", self.cfg.monitor)
+        watched += [(f"the plateau schedule watches monitor '{self.monitor}'", self.monitor)
                     for s in self.schedulers if isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau)]
         logged = [f"{self.val_prefix}/{n}" for n in names]
         for what, metric in watched:
@@ -417,10 +420,10 @@ class Trainer:
              self.dist.is_main and (self.cfg.progress or self.run_dir is not None))  # headless fit(): quiet
         for s in self.schedulers:
             if isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                if self.cfg.monitor not in metrics:
-                    raise ConfigError(f"the plateau schedule watches monitor '{self.cfg.monitor}', which the task does "
+                if self.monitor not in metrics:
+                    raise ConfigError(f"the plateau schedule watches monitor '{self.monitor}', which the task does "
                                       f"not log; it logs {', '.join(sorted(metrics))}. Set monitor to one of them")
-                s.step(metrics[self.cfg.monitor])
+                s.step(metrics[self.monitor])
         for c in self.callbacks:
             c.on_eval_end(self, metrics)
 
@@ -505,6 +508,9 @@ class Trainer:
         previous_run, self._previous_run = self._previous_run, []  # a later fit() continues this Trainer's run
         if resume is not None:
             path = self.resume(resume, lr)
+            if cfg.max_steps is not None and cfg.max_steps < self.step:
+                raise ConfigError(f"the run resumed at step {self.step} (from {path}), past max_steps={cfg.max_steps}; "
+                                  f"pass a larger max_steps to train on, or leave it as the run had it")
             at_lr = f", lr scaled to {lr:g}" if lr is not None else ""
             echo(f"resumed from {path} (step {self.step}, epoch {self.epoch + 1}{at_lr})", main)
         elif lr is not None:
