@@ -220,6 +220,15 @@ def test_verify_writes_record_and_fails_below_threshold(capsys, tmp_path, monkey
     code, _, _ = run(capsys, "status", "--out", "docs/STATUS.md")
     page = (tmp_path / "docs/STATUS.md").read_text()
     assert code == 0 and "| `mlp-digits` |" in page and "**no**" in page and "| `lenet5` | 61,706 |" in page
+    code, _, err = run(capsys, "status", "--out", "docs/S2.md", "--results", "nowhere")
+    assert code == 2 and "--results nowhere: no such folder of verify records" in err
+
+
+def test_status_outside_the_repository_reads_the_checkouts_records(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no results/verify here: every recipe was "not run" before
+    assert run(capsys, "status", "--out", "STATUS.md")[0] == 0
+    row = next(r for r in (tmp_path / "STATUS.md").read_text().splitlines() if r.startswith("| `lenet5-mnist` |"))
+    assert "| yes |" in row  # its record in the checkout's results/verify
 
 
 def test_float_options_accept_exponents_without_a_dot():

@@ -300,9 +300,14 @@ def _compare_costs(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from .recipes.verify import records_dir
     from .report.status import write_status
 
-    path = write_status(Path(args.out), Path(args.results))
+    results = Path(args.results) if args.results is not None else records_dir()  # else the checkout's records
+    if not results.is_dir():
+        raise ConfigError(f"--results {results}: no such folder of verify records; write them with `dlkit verify` "
+                          "(its --results) or pass the folder that holds them")
+    path = write_status(Path(args.out), results)
     print(f"wrote {path}")
     return 0
 
@@ -421,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="write docs/STATUS.md from the registries and results/verify")
     s.add_argument("--out", default="docs/STATUS.md")
-    s.add_argument("--results", default="results/verify")
+    s.add_argument("--results", default=None, help="folder of verify records (default results/verify here, else "
+                   "the source checkout's)")
     s.set_defaults(func=cmd_status)
 
     s = sub.add_parser("report", help="(re)build a run folder's report.html")
