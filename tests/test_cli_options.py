@@ -217,3 +217,19 @@ def test_a_set_key_given_twice_takes_its_last_value_and_keys_are_stripped():
     from dlkit.cli import _parse_sets
 
     assert _parse_sets(["lr=1", " lr =2", "hidden=[1, 2]"]) == {"lr": "2", "hidden": "[1, 2]"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["perceptron-nand", "--set", "rules=[]"], "--set rules: expected a list of at least one element; got an empty"),
+    (["gd-batch-sizes", "--set", "modes=[]"], "--set modes: expected a list of at least one element"),
+    (["ssd-shapes", "--smoke", "--set", "scene={foo: 1}"],
+     "recipe 'ssd-shapes': shapes_scene() got an unexpected keyword argument 'foo'; check the keys of scene"),
+])
+def test_an_empty_list_to_compare_or_an_unknown_key_of_a_dict_option_is_one_line(capsys, tmp_path, args, message):
+    code, _, err = run(capsys, "run", *args, "--out", str(tmp_path / "run"))
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_perceptron_rules_learn_the_gates_in_the_plus_minus_one_convention(tmp_path):
+    summary = run_recipe("perceptron-nand", overrides={"convention": "pm1"}, out=tmp_path / "run", report=False)
+    assert summary["value"] == 1.0 and summary["metrics"]["and/perceptron/accuracy"] == 1.0

@@ -231,7 +231,9 @@ def _check_sizes(name: str, task: str, kwargs: dict) -> None:
         value = kwargs.get(key)
         low = 0 if key == "num_classes" and task == "classification" else 1
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-            what = " (0: no classifier, the pooled features)" if low == 0 else ""
+            what = (" (0: no classifier, the pooled features)" if low == 0 else
+                    " (the object classes, without the background)" if key == "num_classes" and task == "detection"
+                    else "")
             raise ConfigError(f"create_model('{name}', {key}={value!r}): {key} must be a whole number >= {low}{what}")
 
 

@@ -32,10 +32,10 @@ def _perceptron_gates(cfg, dist):
         metrics, curves = {}, {}
         for gate, targets in GATE_TARGETS.items():
             t = torch.tensor(targets, dtype=torch.float32)
+            t_conv = t if cfg.convention == "01" else 2 * t - 1  # the truth table in the convention's codes
             for rule in cfg.rules:
                 p = Perceptron(2, convention=cfg.convention)
-                history = p.fit(GATE_INPUTS, t, rule=rule, lr=cfg.lr, max_epochs=cfg.max_epochs, generator=g)
-                t_conv = t if cfg.convention == "01" else 2 * t - 1
+                history = p.fit(GATE_INPUTS, t_conv, rule=rule, lr=cfg.lr, max_epochs=cfg.max_epochs, generator=g)
                 acc = (p(GATE_INPUTS) == t_conv).float().mean().item()
                 metrics[f"{gate}/{rule}/accuracy"] = acc
                 metrics[f"{gate}/{rule}/epochs"] = len(history)

@@ -291,6 +291,12 @@ def make_config(recipe: Recipe, overrides: Mapping | None = None, smoke: bool = 
     return cfg
 
 
+# lists a recipe compares or iterates over, which an empty list leaves with nothing to do (hidden=[] is a model
+# without hidden layers, frozen_layers=[] freezes nothing: those may be empty)
+NON_EMPTY = {"rules", "optimizers", "modes", "activations", "inits", "source_digits", "target_digits", "cs",
+             "stages", "max_weak"}
+
+
 def set_option(recipe: Recipe, cfg: Config, key: str, text: Any) -> None:
     """`cfg[key] = parsed text`, refused before anything runs if the recipe does not have the option."""
     if key not in cfg:
@@ -300,7 +306,12 @@ def set_option(recipe: Recipe, cfg: Config, key: str, text: Any) -> None:
         else:
             why = f"'{key}' is not an option of recipe '{recipe.name}'"
         raise ConfigError(f"{why}. Valid keys: {', '.join(sorted(cfg))} (see `dlkit show {recipe.name}`)")
-    cfg[key] = parse_value(key, text, recipe.option_types()[key], recipe.options()[key])
+    default = recipe.options()[key]
+    value = parse_value(key, text, recipe.option_types()[key], default)
+    if isinstance(value, list) and not value and key in NON_EMPTY:
+        raise ConfigError(f"--set {key}: expected a list of at least one element; got an empty list (default: "
+                          f"{default!r})")
+    cfg[key] = value
 
 
 def trainer_config(cfg: Mapping, **overrides) -> TrainerConfig:

@@ -232,7 +232,14 @@ def _run_in(recipe: Recipe, cfg: Config, run_dir: Path, dist, *, smoke: bool, re
     echo(f"run folder: {run_dir}", dist.is_main)
     seed_everything(cfg["seed"])  # the same seed on every rank: identical initial weights
     cfg.freeze()
-    setup = recipe.build(cfg, dist)
+    try:
+        setup = recipe.build(cfg, dist)
+    except TypeError as e:  # a dict option (scene, model_kwargs...) naming an argument its function does not take
+        if "unexpected keyword argument" not in str(e):
+            raise
+        dicts = sorted(k for k, v in cfg.items() if isinstance(v, dict) and v)
+        raise ConfigError(f"recipe '{name}': {e}; check the keys of {', '.join(dicts) or 'its options'} (see "
+                          f"`dlkit show {name}`)") from None
     if isinstance(setup, Study) != recipe.study:
         raise TypeError(f"recipe '{name}': its builder returned a {type(setup).__name__}, so study must be "
                         f"{isinstance(setup, Study)}")
