@@ -58,6 +58,14 @@ def test_unreachable_url_error_lists_files_folder_urls_and_options(tmp_path):
     assert "\n" not in msg
 
 
+def test_a_failed_download_leaves_no_folder_it_created(tmp_path):
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(DataNotFoundError):  # a mistyped --data-dir: nothing may appear there
+        ensure_files("toy", [RemoteFile("a.gz", "file:///nonexistent/a.gz", "0" * 64)],
+                     data_dir=tmp_path / "kept" / "typo" / "root")
+    assert list((tmp_path / "kept").iterdir()) == []
+
+
 def test_existing_files_are_trusted_without_checksum(tmp_path):
     # Re-compressed .gz (other bytes, same content) must not be rejected or re-downloaded.
     (tmp_path / "toy").mkdir()

@@ -83,6 +83,7 @@ def download_file(remote: RemoteFile, dest: Path, timeout: float = TIMEOUT_S) ->
     Tries `remote.urls` in order; raises OSError (with every URL's reason) when none gives a file
     with the right checksums. On any failure no file (partial or temporary) is left behind.
     """
+    created = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]  # removed again on failure
     dest.parent.mkdir(parents=True, exist_ok=True)
     reasons = []
     for url in remote.urls:
@@ -112,6 +113,11 @@ def download_file(remote: RemoteFile, dest: Path, timeout: float = TIMEOUT_S) ->
             reasons.append(f"{url}: {getattr(e, 'reason', None) or e}")
         finally:  # after os.replace the temporary name is gone; otherwise remove the partial file
             tmp.unlink(missing_ok=True)
+    for d in created:  # a wrong --data-dir leaves no folders behind (innermost first; only if still empty)
+        try:
+            d.rmdir()
+        except OSError:
+            break
     raise OSError("; ".join(reasons))
 
 
