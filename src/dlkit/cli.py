@@ -154,7 +154,9 @@ def cmd_run(args) -> int:
 
             tools = ("dlkit predict / dlkit export / " if summary.get("task") in PREDICTS else "") + "dlkit.load_run"
             usable = f" ({tools} {'use' if '/' in tools else 'uses'} it)"
-        print(f"run folder: {run_dir}: report.html, figures/, metrics.csv, checkpoints/, model.safetensors{usable}")
+        written = [n for n in ("report.html", "figures/", "metrics.csv", "checkpoints/", "model.safetensors")
+                   if (run_dir / n.rstrip("/")).exists()]  # a study writes no checkpoint, no model
+        print(f"run folder: {run_dir}: {', '.join(written)}{usable}")
     return 0
 
 

@@ -241,8 +241,13 @@ def previous_run_files(run_dir: str | Path) -> list[str]:
     """The files in `run_dir` that show it holds a run that trained (finished or interrupted); empty for a new or
     empty folder and for one holding only the config.json of a run stopped before its first step."""
     run_dir = Path(run_dir)
-    found = [n for n in RUN_FILES if os.path.lexists(run_dir / n)]
+    found = [n for n in RUN_FILES if os.path.lexists(run_dir / n) and not _empty_folder(run_dir / n)]
     return ["config.json", *found] if found and (run_dir / "config.json").exists() else found
+
+
+def _empty_folder(path: Path) -> bool:
+    """An empty real folder (a study refused before it drew anything leaves an empty figures/)."""
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
 
 
 def discard_unstarted_run(run_dir: str | Path) -> None:
