@@ -263,6 +263,16 @@ def test_resume_refuses_changing_what_the_run_already_computed(capsys, tmp_path)
     assert code == 0 and "resumes" not in json.loads((folder / "config.json").read_text())
 
 
+def test_resume_refuses_a_new_length_for_a_schedule_laid_out_over_the_old_one(capsys, tmp_path):
+    folder = tmp_path / "run"
+    assert run(capsys, *XOR, "--set", "schedule=cosine", "--out", folder)[0] == 0
+    code, _, err = run(capsys, "run", "mlp-xor", "--resume", folder, "--epochs", "50")
+    one_line_error(code, err, "the run's lr schedule 'cosine' was laid out over its length (epochs=")
+    flat = tmp_path / "flat"  # without a schedule a run may go on for longer
+    assert run(capsys, *XOR, "--out", flat)[0] == 0
+    assert run(capsys, "run", "mlp-xor", "--resume", flat, "--epochs", "50")[0] == 0
+
+
 def _lrs(folder: Path) -> dict[int, float]:
     rows = [line.split(",") for line in (folder / "metrics.csv").read_text().splitlines()[1:]]
     return {int(r[0]): float(r[4]) for r in rows if r[3] == "lr"}

@@ -105,6 +105,13 @@ def _resumed_config(recipe: Recipe, run_dir: Path, overrides: Mapping) -> tuple[
         raise ConfigError(f"--resume {run_dir}: {', '.join(refused)} cannot change on resume (the run so far was "
                           f"computed with {', '.join(f'{k}={saved[k]!r}' for k in refused)}); a resumed run may "
                           f"change only {allowed}. Start a new run (--out or --overwrite) to change the others")
+    length = sorted(k for k in changed if k in ("epochs", "max_steps"))
+    schedule = dict.get(cfg, "schedule")
+    if length and schedule not in (None, "none", "constant", "plateau"):
+        raise ConfigError(f"--resume {run_dir}: the run's lr schedule '{schedule}' was laid out over its length "
+                          f"({', '.join(f'{k}={saved[k]!r}' for k in length)}), so a new length would continue the "
+                          "old schedule (past its end: the final lr, tiny; before it: never annealed). Resume with "
+                          "the same length, or start a new run (--out or --overwrite) with the new one")
     return cfg, bool(meta.get("smoke", False)), changed
 
 
