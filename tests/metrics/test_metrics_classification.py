@@ -55,3 +55,23 @@ def test_bad_inputs_say_what_is_expected():
         accuracy(torch.zeros(4, 3), torch.zeros(4))
     with pytest.raises(ConfigError, match="0..2"):
         confusion_matrix(torch.tensor([0, 3]), torch.tensor([0, 1]), 3)
+
+
+def test_accuracy_meter_equals_sklearn_and_refuses_what_it_would_misread():
+    from dlkit.metrics.meter import Accuracy, Mean
+
+    torch.manual_seed(0)
+    logits, target = torch.randn(50, 4), torch.randint(0, 4, (50,))
+    acc = Accuracy()
+    acc.update(logits[:20], target[:20])
+    acc.update(logits[20:].argmax(1), target[20:])  # predictions as indices
+    assert acc.compute() == pytest.approx(skm.accuracy_score(target.numpy(), logits.argmax(1).numpy()))
+    for pred, tgt, match in ((torch.tensor([0.9, 0.2]), torch.tensor([1, 0]), "integer predictions"),  # probabilities
+                             (torch.randn(2, 3), torch.rand(2, 3), "integer class indices as targets"),  # soft targets
+                             (torch.randn(2, 3), torch.tensor([0, 3]), r"class indices in 0\.\.2")):
+        with pytest.raises(ConfigError, match=match):
+            Accuracy().update(pred, tgt)
+    with pytest.raises(ConfigError, match="weights must be >= 0"):
+        Mean().update(1.0, -1)
+    with pytest.raises(ConfigError, match="one weight, or one per value"):
+        Mean().update(torch.ones(3), torch.ones(2))

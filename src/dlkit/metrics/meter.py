@@ -76,7 +76,12 @@ class Mean(Metric):
     def update(self, value: Tensor | float, weight: Tensor | float = 1.0) -> None:
         value = torch.as_tensor(value, dtype=torch.float64).detach()
         weight = torch.as_tensor(weight, dtype=torch.float64)
+        if weight.numel() and bool((weight < 0).any()):
+            raise ConfigError(f"Mean.update: weights must be >= 0 (a count of samples); got {weight.min().item():g}")
         if value.dim():  # several values: each weighs `weight`
+            if weight.dim() and weight.shape != value.shape:
+                raise ConfigError(f"Mean.update: one weight, or one per value {tuple(value.shape)}; got weights "
+                                  f"{tuple(weight.shape)}")
             weight = weight.expand_as(value)
             value, weight = (value * weight).sum(), weight.sum()
         else:
@@ -101,10 +106,23 @@ class Accuracy(Metric):
 
     @torch.no_grad()
     def update(self, logits_or_pred: Tensor, target: Tensor) -> None:
-        pred = logits_or_pred.argmax(1) if logits_or_pred.dim() == target.dim() + 1 else logits_or_pred
+        if target.is_floating_point() or target.dtype == torch.bool:
+            raise ConfigError(f"Accuracy.update expects integer class indices as targets; got {target.dtype} "
+                              f"{tuple(target.shape)} (soft or one-hot targets: pass target.argmax(1))")
+        logits = logits_or_pred.dim() == target.dim() + 1
+        if not logits and logits_or_pred.is_floating_point():
+            raise ConfigError(f"Accuracy.update expects logits [N, C] or integer predictions shaped like the "
+                              f"targets; got {logits_or_pred.dtype} {tuple(logits_or_pred.shape)}: pass logits, or "
+                              "(probabilities > 0.5).long() for one output per sample")
+        pred = logits_or_pred.argmax(1) if logits else logits_or_pred
         if pred.shape != target.shape:
             raise ConfigError(f"Accuracy.update expects logits [N, C] or predictions shaped like the targets "
                               f"{tuple(target.shape)}; got {tuple(logits_or_pred.shape)}")
+        if logits and target.numel() and target.device.type == "cpu" and \
+                not 0 <= int(target.min()) <= int(target.max()) < logits_or_pred.shape[1]:  # no device sync on a GPU
+            raise ConfigError(f"Accuracy.update: targets must be class indices in 0..{logits_or_pred.shape[1] - 1} "
+                              f"for logits of {logits_or_pred.shape[1]} classes; got {int(target.min())}.."
+                              f"{int(target.max())}")
         self.correct = self.correct.to(pred.device) + (pred == target).sum()
         self.count = self.count.to(pred.device) + target.numel()
 
