@@ -168,6 +168,10 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> LoadedRun:
     from .registry import create_model
 
     run_dir = Path(run_dir)
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:1'; got {device!r}") from None
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} needs a CUDA GPU, and torch sees none on this machine; use --device cpu")
     spec = read_model_spec(run_dir)

@@ -170,9 +170,15 @@ def run_recipe(name: str, *, overrides: Mapping | None = None, epochs: int | Non
     `run_dir` is the run folder. The folder is locked for this process while it runs; `out` onto a folder
     holding a previous run is refused unless `overwrite` (which deletes that run's files first)."""
     recipe = get_recipe(name)
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ConfigError(f"overrides must be a mapping of option -> value, e.g. {{'epochs': 2, 'lr': 0.01}}; got "
+                          f"{type(overrides).__name__} {str(overrides)[:80]}")
     overrides = dict(overrides or {})
     for key, val in (("epochs", epochs), ("device", device), ("seed", seed), ("data_dir", data_dir)):
         if val is not None:
+            if key in overrides and overrides[key] != val:
+                raise ConfigError(f"{key} is given twice, as {key}={val!r} and in overrides as {overrides[key]!r}; "
+                                  "keep one")
             overrides[key] = val
     changed: dict = {}
     if resume is not None:
