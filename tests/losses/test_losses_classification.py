@@ -234,3 +234,18 @@ def test_bad_inputs_raise_config_error():
         C.cross_entropy(torch.randn(3, 4), torch.tensor([0, 1, 2]), weight=torch.ones(3))
     with pytest.raises(ConfigError, match="reduction"):
         C.CrossEntropyLoss(reduction="avg")
+
+
+def test_bce_targets_and_float_class_indices_are_refused_as_torch_refuses_them():
+    from dlkit.losses.classification import binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy
+
+    p, x = torch.full((3,), 0.5), torch.zeros(3)
+    for fn, inp in ((binary_cross_entropy, p), (binary_cross_entropy_with_logits, x)):
+        with pytest.raises(ConfigError, match="expects targets in \\[0, 1\\]; got values in \\[0, 2\\]"):
+            fn(inp, torch.tensor([0.0, 1.0, 2.0]))
+        with pytest.raises(ConfigError, match="expects float targets in \\[0, 1\\]; got torch.int64"):
+            fn(inp, torch.tensor([0, 1, 1]))
+    with pytest.raises(RuntimeError):  # the reference refuses the same integer targets
+        torch.nn.functional.binary_cross_entropy(p, torch.tensor([0, 1, 1]))
+    with pytest.raises(ConfigError, match="float target shaped like class indices .* must be integers"):
+        cross_entropy(torch.randn(4, 3), torch.tensor([0.0, 1.0, 2.0, 1.0]))

@@ -33,6 +33,15 @@ def _check_probabilities(p: Tensor, what: str, logits_fn: str) -> None:
         )
 
 
+def _check_binary_target(t: Tensor, what: str) -> None:
+    """BCE's target: float probabilities in [0, 1] (torch refuses integer targets, and any value outside)."""
+    if not t.is_floating_point():
+        raise ConfigError(f"{what} expects float targets in [0, 1]; got {t.dtype}: pass target.float()")
+    if t.numel() and t.device.type == "cpu" and ((t < 0) | (t > 1)).any():  # no device sync on a GPU
+        raise ConfigError(f"{what} expects targets in [0, 1]; got values in [{t.min().item():.3g}, "
+                          f"{t.max().item():.3g}]")
+
+
 def binary_cross_entropy(
     input: Tensor, target: Tensor, weight: Tensor | None = None, reduction: str = "mean"
 ) -> Tensor:
@@ -42,6 +51,7 @@ def binary_cross_entropy(
     """
     check_same_shape(input, target, "binary_cross_entropy")
     _check_probabilities(input, "binary_cross_entropy", "binary_cross_entropy_with_logits")
+    _check_binary_target(target, "binary_cross_entropy")
     loss = -(target * _clamped_log(input) + (1 - target) * _clamped_log(1 - input))
     if weight is not None:
         loss = loss * weight
@@ -61,6 +71,7 @@ def binary_cross_entropy_with_logits(
     pos_weight p_w scales the positive term, as in torch.
     """
     check_same_shape(input, target, "binary_cross_entropy_with_logits")
+    _check_binary_target(target, "binary_cross_entropy_with_logits")
     sp = softplus(-input)
     if pos_weight is None:
         loss = (1 - target) * input + sp
@@ -98,6 +109,10 @@ def _cross_entropy_from_log_probs(
             f"{what}: weight must have one entry per class, shape ({n_classes},); got {tuple(weight.shape)}"
         )
     if target.is_floating_point():  # probabilities (one-hot or soft) of the input's shape
+        if target.shape == logp.shape[:1] + logp.shape[2:]:
+            raise ConfigError(f"{what}: a float target shaped like class indices {tuple(target.shape)}; class indices "
+                              "must be integers (target.long()), probabilities must have the input's shape "
+                              f"{tuple(logp.shape)}")
         check_same_shape(logp, target, what)
         if label_smoothing > 0:
             target = target * (1 - label_smoothing) + label_smoothing / n_classes
