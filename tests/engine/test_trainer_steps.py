@@ -314,3 +314,13 @@ def test_resuming_with_max_steps_below_the_runs_step_is_refused(tmp_path):
     make_trainer(tmp_path, data=toy_loaders()[0], epochs=2).fit()  # 12 steps
     with pytest.raises(ConfigError, match=r"resumed at step 12 .*past max_steps=5; pass a larger max_steps"):
         make_trainer(tmp_path, data=toy_loaders()[0], epochs=2, max_steps=5).fit(resume=tmp_path)
+
+
+def test_a_run_that_ends_before_max_steps_says_why():
+    sized = make_trainer(data=toy_loaders()[0], max_steps=100)  # epochs=1: 6 steps
+    sized.fit()
+    assert sized.step == 6 and sized.stop_reason == ("finished the 1 epoch(s) of 6 steps before max_steps=100; raise "
+                                                      "epochs to train longer")
+    short = make_trainer(data=iter(list(toy_loaders()[0])), max_steps=100)  # a finite stream of 6 batches
+    short.fit()
+    assert short.step == 6 and short.stop_reason == "the training data ran out after 6 steps, before max_steps=100"

@@ -539,6 +539,11 @@ class Trainer:
                 self.batch_in_epoch = 0
                 if not self._stop and time.perf_counter() - self._last_save >= EPOCH_CHECKPOINT_MIN_SECONDS:
                     self.save()  # at epoch ends, unless the newest checkpoint is only seconds old (tiny epochs)
+            if cfg.max_steps is not None and self.step < cfg.max_steps and not self._stop:
+                self.stop_reason = (f"finished the {cfg.epochs} epoch(s) of {self.plan.steps_per_epoch} steps before "
+                                    f"max_steps={cfg.max_steps}; raise epochs to train longer" if self.sized else
+                                    f"the training data ran out after {self.step} steps, before max_steps="
+                                    f"{cfg.max_steps}")
             self._validate(logger)  # the final weights are always scored (a no-op where they just were)
         finally:
             logger.close()
@@ -548,7 +553,7 @@ class Trainer:
         self._saved_step = None  # callbacks may have changed the weights (early stopping restores the best)
         self.save()
         if self.stop_reason:
-            echo(self.stop_reason, main)
+            echo(self.stop_reason, main and (cfg.progress or self.run_dir is not None))  # headless fit(): quiet
         return dict(self.last_metrics)
 
     def _run_epoch(self, logger: MetricLogger) -> None:
