@@ -324,3 +324,18 @@ def test_a_run_that_ends_before_max_steps_says_why():
     short = make_trainer(data=iter(list(toy_loaders()[0])), max_steps=100)  # a finite stream of 6 batches
     short.fit()
     assert short.step == 6 and short.stop_reason == "the training data ran out after 6 steps, before max_steps=100"
+
+
+def test_a_resumed_run_counts_the_seconds_of_every_segment(tmp_path):
+    import csv
+
+    first = make_trainer(tmp_path, data=toy_loaders()[0], epochs=4, max_steps=12, log_every=1)
+    first.fit()
+    resumed = make_trainer(tmp_path, data=toy_loaders()[0], epochs=4, log_every=1)
+    resumed.fit(resume=tmp_path)
+    assert resumed.train_seconds > first.train_seconds > 0
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["name"] == "train/loss"]
+    walls = [float(r["wall_time"]) for r in rows]
+    assert [int(r["step"]) for r in rows] == list(range(1, 25)) and walls == sorted(walls)  # rising across the resume
+    assert walls[12] >= walls[11]

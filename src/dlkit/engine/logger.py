@@ -15,9 +15,10 @@ class MetricLogger:
     """Appends scalars to `metrics.csv` (and TensorBoard); on resume drops rows past the checkpoint."""
 
     def __init__(self, run_dir: Path | None, enabled: bool = True, tensorboard: bool = True,
-                 resume_step: int | None = None):
+                 resume_step: int | None = None, seconds: float = 0.0):
+        """`seconds`: the wall_time already spent (a resumed run's earlier segments), so wall_time keeps rising."""
         self.enabled = enabled and run_dir is not None
-        self.t0 = time.perf_counter()
+        self.t0 = time.perf_counter() - seconds
         self._tb = None
         if not self.enabled:
             return

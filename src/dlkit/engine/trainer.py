@@ -171,6 +171,7 @@ class Trainer:
         self._evaluated_step: int | None = None
         self._epoch_rng: tuple | None = None  # the random state the current epoch's iterator was created with
         self.train_seconds = 0.0
+        self._seconds_before, self._t0 = 0.0, None  # training seconds of earlier segments; this segment's start
         self.callbacks = list(callbacks)
         split, _, name = cfg.monitor.partition("/")  # "val/..." names the validation split, whatever it is called
         self.monitor = f"{val_prefix}/{name}" if split == "val" else cfg.monitor
@@ -278,6 +279,7 @@ class Trainer:
             "schedulers": [s.state_dict() for s in self.schedulers],
             "trainer": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                         "config": asdict(self.cfg), "evaluated_step": self._evaluated_step,
+                        "seconds": self._seconds(),  # of training, over every segment of a resumed run
                         "stop_reason": self.stop_reason if self._stop else None},  # a callback's request_stop
             "callbacks": [c.state_dict() for c in self.callbacks],
             "rng": rng_tensors, "rng_values": rng_values,
@@ -300,6 +302,7 @@ class Trainer:
         t = state["trainer"]
         self.step, self.epoch, self.batch_in_epoch = t["step"], t["epoch"], t["batch_in_epoch"]
         self._evaluated_step = t.get("evaluated_step")
+        self._seconds_before = float(t.get("seconds", 0.0))
         if t.get("stop_reason"):
             self._stop, self.stop_reason = True, t["stop_reason"]
         for c, s in zip(self.callbacks, state.get("callbacks", []), strict=False):
@@ -341,6 +344,10 @@ class Trainer:
         self._saved_step = self.step
         self._last_checkpoint = path
         return path
+
+    def _seconds(self) -> float:
+        """Seconds of training so far: the earlier segments' (a resumed run) and this one's."""
+        return self._seconds_before + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
 
     def _rescale_lr(self, lr: float) -> None:
         if isinstance(lr, bool) or not isinstance(lr, int | float) or not (math.isfinite(lr) and lr > 0):
@@ -521,9 +528,9 @@ class Trainer:
                               f"); continue it with fit(resume={str(self.run_dir)!r}), or give this run an empty "
                               "folder (or delete that run's files first): the two runs would mix")
         logger = MetricLogger(self.run_dir, enabled=main, tensorboard=cfg.tensorboard,
-                              resume_step=self.step if resume is not None else None)
+                              resume_step=self.step if resume is not None else None, seconds=self._seconds_before)
         self.model.train()
-        t0 = self._last_save = time.perf_counter()
+        self._t0 = self._last_save = time.perf_counter()
         for c in self.callbacks:
             c.on_train_start(self)
         if resume is None:
@@ -547,7 +554,7 @@ class Trainer:
             self._validate(logger)  # the final weights are always scored (a no-op where they just were)
         finally:
             logger.close()
-        self.train_seconds = time.perf_counter() - t0
+        self.train_seconds = self._seconds()
         for c in self.callbacks:
             c.on_fit_end(self)
         self._saved_step = None  # callbacks may have changed the weights (early stopping restores the best)

@@ -266,9 +266,8 @@ def _run_in(recipe: Recipe, cfg: Config, run_dir: Path, dist, *, smoke: bool, re
     new_lr = None  # a changed lr acts on the restored optimizer and schedule
     if resume:  # recorded once the run is built: a run that fails to build used none of the new values
         new_lr = _on_main(lambda: _prepare_resume(run_dir, cfg, changed), dist)
-    t0 = time.perf_counter()
     trainer.fit(resume=run_dir if resume else None, lr=new_lr)
-    seconds = time.perf_counter() - t0
+    seconds = trainer.train_seconds  # of every segment of a resumed run
     summary: dict[str, Any] = {}
     metrics = dict(trainer.last_metrics)
     if setup.test is not None:  # on every rank: metric states are summed over the ranks
