@@ -51,3 +51,9 @@ def test_tasks_are_listed_and_pretrained_recipes_are_refused(capsys):
     assert code == 2 and "unknown task 'segmentaton'" in err and "Did you mean: segmentation" in err
     code, _, err = run(capsys, "list", "recipes", "--task", "optimization")
     assert code == 2 and "unknown recipe task 'optimization'" in err and "optimisation" in err
+
+
+def test_model_patterns_ignore_case(capsys):
+    from dlkit.registry import list_models
+
+    assert list_models("RESNET1*") == list_models("resnet1*") and "resnet18" in list_models("ResNet1*")

@@ -266,11 +266,17 @@ def test_resume_refuses_changing_what_the_run_already_computed(capsys, tmp_path)
 def test_resume_refuses_a_new_length_for_a_schedule_laid_out_over_the_old_one(capsys, tmp_path):
     folder = tmp_path / "run"
     assert run(capsys, *XOR, "--set", "schedule=cosine", "--out", folder)[0] == 0
-    code, _, err = run(capsys, "run", "mlp-xor", "--resume", folder, "--epochs", "50")
-    one_line_error(code, err, "the run's lr schedule 'cosine' was laid out over its length (epochs=")
+    code, _, err = run(capsys, "run", "mlp-xor", "--resume", folder, "--set", "max_steps=5000")
+    one_line_error(code, err, "the run's lr schedule 'cosine' was laid out over its length (max_steps=")
     flat = tmp_path / "flat"  # without a schedule a run may go on for longer
     assert run(capsys, *XOR, "--out", flat)[0] == 0
-    assert run(capsys, "run", "mlp-xor", "--resume", flat, "--epochs", "50")[0] == 0
+    assert run(capsys, "run", "mlp-xor", "--resume", flat, "--set", "max_steps=5000")[0] == 0
+
+
+def test_epoch_options_of_a_recipe_counted_in_steps_are_refused(capsys, tmp_path):
+    code, _, err = run(capsys, *XOR, "--epochs", "3", "--out", tmp_path / "run")
+    assert code == 2 and "dlkit: error: recipe 'mlp-xor' trains on an endless stream counted in steps, so epochs " \
+        "would do nothing" in err and "Traceback" not in err
 
 
 def _lrs(folder: Path) -> dict[int, float]:
@@ -314,3 +320,8 @@ def test_an_lr_recorded_by_a_resume_that_was_killed_before_its_next_checkpoint_s
     assert _prepare_resume(folder, cfg, {"lr": (0.5, 0.125)}) == 0.125  # recorded; then the process was killed
     code, _, _ = run(capsys, "run", "mlp-xor", "--resume", folder)  # no --set: config.json says 0.125
     assert code == 0 and _lrs(folder)[30] == 0.125 and _lrs(folder)[40] == 0.125
+
+
+def test_overwrite_without_out_is_refused(capsys):
+    code, _, err = run(capsys, *XOR, "--overwrite")
+    one_line_error(code, err, "--overwrite replaces the run in the folder --out names")

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .engine.preemption import Preempted
@@ -132,6 +133,9 @@ def cmd_run(args) -> int:
     for flag, value, low, high in (("--epochs", args.epochs, 1, INT_MAX), ("--seed", args.seed, 0, SEED_MAX)):
         if value is not None and not low <= value <= high:
             raise ConfigError(f"{flag} expects a whole number from {low} to {high}; got {value}")
+    if args.overwrite and args.out is None:
+        raise ConfigError("--overwrite replaces the run in the folder --out names; without --out every run gets a new "
+                          "folder under runs/, so pass --out DIR with it")
     sets = _parse_sets(args.set)
     for key in ("epochs", "seed", "device", "data_dir"):
         if key in sets and getattr(args, key) is not None:
@@ -456,6 +460,19 @@ def _out_of_memory(e: BaseException) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Run the `dlkit` command line; the exit code (0, 1: a recipe missed its expected result, 2: an error)."""
     args = build_parser().parse_args(argv)
+    formatter = warnings.formatwarning  # warnings shown as one line each, without the source line that raised them
+    warnings.formatwarning = _one_line_warning
+    try:
+        return _run_command(args)
+    finally:
+        warnings.formatwarning = formatter
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"dlkit: warning: {' '.join(str(message).split())}\n"
+
+
+def _run_command(args) -> int:
     try:
         return args.func(args)
     except Preempted as e:  # SIGTERM/SIGINT during training: checkpoint saved, exit 128 + the signal's number

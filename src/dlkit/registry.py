@@ -98,7 +98,8 @@ class Registry:
         if bad:
             raise ConfigError(f"cannot filter {self.kind}s by {bad}; expected metadata keys {list(self.fields)}")
         return [e for n, e in sorted(self._entries.items())
-                if fnmatch.fnmatch(n, pattern) and all(_matches(e.meta[k], v) for k, v in filters.items())]
+                if fnmatch.fnmatchcase(n.lower(), pattern.lower())  # 'RESNET*' finds resnet18 too
+                and all(_matches(e.meta[k], v) for k, v in filters.items())]
 
     def list(self, pattern: str = "*", **filters) -> list[str]:
         """Names of the entries `entries(pattern, **filters)` returns, sorted."""

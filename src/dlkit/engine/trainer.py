@@ -177,7 +177,7 @@ class Trainer:
         self.monitor = f"{val_prefix}/{name}" if split == "val" else cfg.monitor
         if cfg.early_stopping_patience is not None:
             self.callbacks.append(EarlyStopping(self.monitor, cfg.monitor_mode, cfg.early_stopping_patience))
-        self.sized = _has_length(train_data)
+        self.sized = has_length(train_data)
         if not self.sized and cfg.max_steps is None:
             raise ConfigError("the training data is an endless iterable (it has no length), so the run must be "
                               "counted in steps: set max_steps")
@@ -714,7 +714,7 @@ def _bf16_autocast(device_type: str):
         torch.clear_autocast_cache()
 
 
-def _has_length(data) -> bool:
+def has_length(data) -> bool:
     """Whether `data` has a length: a DataLoader always has `__len__`, but over an IterableDataset without one,
     `len()` raises TypeError, and such data is endless (counted in steps)."""
     try:

@@ -29,7 +29,7 @@ from ..engine.checkpoint import list_checkpoints, load_latest_checkpoint
 from ..engine.distributed import barrier, broadcast_object, cleanup, init_distributed
 from ..engine.logger import echo
 from ..engine.seeding import seed_everything
-from ..engine.trainer import Trainer, fit
+from ..engine.trainer import Trainer, fit, has_length
 from ..errors import ConfigError, DlkitError
 from ..run_folder import (
     RunLock,
@@ -259,6 +259,10 @@ def _run_in(recipe: Recipe, cfg: Config, run_dir: Path, dist, *, smoke: bool, re
     if isinstance(setup, Study):
         built()
         return _run_study(recipe, cfg, setup, run_dir, smoke, report, overridden)
+    epoch_options = sorted({"epochs", "eval_every_epochs"} & overridden)
+    if epoch_options and not has_length(setup.train):
+        raise ConfigError(f"recipe '{name}' trains on an endless stream counted in steps, so {', '.join(epoch_options)}"
+                          " would do nothing; set max_steps (and eval_every_steps) instead")
     trainer = Trainer(setup.task, setup.train, setup.val, trainer_config(cfg), run_dir=run_dir, dist=dist,
                       callbacks=setup.callbacks, val_prefix=setup.val_name)
     # last, so that checkpoints' callback states keep their order; a no-op after the first step
