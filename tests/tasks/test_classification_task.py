@@ -26,3 +26,15 @@ def test_auxiliary_logits_add_their_cross_entropy_weighted_0_3():
     by_hand = F.cross_entropy(model.main(x), y) + 0.3 * F.cross_entropy(model.aux(x), y)
     torch.testing.assert_close(out["loss"], by_hand)
     assert out["accuracy"] == (model.main(x).argmax(1) == y).float().mean()
+
+
+def test_a_task_takes_its_optimizer_options_as_a_dict_or_none():
+    from dlkit.engine.task import TrainingPlan
+    from dlkit.optim import SGD, Adam
+
+    model = nn.Linear(4, 3)
+    plan = TrainingPlan(total_steps=10, steps_per_epoch=10, epochs=1)
+    [opt], scheds = ClassificationTask(model, {"optimizer": "sgd", "lr": 0.1}).configure_optimizers(plan)
+    assert isinstance(opt, SGD) and opt.param_groups[0]["lr"] == 0.1 and scheds == []
+    [opt], _ = ClassificationTask(model, None).configure_optimizers(plan)  # the defaults: Adam at 1e-3
+    assert isinstance(opt, Adam) and opt.param_groups[0]["lr"] == 1e-3

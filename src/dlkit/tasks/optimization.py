@@ -8,6 +8,8 @@ Notes: 000 §2.3-2.4 (the optimizers and learning-rate schedules). The options r
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from types import SimpleNamespace
 
 from ..engine.task import TrainingPlan
 from ..optim import create_optimizer, create_scheduler
@@ -17,9 +19,22 @@ OPTIMIZER_OPTIONS = dict(optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0
                          warmup_steps=-1)
 
 
+def optimizer_options(cfg) -> SimpleNamespace:
+    """OPTIMIZER_OPTIONS with those `cfg` sets: a recipe's Config, any object with these attributes, a dict such
+    as {"optimizer": "sgd", "lr": 0.1}, or None (all defaults: Adam, lr 1e-3, no schedule)."""
+    if cfg is None:
+        given = {}
+    elif isinstance(cfg, Mapping):
+        given = {k: cfg[k] for k in OPTIMIZER_OPTIONS if k in cfg}
+    else:
+        given = {k: getattr(cfg, k) for k in OPTIMIZER_OPTIONS if hasattr(cfg, k)}
+    return SimpleNamespace(**{**OPTIMIZER_OPTIONS, **given})
+
+
 def build_optimizers(params, cfg, plan: TrainingPlan) -> tuple[list, list]:
     """One optimizer (cfg.optimizer, lr, weight_decay, momentum, fused) and its schedule (cfg.schedule) over the
-    plan's total steps."""
+    plan's total steps; `cfg` as `optimizer_options` takes it (missing options keep their defaults)."""
+    cfg = optimizer_options(cfg)
     kw = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
     if cfg.optimizer in ("sgd", "nesterov", "rmsprop"):
         kw["momentum"] = cfg.momentum
