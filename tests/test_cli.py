@@ -182,8 +182,22 @@ def test_the_expected_result_is_said_to_be_the_defaults_when_options_changed_it(
                        "--out", str(tmp_path / "run"))
     assert code == 0
     assert "the expected >= 0.97 of the recipe's defaults; this run set epochs, hidden)" in out  # threads: not
-    code, out, _ = run(capsys, "run", "mlp-digits", "--set", "threads=1", "--out", str(tmp_path / "run2"))
+    code, out, _ = run(capsys, "run", "mlp-digits", "--set", "threads=1", "batch_size=32", "--out",
+                       str(tmp_path / "run2"))  # batch_size=32 is the default: nothing changed
     assert code == 0 and re.search(r"\((reached|did NOT reach) the expected >= 0\.97\) in ", out)  # no scope
+    _interrupt(tmp_path / "run")  # resumed: the line describes the run (epochs, hidden), not the resume command
+    code, out, _ = run(capsys, "run", "mlp-digits", "--resume", str(tmp_path / "run"))
+    assert code == 0 and "this run set epochs, hidden)" in out
+    code, _, err = run(capsys, "run", "mlp-digits", "--resume", str(tmp_path / "run"), "--smoke")
+    assert code == 2 and "that run is a full run and continues as one; --smoke applies to new runs only" in err
+
+
+def _interrupt(folder):
+    """Leave a finished run as if killed after its first checkpoint."""
+    for name in ("summary.json", "model.safetensors", "model.json", "report.html"):
+        (folder / name).unlink(missing_ok=True)
+    for p in sorted((folder / "checkpoints").glob("step_*"))[2:]:
+        p.unlink()
 
 
 def test_show_and_list_read_the_checkouts_records_from_any_folder(capsys, tmp_path, monkeypatch):

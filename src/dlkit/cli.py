@@ -118,11 +118,19 @@ def cmd_show(args) -> int:
 _PRESENTATION = {"device", "threads", "progress", "log_every", "tensorboard"}
 
 
-def _expectation_scope(smoke: bool, given: dict) -> str:
-    """What the recipe's expected result was measured on, when this run differs from it."""
-    if smoke:
+def _expectation_scope(recipe: str, summary: dict) -> str:
+    """What the recipe's expected result was measured on, when the run differs from it: a smoke run, or options
+    whose values (in the run's config.json, over all its resumes) differ from the recipe's defaults."""
+    if summary.get("smoke"):
         return " of the full run; this was a smoke run"
-    changed = sorted(set(given) - _PRESENTATION)
+    from .recipes import get_recipe
+
+    defaults = get_recipe(recipe).options()
+    try:
+        config = json.loads((Path(summary["run_dir"]) / "config.json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    changed = sorted(k for k, v in config.items() if k in defaults and v != defaults[k] and k not in _PRESENTATION)
     return f" of the recipe's defaults; this run set {', '.join(changed)}" if changed else ""
 
 
@@ -146,10 +154,8 @@ def cmd_run(args) -> int:
     if summary:
         mark = "reached" if summary["passed"] else "did NOT reach"
         op = ">=" if summary["higher_is_better"] else "<="
-        given = {**sets, **{k: v for k, v in (("epochs", args.epochs), ("seed", args.seed),
-                                              ("data_dir", args.data_dir)) if v is not None}}
         print(f"{summary['recipe']}: {summary['metric']} = {summary['value']:.4f} ({mark} the expected {op} "
-              f"{summary['threshold']:g}{_expectation_scope(args.smoke, given)}) in {summary['seconds']:.1f} s of "
+              f"{summary['threshold']:g}{_expectation_scope(args.recipe, summary)}) in {summary['seconds']:.1f} s of "
               "training")
         run_dir = Path(summary["run_dir"])
         usable = ""

@@ -191,7 +191,11 @@ def run_recipe(name: str, *, overrides: Mapping | None = None, epochs: int | Non
             raise ConfigError(f"--out {out} and --resume {resume} name two folders; a resumed run stays in its "
                               "folder, so pass only --resume")
         run_dir: Path | None = check_output_path(resume, "--resume", must_exist=True)
+        asked_smoke = smoke
         cfg, smoke, changed = _resumed_config(recipe, run_dir, overrides)
+        if asked_smoke and not smoke:
+            raise ConfigError(f"--resume {run_dir}: that run is a full run and continues as one; --smoke applies to "
+                              "new runs only, so resume without it")
     else:
         cfg = make_config(recipe, overrides, smoke)
         run_dir = check_output_path(out, "--out") if out is not None else None
