@@ -316,7 +316,7 @@ def cmd_status(args) -> int:
     from .report.status import write_status
 
     results = Path(args.results) if args.results is not None else records_dir()  # else the checkout's records
-    if not results.is_dir():
+    if not os.path.isdir(results):  # False also for a name the file system cannot hold
         raise ConfigError(f"--results {results}: no such folder of verify records; write them with `dlkit verify` "
                           "(its --results) or pass the folder that holds them")
     path = write_status(Path(args.out), results)

@@ -39,7 +39,7 @@ def load_image_files(paths: Sequence[str | os.PathLike], input_spec: dict) -> tu
     images, sizes = [], []
     for p in paths:
         p = Path(p)
-        if p.is_dir():
+        if os.path.isdir(p):
             raise ConfigError(f"{p} is a folder; pass image files (for example {p}/*.png)")
         if not p.is_file():
             raise ConfigError(f"image file not found: {p}")
