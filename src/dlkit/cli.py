@@ -141,7 +141,7 @@ def cmd_run(args) -> int:
     for flag, value, low, high in (("--epochs", args.epochs, 1, INT_MAX), ("--seed", args.seed, 0, SEED_MAX)):
         if value is not None and not low <= value <= high:
             raise ConfigError(f"{flag} expects a whole number from {low} to {high}; got {value}")
-    if args.overwrite and args.out is None:
+    if args.overwrite and args.out is None and args.resume is None:  # with --resume: the runner says which
         raise ConfigError("--overwrite replaces the run in the folder --out names; without --out every run gets a new "
                           "folder under runs/, so pass --out DIR with it")
     sets = _parse_sets(args.set)

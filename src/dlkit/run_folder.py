@@ -241,7 +241,8 @@ def previous_run_files(run_dir: str | Path) -> list[str]:
     """The files in `run_dir` that show it holds a run that trained (finished or interrupted); empty for a new or
     empty folder and for one holding only the config.json of a run stopped before its first step."""
     run_dir = Path(run_dir)
-    found = [n for n in RUN_FILES if os.path.lexists(run_dir / n) and not _empty_folder(run_dir / n)]
+    found = [n for n in RUN_FILES if os.path.lexists(run_dir / n)
+             and not (n == "figures" and _empty_folder(run_dir / n))]
     return ["config.json", *found] if found and (run_dir / "config.json").exists() else found
 
 

@@ -95,13 +95,15 @@ class Stream:
 
 
 def differences(a, b, where="") -> list[str]:
-    """Where two nested checkpoint states differ: tensors by dtype and torch.equal, other values by ==."""
+    """Where two nested checkpoint states differ: tensors by dtype and torch.equal, other values by ==. The
+    trainer's `seconds` (a clock reading of the time trained, not a state that training depends on) is left out."""
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         same = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
         return [] if same else [where]
     if isinstance(a, dict) and isinstance(b, dict):
         # torch's Optimizer.__setstate__ adds differentiable=False (autograd through step(), not state) on loading
-        a, b = ({k: v for k, v in d.items() if not (k == "differentiable" and v is False)} for d in (a, b))
+        a, b = ({k: v for k, v in d.items() if not (k == "differentiable" and v is False)
+                 and not (k == "seconds" and where == ".trainer")} for d in (a, b))
         if a.keys() != b.keys():
             return [f"{where} keys {sorted(map(str, a))} != {sorted(map(str, b))}"]
         return [d for k in a for d in differences(a[k], b[k], f"{where}.{k}")]
