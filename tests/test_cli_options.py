@@ -233,3 +233,12 @@ def test_an_empty_list_to_compare_or_an_unknown_key_of_a_dict_option_is_one_line
 def test_perceptron_rules_learn_the_gates_in_the_plus_minus_one_convention(tmp_path):
     summary = run_recipe("perceptron-nand", overrides={"convention": "pm1"}, out=tmp_path / "run", report=False)
     assert summary["value"] == 1.0 and summary["metrics"]["and/perceptron/accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("recipe, fixed", [("fcn8s-camvid", "num_classes=11"), ("ssd-shapes", "num_classes=5"),
+                                           ("vgg-tiny-fashion", "in_chans=1")])
+def test_model_kwargs_may_not_set_what_the_data_sets(capsys, tmp_path, recipe, fixed):
+    key = fixed.split("=")[0]
+    code, _, err = run(capsys, "run", recipe, "--smoke", "--set", f"model_kwargs={{{key}: 7}}", "--out",
+                       str(tmp_path / "run"))
+    assert code == 2 and f"model_kwargs sets {key}, which the data sets ({fixed}); remove it" in err

@@ -25,6 +25,7 @@ from ..registry import create_model
 from ..runs import model_spec
 from ..tasks.classification import ClassificationTask
 from ..tasks.optimization import OPTIMIZER_OPTIONS
+from .options import with_model_kwargs
 from .registry import Recipe, Setup, register_recipe
 
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
@@ -61,7 +62,7 @@ def load_fashion_padded(cfg, size: int, limit: int = 0) -> tuple[torch.Tensor, .
 
 def build_cnn_fashion(cfg, dist) -> Setup:
     """Data, model and classification task of a CNN recipe on Fashion-MNIST (options in `cnn_fashion_recipe`)."""
-    kwargs = {"in_chans": 1, "num_classes": 10, **cfg.model_kwargs}
+    kwargs = with_model_kwargs({"in_chans": 1, "num_classes": 10}, cfg.model_kwargs)
     model = create_model(cfg.model, **kwargs)
     native = getattr(model, "default_input_shape", (1, 32, 32))[-1]
     size = cfg.image_size or max(native, 28)

@@ -28,6 +28,7 @@ from ..errors import ConfigError
 from ..registry import create_model
 from ..tasks.detection import DetectionTask
 from ..tasks.optimization import OPTIMIZER_OPTIONS
+from .options import with_model_kwargs
 from .registry import Setup
 
 DATASETS = ("shapes", "mnist", "raccoon")
@@ -92,7 +93,7 @@ def build_detection(cfg, dist, make_model: Callable | None = None) -> Setup:
     num_classes=C, in_chans=..., **cfg.model_kwargs)`.
     """
     parts, names, channels = detection_sets(cfg)
-    kwargs = {"num_classes": len(names), "in_chans": channels, **cfg.model_kwargs}
+    kwargs = with_model_kwargs({"num_classes": len(names), "in_chans": channels}, cfg.model_kwargs)
     if make_model is not None:
         made = make_model(cfg, parts["train"], len(names), channels)
         model, kwargs = made if isinstance(made, tuple) else (made, None)
@@ -112,7 +113,7 @@ def pretrained_detector(cfg, train_set, num_classes: int, in_chans: int):
     """A `make_model` for `build_detection`: `cfg.model` on its ImageNet backbone when `cfg.pretrained` (batch norms
     frozen), from scratch otherwise; model.json rebuilds it without the ImageNet weights (the trained weights are in
     model.safetensors). Notes: 003 §3.3.2 (transfer learning)."""
-    kwargs = {"num_classes": num_classes, **cfg.model_kwargs}
+    kwargs = with_model_kwargs({"num_classes": num_classes}, cfg.model_kwargs)
     model = create_model(cfg.model, pretrained=cfg.pretrained, **kwargs)
     return model, {**kwargs, "frozen_bn": bool(cfg.pretrained)}
 

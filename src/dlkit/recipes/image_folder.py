@@ -21,6 +21,7 @@ from ..registry import MODELS, create_model
 from ..runs import model_spec
 from ..tasks.classification import ClassificationTask
 from ..tasks.optimization import OPTIMIZER_OPTIONS
+from .options import with_model_kwargs
 from .registry import Recipe, Setup, register_recipe
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -66,11 +67,7 @@ def build_image_folder(cfg, dist) -> Setup:
                                 batch_size=cfg.batch_size, val_fraction=cfg.val_fraction, flip=cfg.flip,
                                 num_workers=cfg.num_workers, seed=cfg.seed, subset=cfg.subset, rank=dist.rank,
                                 world_size=dist.world_size, pin_memory=str(cfg.device).startswith("cuda"))
-    fixed = sorted({"in_chans", "num_classes"} & set(cfg.model_kwargs))
-    if fixed:
-        raise ConfigError(f"model_kwargs sets {', '.join(fixed)}, which the data sets (num_classes = the "
-                          f"{len(data.classes)} class folders, in_chans = channels); remove it from model_kwargs")
-    kwargs = {"in_chans": cfg.channels, "num_classes": len(data.classes), **cfg.model_kwargs}
+    kwargs = with_model_kwargs({"in_chans": cfg.channels, "num_classes": len(data.classes)}, cfg.model_kwargs)
     model = _create(cfg.model, kwargs, cfg.channels, cfg.image_size)
     task = ClassificationTask(model, cfg, class_names=data.classes, label_smoothing=cfg.label_smoothing)
     spec = model_spec(cfg.model, kwargs, class_names=data.classes, channels=cfg.channels, size=cfg.image_size,

@@ -31,7 +31,7 @@ from ..report.status import read_record
 from ..tasks.panoptic import MaskFormerPanopticTask
 from ..tasks.segmentation import MaskClassificationSegmentationTask
 from .detection import DET_DEFAULTS, DET_SMOKE, build_detection
-from .options import Config
+from .options import Config, with_model_kwargs
 from .registry import Recipe, Setup, get_recipe, register_recipe
 from .runner import fit_baseline
 from .segmentation import SEG_DEFAULTS, SEG_SMOKE, build_camvid
@@ -49,7 +49,7 @@ def build_maskformer(cfg, dist) -> Setup:
             raise ConfigError(f"{key} must be in [0, 1); got {getattr(cfg, key)}")
 
     def make_model(cfg, train_set, num_classes: int, in_chans: int):
-        kwargs = {"num_classes": num_classes + 1, "in_chans": in_chans, **cfg.model_kwargs}
+        kwargs = with_model_kwargs({"num_classes": num_classes + 1, "in_chans": in_chans}, cfg.model_kwargs)
         return create_model(cfg.model, **kwargs), kwargs
 
     setup = build_detection(cfg, dist, make_model=make_model)

@@ -314,6 +314,17 @@ def set_option(recipe: Recipe, cfg: Config, key: str, text: Any) -> None:
     cfg[key] = value
 
 
+def with_model_kwargs(from_data: Mapping, model_kwargs: Mapping) -> dict:
+    """The model's arguments: those the data sets (`from_data`: num_classes, in_chans...) and the user's
+    `model_kwargs`, which may not set the former (a model with 3 outputs for CamVid's 11 classes fails at its
+    first loss, far from the option that caused it)."""
+    clash = sorted(set(from_data) & set(model_kwargs))
+    if clash:
+        raise ConfigError(f"model_kwargs sets {', '.join(clash)}, which the data sets "
+                          f"({', '.join(f'{k}={from_data[k]!r}' for k in clash)}); remove it from model_kwargs")
+    return {**from_data, **model_kwargs}
+
+
 def trainer_config(cfg: Mapping, **overrides) -> TrainerConfig:
     """The TrainerConfig of the Trainer options in `cfg` (the others keep their defaults), then `overrides`."""
     keys = set(TrainerConfig.keys())

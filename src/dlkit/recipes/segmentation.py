@@ -18,6 +18,7 @@ from ..losses.class_weights import median_frequency_weights
 from ..registry import create_model
 from ..tasks.optimization import OPTIMIZER_OPTIONS
 from ..tasks.segmentation import SegmentationTask
+from .options import with_model_kwargs
 from .registry import Recipe, Setup, register_recipe
 
 
@@ -62,7 +63,7 @@ def build_camvid(cfg, dist, model_kwargs: dict | None = None) -> Setup:
     recipe's own arguments of the model, under the user's `cfg.model_kwargs`."""
     train, val, test, train_masks, show, inputs = _camvid_splits(cfg, dist)
     k = len(CAMVID_CLASSES)
-    kwargs = {"in_chans": 3, "num_classes": k, **(model_kwargs or {}), **cfg.model_kwargs}
+    kwargs = {**(model_kwargs or {}), **with_model_kwargs({"in_chans": 3, "num_classes": k}, cfg.model_kwargs)}
     # FCN-8s on the ImageNet-trained EfficientNet-Lite0 (fine-tuned end to end); rebuilt without the ImageNet
     # download from model.json, as the trained weights are in model.safetensors
     extra_kw = {"pretrained": cfg.pretrained, "frozen_bn": cfg.frozen_bn} if cfg.model == "fcn8s_lite0" else {}
