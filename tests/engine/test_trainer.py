@@ -66,6 +66,20 @@ def test_resume_onto_a_model_built_differently_is_refused_in_one_line_and_keeps_
     assert {p.name: p.read_bytes() for p in (tmp_path / "run" / "checkpoints").iterdir()} == before
 
 
+def test_resume_with_another_kind_of_optimizer_is_refused_in_one_line(tmp_path):
+    train(tmp_path / "run", epochs=3, max_steps=4)  # torch's Adam
+
+    class WithSGD(ToyClassifier):
+        def configure_optimizers(self, plan):
+            return [torch.optim.SGD(self.model.parameters(), 0.1)], []
+
+    trainer = Trainer(WithSGD(toy_model()), *toy_loaders(), TrainerConfig(epochs=3, progress=False,
+                                                                          tensorboard=False), run_dir=tmp_path / "run")
+    with pytest.raises(CheckpointError, match=r"holds the state of optimizer\(s\) \['Adam'\], and this run builds "
+                                              r"\['SGD'\]"):
+        trainer.fit(resume=tmp_path / "run")
+
+
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
     torch.manual_seed(0)
     task = ToyClassifier(toy_model(), nan_at_step=9)

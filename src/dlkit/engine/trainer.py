@@ -25,7 +25,7 @@ import torch
 import torch.distributed as tdist
 
 from ..data.loader import to_device
-from ..errors import ConfigError, TrainingDiverged
+from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..metrics.meter import ranks_synced
 from . import checkpoint as ckpt
 from . import global_state
@@ -280,6 +280,7 @@ class Trainer:
             "trainer": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                         "config": asdict(self.cfg), "evaluated_step": self._evaluated_step,
                         "seconds": self._seconds(),  # of training, over every segment of a resumed run
+                        "optimizer_kinds": [type(o).__name__ for o in self.optimizers],
                         "stop_reason": self.stop_reason if self._stop else None},  # a callback's request_stop
             "callbacks": [c.state_dict() for c in self.callbacks],
             "rng": rng_tensors, "rng_values": rng_values,
@@ -338,6 +339,12 @@ class Trainer:
         folder = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
         state, path = ckpt.load_latest_checkpoint(folder)
         ckpt.check_weights_fit(state["model"], self.model.state_dict(), path)
+        saved = state["trainer"].get("optimizer_kinds")
+        kinds = [type(o).__name__ for o in self.optimizers]
+        if saved is not None and saved != kinds:
+            raise CheckpointError(f"checkpoint {path} holds the state of optimizer(s) {saved}, and this run builds "
+                                  f"{kinds}: the optimizer changed since the run started. Resume with the run's own "
+                                  "optimizer, or start a new run with --overwrite (or another --out)")
         self.load_state_dict(state)
         if lr is not None:
             self._rescale_lr(lr)
