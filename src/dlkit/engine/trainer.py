@@ -279,7 +279,7 @@ class Trainer:
             "schedulers": [s.state_dict() for s in self.schedulers],
             "trainer": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                         "config": asdict(self.cfg), "evaluated_step": self._evaluated_step,
-                        "seconds": self._seconds(),  # of training, over every segment of a resumed run
+                        "seconds": self.seconds_trained(),  # of training, over every segment of a resumed run
                         "optimizer_kinds": [type(o).__name__ for o in self.optimizers],
                         "stop_reason": self.stop_reason if self._stop else None},  # a callback's request_stop
             "callbacks": [c.state_dict() for c in self.callbacks],
@@ -352,7 +352,7 @@ class Trainer:
         self._last_checkpoint = path
         return path
 
-    def _seconds(self) -> float:
+    def seconds_trained(self) -> float:
         """Seconds of training so far: the earlier segments' (a resumed run) and this one's."""
         return self._seconds_before + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
 
@@ -561,7 +561,7 @@ class Trainer:
             self._validate(logger)  # the final weights are always scored (a no-op where they just were)
         finally:
             logger.close()
-        self.train_seconds = self._seconds()
+        self.train_seconds = self.seconds_trained()
         for c in self.callbacks:
             c.on_fit_end(self)
         self._saved_step = None  # callbacks may have changed the weights (early stopping restores the best)

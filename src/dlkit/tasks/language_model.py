@@ -153,15 +153,17 @@ class Throughput(Callback):
 
     def __init__(self, task: LanguageModelTask, tokens_per_step: int, out: dict):
         self.task, self.tokens_per_step, self.out = task, tokens_per_step, out
-        self.start_step, self.eval_start = 0, 0.0
+        self.start_step, self.eval_start, self.start_seconds = 0, 0.0, 0.0
 
     def on_train_start(self, trainer) -> None:
         self.start_step, self.eval_start = trainer.step, self.task.eval_seconds
+        self.start_seconds = trainer.seconds_trained()  # a resumed run's earlier segments: not this one's speed
 
     def on_fit_end(self, trainer) -> None:
         steps = trainer.step - self.start_step
-        seconds = trainer.train_seconds - (self.task.eval_seconds - self.eval_start)
+        elapsed = trainer.train_seconds - self.start_seconds
+        seconds = elapsed - (self.task.eval_seconds - self.eval_start)
         if steps > 0 and seconds > 0:
-            self.out.update(train_seconds=round(seconds, 3), eval_seconds=round(trainer.train_seconds - seconds, 3),
+            self.out.update(train_seconds=round(seconds, 3), eval_seconds=round(elapsed - seconds, 3),
                             iterations_per_second=steps / seconds,
                             tokens_per_second=steps * self.tokens_per_step / seconds)
