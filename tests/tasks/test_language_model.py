@@ -222,3 +222,13 @@ def test_bf16_autocasts_the_training_forward_pass_but_not_the_validation(bf16):
     assert seen[True] == ({(True, torch.bfloat16)} if bf16 else {(False, torch.float32)})
     assert {dtype for _, dtype in seen[False]} == {torch.float32}
     assert model.lin.weight.dtype == torch.float32  # master weights stay fp32
+
+
+def test_a_split_that_is_not_one_tensor_of_ids_and_a_fractional_block_are_refused():
+    model = GPT(20, 8, 1, 2, 8, dropout=0.0)
+    with pytest.raises(ConfigError, match="block_size and eval_batch_size must be whole numbers >= 1; got 2.5"):
+        LanguageModelTask(model, block_size=2.5, lr=1e-3)
+    task = LanguageModelTask(model, block_size=8, lr=1e-3)
+    loader = torch.utils.data.DataLoader(torch.randint(0, 20, (64,)), batch_size=8)
+    with pytest.raises(ConfigError, match="evaluates a whole split given as one 1-D tensor of token ids .*DataLoader"):
+        task.evaluate(model, loader)

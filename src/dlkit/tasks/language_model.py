@@ -65,8 +65,9 @@ class LanguageModelTask(Task):
                  num_samples: int = 3, sample_chars: int = 500, temperature: float = 0.8, top_k: int | None = None,
                  prompt: str = "\n", seed: int = 0, title: str = "language model"):
         super().__init__(model)
-        if block_size < 1 or eval_batch_size < 1:
-            raise ConfigError(f"block_size and eval_batch_size must be >= 1; got {block_size} and {eval_batch_size}")
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in (block_size, eval_batch_size)):
+            raise ConfigError(f"block_size and eval_batch_size must be whole numbers >= 1; got {block_size!r} and "
+                              f"{eval_batch_size!r}")
         self.block_size, self.lr, self.betas, self.weight_decay = block_size, lr, tuple(betas), weight_decay
         self.warmup_steps, self.lr_decay_steps, self.min_lr, self.fused = warmup_steps, lr_decay_steps, min_lr, fused
         self.eval_batch_size, self.vocab, self.num_samples, self.sample_chars = eval_batch_size, vocab, num_samples, \
@@ -105,6 +106,10 @@ class LanguageModelTask(Task):
     @torch.no_grad()
     def evaluate(self, model, data):
         """Loss in nats per token over every token of the split `data` (a 1-D id tensor), and bits per char."""
+        if not isinstance(data, torch.Tensor) or data.dim() != 1:
+            got = f"a tensor of shape {list(data.shape)}" if isinstance(data, torch.Tensor) else type(data).__name__
+            raise ConfigError(f"{type(self).__name__} evaluates a whole split given as one 1-D tensor of token ids "
+                              f"(every window of it is scored); got {got}")
         t0 = time.perf_counter()
         device = next(model.parameters()).device
         loss = Mean()
