@@ -339,3 +339,11 @@ def test_a_resumed_run_counts_the_seconds_of_every_segment(tmp_path):
     walls = [float(r["wall_time"]) for r in rows]
     assert [int(r["step"]) for r in rows] == list(range(1, 25)) and walls == sorted(walls)  # rising across the resume
     assert walls[12] >= walls[11]
+
+
+@pytest.mark.parametrize("patience", [0, 2.5, "3", True])
+def test_early_stopping_patience_must_be_a_whole_number(patience):
+    from dlkit.engine.callbacks import EarlyStopping
+
+    with pytest.raises(ConfigError, match="early_stopping_patience must be a whole number >= 1"):
+        EarlyStopping(patience=patience)

@@ -47,8 +47,8 @@ class EarlyStopping(Callback):
     def __init__(self, monitor: str = "val/loss", mode: str = "min", patience: int = 5):
         if mode not in ("min", "max"):
             raise ConfigError(f"monitor_mode must be 'min' or 'max'; got {mode!r}")
-        if patience < 1:
-            raise ConfigError(f"early_stopping_patience must be a whole number >= 1; got {patience}")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ConfigError(f"early_stopping_patience must be a whole number >= 1; got {patience!r}")
         self.monitor, self.mode, self.patience = monitor, mode, patience
         self.best: float | None = None
         self.bad_evals = 0
