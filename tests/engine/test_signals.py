@@ -62,6 +62,7 @@ def test_a_signal_checkpoints_at_the_step_boundary_and_resume_is_bit_exact(tmp_p
     with pytest.raises(Preempted) as info:
         stopped.fit()
     assert info.value.exit_code == code and stopped.step == 7
+    assert isinstance(info.value, KeyboardInterrupt) == (sig == signal.SIGINT)  # Ctrl-C: `except KeyboardInterrupt`
     ckpt = tmp_path / "run" / "checkpoints" / "step_000000007.json"
     assert ckpt.is_file() and list_checkpoints(tmp_path / "run" / "checkpoints")[-1] == ckpt
     assert str(info.value) == (f"stopped by {sig.name} after step 7; checkpoint saved in {ckpt}; continue with "

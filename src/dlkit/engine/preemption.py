@@ -27,6 +27,16 @@ class Preempted(DlkitError):
         self.exit_code = 128 + self.signum
 
 
+class Interrupted(Preempted, KeyboardInterrupt):
+    """`Preempted` by SIGINT (Ctrl-C): also a KeyboardInterrupt, so `except KeyboardInterrupt` around a fit()
+    catches it as it would catch Ctrl-C anywhere else."""
+
+
+def stopped_by(signum: int, message: str) -> Preempted:
+    """The exception for training stopped by signal `signum`: Interrupted for SIGINT, else Preempted."""
+    return (Interrupted if signum == signal.SIGINT else Preempted)(message, signum)
+
+
 class SignalWatch:
     """A context manager: inside it (in the main thread), SIGTERM and SIGINT set `received` instead of ending the
     process; a second SIGINT raises KeyboardInterrupt at once. The previous handlers are put back on exit. In

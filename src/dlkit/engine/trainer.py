@@ -34,7 +34,7 @@ from .distributed import DistInfo, barrier, init_distributed
 from .ema import ModelEMA
 from .logger import MetricLogger, Progress, echo
 from .machine import resolve_bf16
-from .preemption import Preempted, SignalWatch, signal_name
+from .preemption import SignalWatch, signal_name, stopped_by
 from .seeding import get_rng_state, set_rng_state
 from .task import StepContext, Task, TrainingPlan
 
@@ -642,11 +642,11 @@ class Trainer:
         barrier(self.dist)  # the other ranks wait until rank 0 has written the checkpoint
         name = signal_name(signum)
         if self.run_dir is None:
-            raise Preempted(f"stopped by {name} after step {self.step}; this headless training keeps no checkpoint",
-                            signum)
+            raise stopped_by(signum, f"stopped by {name} after step {self.step}; this headless training keeps no "
+                                     "checkpoint")
         saved = self._last_checkpoint if self.dist.is_main else self.run_dir / "checkpoints"
-        raise Preempted(f"stopped by {name} after step {self.step}; checkpoint saved in {saved}; continue with "
-                        f"{self._resume_command()}", signum)
+        raise stopped_by(signum, f"stopped by {name} after step {self.step}; checkpoint saved in {saved}; continue "
+                                 f"with {self._resume_command()}")
 
 
 def _all_finite(values: dict) -> bool:
