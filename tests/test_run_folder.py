@@ -325,3 +325,12 @@ def test_an_lr_recorded_by_a_resume_that_was_killed_before_its_next_checkpoint_s
 def test_overwrite_without_out_is_refused(capsys):
     code, _, err = run(capsys, *XOR, "--overwrite")
     one_line_error(code, err, "--overwrite replaces the run in the folder --out names")
+
+
+def test_make_runs_overwrite_beside_default_runs_of_the_same_recipe_keeps_them(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # `dlkit run mlp-xor` writes runs/mlp-xor/TIME; `make run` overwrites runs/mlp-xor
+    assert run(capsys, *XOR)[0] == 0
+    [default] = (tmp_path / "runs" / "mlp-xor").iterdir()
+    for _ in range(2):
+        assert run(capsys, *XOR, "--out", "runs/mlp-xor", "--overwrite")[0] == 0
+    assert (default / "summary.json").is_file() and (tmp_path / "runs" / "mlp-xor" / "summary.json").is_file()

@@ -280,7 +280,7 @@ def set_aside_previous_run(run_dir: str | Path) -> Path:
     if not (run_dir / "config.json").is_file():
         raise ConfigError(f"--overwrite {run_dir}: the folder holds no config.json, so it is not a dlkit run folder; "
                           "nothing was deleted. --overwrite replaces a run: pass another --out")
-    entries = [p for p in run_dir.iterdir() if p.name != LOCK_NAME]
+    entries = [p for p in run_dir.iterdir() if p.name != LOCK_NAME and not _nested_run(p)]
     foreign = [p.name for p in entries
                if not ((p.name in RUN_FOLDERS and p.is_dir() and not p.is_symlink()) or p.is_symlink()
                        or (p.is_file() and p.suffix in RUN_SUFFIXES
@@ -299,6 +299,12 @@ def set_aside_previous_run(run_dir: str | Path) -> Path:
     return aside
 
 
+def _nested_run(p: Path) -> bool:
+    """Another run's folder inside this one (runs/RECIPE/TIME of a default run under `--out runs/RECIPE`): neither
+    this run's file nor a stranger's, so --overwrite leaves it where it is."""
+    return p.is_dir() and not p.is_symlink() and p.name not in RUN_FOLDERS and (p / "config.json").is_file()
+
+
 def drop_set_aside(aside: Path) -> None:
     """The replacing run has been built: delete the previous run's files."""
     _remove(aside)
@@ -308,7 +314,7 @@ def restore_set_aside(aside: Path) -> None:
     """The replacing run failed before it was built: delete what it wrote and put the previous run back."""
     run_dir = aside.parent
     for p in run_dir.iterdir():
-        if p.name not in (LOCK_NAME, SET_ASIDE):
+        if p.name not in (LOCK_NAME, SET_ASIDE) and not _nested_run(p):
             _remove(p)
     for p in aside.iterdir():
         p.rename(run_dir / p.name)
