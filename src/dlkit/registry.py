@@ -195,7 +195,7 @@ def list_models(pattern: str = "*", task: str | None = None, family: str | None 
     `pretrained="imagenet"` those with that tag, False those without.
     """
     if task is not None:
-        tasks = sorted({e.meta.get("task") for e in (MODELS.get(n) for n in MODELS.list()) if e.meta.get("task")})
+        tasks = sorted({e.meta["task"] for e in MODELS.entries() if e.meta.get("task")})
         if task not in tasks:
             raise ConfigError(f"no model has task {task!r}; the models' tasks are {', '.join(tasks)}"
                               f".{suggest(task, tasks)}")

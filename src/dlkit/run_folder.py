@@ -12,8 +12,8 @@ default names, and no mixing of two runs' files.
   start in the same second.
 - `claim_run_dir` takes a folder for a run: refuses one that holds a previous run unless it is resumed or
   overwritten. `--overwrite` first moves the previous run's files aside (into `.dlkit-replaced/`), so the two
-  never mix; they are deleted once the new run has been built (`drop_set_aside`), and put back if it fails before
-  that (`restore_set_aside`): a typo in `--data-dir` loses nothing.
+  never mix; they are deleted once the new run has trained its first step (`drop_set_aside`), and put back if it
+  fails before that (`restore_set_aside`): a typo in `--data-dir` loses nothing.
 """
 
 from __future__ import annotations
@@ -275,7 +275,7 @@ def set_aside_previous_run(run_dir: str | Path) -> Path:
     """Move the files of the run in `run_dir` into `run_dir/.dlkit-replaced/` (what --overwrite does first) and
     return that folder. Refuses, moving nothing, if the folder holds anything a run does not write (a .git folder,
     sources): --overwrite replaces a run, not a project. A folder set aside by a run that was killed while it was
-    being built is deleted first (that run's --overwrite was asked for)."""
+    started is deleted first (that run's --overwrite was asked for)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise ConfigError(f"--overwrite {run_dir}: the folder holds no config.json, so it is not a dlkit run folder; "
@@ -306,12 +306,12 @@ def _nested_run(p: Path) -> bool:
 
 
 def drop_set_aside(aside: Path) -> None:
-    """The replacing run has been built: delete the previous run's files."""
+    """The replacing run has trained its first step: delete the previous run's files."""
     _remove(aside)
 
 
 def restore_set_aside(aside: Path) -> None:
-    """The replacing run failed before it was built: delete what it wrote and put the previous run back."""
+    """The replacing run failed before its first step: delete what it wrote and put the previous run back."""
     run_dir = aside.parent
     for p in run_dir.iterdir():
         if p.name not in (LOCK_NAME, SET_ASIDE) and not _nested_run(p):

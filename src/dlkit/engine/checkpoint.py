@@ -227,3 +227,13 @@ def check_weights_fit(saved: dict, current: dict, path: str | Path) -> None:
                           "is built from changed since the run started (for example the class folders of its data, "
                           "or the recipe's code). Restore them as they were to continue, or start a new run with "
                           "--overwrite (or another --out)")
+
+
+def check_optimizers_fit(saved: list[str] | None, optimizers: list, path: str | Path) -> None:
+    """Refuse, in one line, a checkpoint whose optimizers (class names, `saved`; None in older checkpoints) are
+    not the kinds the run builds now: another optimizer's state would load without complaint and train wrongly."""
+    kinds = [type(o).__name__ for o in optimizers]
+    if saved is not None and saved != kinds:
+        raise CheckpointError(f"checkpoint {path} holds the state of optimizer(s) {saved}, and this run builds "
+                              f"{kinds}: the optimizer changed since the run started. Resume with the run's own "
+                              "optimizer, or start a new run with --overwrite (or another --out)")

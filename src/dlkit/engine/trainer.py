@@ -25,7 +25,7 @@ import torch
 import torch.distributed as tdist
 
 from ..data.loader import to_device
-from ..errors import CheckpointError, ConfigError, TrainingDiverged
+from ..errors import ConfigError, TrainingDiverged
 from ..metrics.meter import ranks_synced
 from . import checkpoint as ckpt
 from . import global_state
@@ -339,12 +339,7 @@ class Trainer:
         folder = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
         state, path = ckpt.load_latest_checkpoint(folder)
         ckpt.check_weights_fit(state["model"], self.model.state_dict(), path)
-        saved = state["trainer"].get("optimizer_kinds")
-        kinds = [type(o).__name__ for o in self.optimizers]
-        if saved is not None and saved != kinds:
-            raise CheckpointError(f"checkpoint {path} holds the state of optimizer(s) {saved}, and this run builds "
-                                  f"{kinds}: the optimizer changed since the run started. Resume with the run's own "
-                                  "optimizer, or start a new run with --overwrite (or another --out)")
+        ckpt.check_optimizers_fit(state["trainer"].get("optimizer_kinds"), self.optimizers, path)
         self.load_state_dict(state)
         if lr is not None:
             self._rescale_lr(lr)

@@ -34,7 +34,8 @@ _CHOOSE = ("choose one that takes in_chans and num_classes, e.g. resnet_cifar20,
 
 def _create(name: str, kwargs: dict, channels: int, size: int):
     """The classifier `name` built with `kwargs`, checked on one batch of `channels` x `size` x `size` images."""
-    task = MODELS.get(name).meta.get("task")
+    meta = MODELS.get(name).meta
+    task = meta.get("task")
     if task != "classification":
         raise ConfigError(f"model '{name}' is a {task} model, not an image classifier; {_CHOOSE}")
     try:
@@ -46,7 +47,7 @@ def _create(name: str, kwargs: dict, channels: int, size: int):
         with torch.no_grad():
             model.eval()(torch.zeros(2, channels, size, size))
     except (RuntimeError, ValueError) as e:
-        native = MODELS.get(name).meta.get("input_size")
+        native = meta.get("input_size")
         fix = f"--set image_size={native[-1]} (its input size {list(native)})" if native else "another image_size"
         raise ConfigError(f"model '{name}' does not take {channels} x {size} x {size} images "
                           f"({str(e).splitlines()[0][:160]}); pass {fix}, or choose another model") from None
