@@ -5,7 +5,14 @@ import torch
 import torch.nn.functional as F
 
 from dlkit.errors import ConfigError
-from dlkit.losses.segmentation import DiceLoss, FocalLoss, SoftIoULoss, dice_loss, focal_loss, soft_iou_loss
+from dlkit.losses.segmentation import (
+    DiceLoss,
+    SoftIoULoss,
+    SoftmaxFocalLoss,
+    dice_loss,
+    soft_iou_loss,
+    softmax_focal_loss,
+)
 
 REGION_LOSSES = [dice_loss, soft_iou_loss]
 
@@ -43,15 +50,15 @@ def test_focal_hand_example_and_notes_down_weighting():
     # pixel A: p_t = 3/4, pixel B: p_t = 1/2; gamma 2: mean of (1/4)^2 (-ln 3/4) and (1/2)^2 (-ln 1/2)
     logits, target = _hand_example()
     ref = ((1 / 4) ** 2 * -math.log(3 / 4) + (1 / 2) ** 2 * -math.log(1 / 2)) / 2
-    assert focal_loss(logits, target).item() == pytest.approx(ref, abs=1e-12)
+    assert softmax_focal_loss(logits, target).item() == pytest.approx(ref, abs=1e-12)
     # Notes 002 §4.3.4: with gamma = 2 a pixel of p_t = 0.9 is down-weighted by (0.1)^2 = 1/100 (binary, C = 1)
     x = torch.full((1, 1, 1, 1), math.log(0.9 / 0.1), dtype=torch.float64)  # sigmoid(x) = 0.9
     one = torch.ones(1, 1, 1, dtype=torch.long)
-    assert focal_loss(x, one).item() == pytest.approx(0.01 * -math.log(0.9), abs=1e-12)
-    assert focal_loss(x, 1 - one).item() == pytest.approx(0.81 * -math.log(0.1), abs=1e-12)  # p_t = 0.1
+    assert softmax_focal_loss(x, one).item() == pytest.approx(0.01 * -math.log(0.9), abs=1e-12)
+    assert softmax_focal_loss(x, 1 - one).item() == pytest.approx(0.81 * -math.log(0.1), abs=1e-12)  # p_t = 0.1
 
 
-@pytest.mark.parametrize("loss", REGION_LOSSES + [focal_loss])
+@pytest.mark.parametrize("loss", REGION_LOSSES + [softmax_focal_loss])
 def test_perfect_one_hot_like_logits_give_about_zero_loss(loss):
     _, target = _batch(c=4)
     logits = 30.0 * F.one_hot(target, 4).permute(0, 3, 1, 2).float()
@@ -61,11 +68,11 @@ def test_perfect_one_hot_like_logits_give_about_zero_loss(loss):
 
 def test_focal_with_gamma_zero_is_cross_entropy_and_alpha_weights_classes():
     logits, target = _batch(seed=1)
-    torch.testing.assert_close(focal_loss(logits, target, gamma=0.0), F.cross_entropy(logits, target))
+    torch.testing.assert_close(softmax_focal_loss(logits, target, gamma=0.0), F.cross_entropy(logits, target))
     w = torch.tensor([0.2, 0.5, 1.3])
-    torch.testing.assert_close(focal_loss(logits, target, gamma=0.0, alpha=w, reduction="sum"),
+    torch.testing.assert_close(softmax_focal_loss(logits, target, gamma=0.0, alpha=w, reduction="sum"),
                                F.cross_entropy(logits, target, weight=w, reduction="sum"))
-    per_pixel = focal_loss(logits, target, gamma=2.0, reduction="none")
+    per_pixel = softmax_focal_loss(logits, target, gamma=2.0, reduction="none")
     assert per_pixel.shape == target.shape
     assert (per_pixel <= F.cross_entropy(logits, target, reduction="none") + 1e-7).all()
 
@@ -76,12 +83,12 @@ def test_binary_focal_equals_two_class_softmax_focal_with_alpha():
     x = torch.randn(2, 1, 4, 4, generator=g, dtype=torch.float64)
     y = torch.randint(0, 2, (2, 4, 4), generator=g)
     two = torch.cat([torch.zeros_like(x), x], 1)
-    torch.testing.assert_close(focal_loss(x, y, alpha=0.25), focal_loss(two, y, alpha=0.25))
-    torch.testing.assert_close(focal_loss(x, y, gamma=0.0),
+    torch.testing.assert_close(softmax_focal_loss(x, y, alpha=0.25), softmax_focal_loss(two, y, alpha=0.25))
+    torch.testing.assert_close(softmax_focal_loss(x, y, gamma=0.0),
                                F.binary_cross_entropy_with_logits(x[:, 0], y.double()))
 
 
-@pytest.mark.parametrize("loss", REGION_LOSSES + [focal_loss])
+@pytest.mark.parametrize("loss", REGION_LOSSES + [softmax_focal_loss])
 def test_ignored_pixels_change_nothing_and_get_no_gradient(loss):
     logits, target = _batch(seed=3, dtype=torch.float64)
     void = torch.zeros_like(target, dtype=torch.bool)
@@ -102,8 +109,8 @@ def test_ignored_pixels_change_nothing_and_get_no_gradient(loss):
 
 
 @pytest.mark.parametrize("loss,kwargs", [(dice_loss, {}), (dice_loss, {"smooth": 0.0, "per_image": True}),
-                                         (soft_iou_loss, {}), (focal_loss, {"gamma": 2.0}),
-                                         (focal_loss, {"gamma": 1.5, "alpha": torch.tensor([0.3, 0.5, 0.9])})])
+                                         (soft_iou_loss, {}), (softmax_focal_loss, {"gamma": 2.0}),
+                                         (softmax_focal_loss, {"gamma": 1.5, "alpha": torch.tensor([0.3, 0.5, 0.9])})])
 def test_gradcheck_float64(loss, kwargs):
     logits, target = _batch(n=2, c=3, h=3, w=2, seed=4, dtype=torch.float64)
     target[0, 0, 0] = 7  # an ignored pixel
@@ -131,10 +138,10 @@ def test_modules_match_functions():
     torch.testing.assert_close(DiceLoss()(logits, target), dice_loss(logits, target))
     torch.testing.assert_close(SoftIoULoss(smooth=0.5)(logits, target), soft_iou_loss(logits, target, smooth=0.5))
     w = torch.tensor([1.0, 2.0, 3.0])
-    torch.testing.assert_close(FocalLoss(alpha=w)(logits, target), focal_loss(logits, target, alpha=w))
+    torch.testing.assert_close(SoftmaxFocalLoss(alpha=w)(logits, target), softmax_focal_loss(logits, target, alpha=w))
 
 
-@pytest.mark.parametrize("loss", REGION_LOSSES + [focal_loss])
+@pytest.mark.parametrize("loss", REGION_LOSSES + [softmax_focal_loss])
 def test_bad_shapes_and_values_raise_config_error(loss):
     logits, target = _batch()
     with pytest.raises(ConfigError, match="target of shape"):
@@ -152,8 +159,8 @@ def test_bad_shapes_and_values_raise_config_error(loss):
 def test_focal_bad_alpha_and_gamma():
     logits, target = _batch()
     with pytest.raises(ConfigError, match="one weight per class"):
-        focal_loss(logits, target, alpha=0.25)
+        softmax_focal_loss(logits, target, alpha=0.25)
     with pytest.raises(ConfigError, match=r"shape \(3,\)"):
-        focal_loss(logits, target, alpha=torch.ones(2))
+        softmax_focal_loss(logits, target, alpha=torch.ones(2))
     with pytest.raises(ConfigError, match="gamma"):
-        focal_loss(logits, target, gamma=-1.0)
+        softmax_focal_loss(logits, target, gamma=-1.0)

@@ -1,4 +1,4 @@
-"""Dense-prediction losses: soft Dice, soft IoU (Jaccard) and focal loss (Notes: 002 §5.1, §4.3.4, §5.3.2).
+"""Dense-prediction losses: soft Dice, soft IoU (Jaccard) and the softmax focal loss (Notes: 002 §5.1, §4.3.4, §5.3.2).
 
 Inputs follow torch's layout: logits [N, C, d1, ...] (classes on dim 1) and class-index targets [N, d1, ...].
 With C >= 2 the probabilities are softmax(logits, dim 1) against the one-hot target; with C = 1 the input is
@@ -92,18 +92,18 @@ def soft_iou_loss(logits: Tensor, target: Tensor, ignore_index: int | None = Non
 def _alpha_t(alpha: float | Tensor, safe: Tensor, n_classes: int, dtype: torch.dtype) -> Tensor:
     if isinstance(alpha, (int, float)):
         if n_classes > 2 or not 0 <= alpha <= 1:
-            raise ConfigError(f"focal_loss: a scalar alpha in [0, 1] balances the two classes of a binary problem "
-                              f"(alpha for class 1, 1 - alpha for class 0); got alpha={alpha} with {n_classes} "
+            raise ConfigError(f"softmax_focal_loss: a scalar alpha in [0, 1] balances the two classes of a binary "
+                              f"problem (alpha for class 1, 1 - alpha for class 0); got alpha={alpha} with {n_classes} "
                               "classes. Pass a tensor of one weight per class instead.")
         return torch.where(safe == 1, alpha, 1 - alpha).to(dtype)
     alpha = torch.as_tensor(alpha, dtype=dtype, device=safe.device)
     if alpha.shape != (max(n_classes, 2),):
-        raise ConfigError(f"focal_loss: alpha must hold one weight per class, shape ({max(n_classes, 2)},); got "
-                          f"{tuple(alpha.shape)}")
+        raise ConfigError(f"softmax_focal_loss: alpha must hold one weight per class, shape "
+                          f"({max(n_classes, 2)},); got {tuple(alpha.shape)}")
     return alpha[safe]
 
 
-def focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0, alpha: float | Tensor | None = None,
+def softmax_focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0, alpha: float | Tensor | None = None,
                ignore_index: int | None = None, reduction: str = "mean") -> Tensor:
     """Focal loss per pixel, FL(p_t) = -alpha_t (1 - p_t)^gamma ln p_t (Notes: 002 §4.3.4, RetinaNet).
 
@@ -115,8 +115,8 @@ def focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0, alpha: float 
     if reduction not in REDUCTIONS:
         raise ConfigError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
     if gamma < 0:
-        raise ConfigError(f"focal_loss: gamma must be >= 0 (0 gives cross-entropy); got {gamma}")
-    valid, safe = _valid_and_safe(logits, target, ignore_index, "focal_loss")
+        raise ConfigError(f"softmax_focal_loss: gamma must be >= 0 (0 gives cross-entropy); got {gamma}")
+    valid, safe = _valid_and_safe(logits, target, ignore_index, "softmax_focal_loss")
     if logits.shape[1] == 1:
         x = logits[:, 0]
         logp_t = -F.softplus(torch.where(safe == 1, -x, x))  # ln sigmoid(+-x), stable
@@ -151,8 +151,8 @@ class SoftIoULoss(DiceLoss):
         return soft_iou_loss(logits, target, self.ignore_index, self.smooth, per_image=self.per_image)
 
 
-class FocalLoss(nn.Module):
-    """Focal loss as a module, see focal_loss."""
+class SoftmaxFocalLoss(nn.Module):
+    """Softmax focal loss as a module, see softmax_focal_loss (the binary one on sigmoids: losses.FocalLoss)."""
 
     def __init__(self, gamma: float = 2.0, alpha: float | Tensor | None = None, ignore_index: int | None = None,
                  reduction: str = "mean"):
@@ -164,4 +164,4 @@ class FocalLoss(nn.Module):
             self.alpha = alpha
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return focal_loss(logits, target, self.gamma, self.alpha, self.ignore_index, self.reduction)
+        return softmax_focal_loss(logits, target, self.gamma, self.alpha, self.ignore_index, self.reduction)
