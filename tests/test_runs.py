@@ -265,13 +265,13 @@ def test_paths_that_cannot_be_opened_or_written(tmp_path, capsys):
 
 
 def test_python_api_arguments_that_would_be_misread_are_refused_in_one_line(tmp_path):
-    from dlkit.errors import ConfigError
+    from dlkit.errors import ConfigError, UnknownNameError
 
     with pytest.raises(ConfigError, match="overrides must be a mapping of option -> value"):
         dlkit.run_recipe("mlp-xor", overrides=["epochs=2"])
     with pytest.raises(ConfigError, match="epochs is given twice, as epochs=3 and in overrides as 2"):
         dlkit.run_recipe("mlp-xor", overrides={"epochs": 2}, epochs=3)
-    with pytest.raises(ConfigError, match="no model has task 'classfication'.*Did you mean: classification"):
+    with pytest.raises(UnknownNameError, match="unknown task 'classfication'. Did you mean: classification"):
         dlkit.list_models(task="classfication")
     with pytest.raises(ConfigError, match="device must be a torch device .*got 'tpu'"):
         load_run(tmp_path, device="tpu")
