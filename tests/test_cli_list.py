@@ -11,7 +11,7 @@ def run(capsys, *args):
 
 def _rows(out: str) -> dict[str, list[str]]:
     lines = out.strip().splitlines()
-    return {line.split()[0]: line.split() for line in lines[1:]}
+    return {line.split()[0]: line.split() for line in lines[1:] if not line.startswith("parameters: ")}
 
 
 def test_models_table_shows_task_family_parameters_input_pretrained_and_notes(capsys):
@@ -26,7 +26,10 @@ def test_models_table_shows_task_family_parameters_input_pretrained_and_notes(ca
     code, out, _ = run(capsys, "list", "models", "gpt_char_nano")
     assert _rows(out)["gpt_char_nano"][:5] == ["gpt_char_nano", "language_model", "gpt", "108,352", "-"]
     code, out, _ = run(capsys, "list", "models", "vit_tiny")
-    assert _rows(out)["vit_tiny_mnist"][3:5] == ["-", "1x28x28"]  # no published count: a dash
+    assert _rows(out)["vit_tiny_mnist"][3:5] == ["-", "1x28x28"]  # no published count: a dash, and a footnote
+    assert out.splitlines()[-1].startswith("parameters: the published or hand-derived count") and "dlkit summary" in out
+    code, out, _ = run(capsys, "list", "models", "resnet18")
+    assert "parameters: " not in out  # every count shown is published
 
 
 def test_pretrained_and_task_filters(capsys):

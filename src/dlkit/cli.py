@@ -63,6 +63,9 @@ def cmd_list(args) -> int:
             rows.append((e.name, m["task"], m["family"], f"{m['num_params']:,}" if m["num_params"] else "-", size,
                          ",".join(m["pretrained"]) or "-", m["section"] or "-"))
         _print_table(rows)
+        if any(not e.meta["num_params"] for e in entries):
+            print("parameters: the published or hand-derived count, which the tests check the built model "
+                  "against; '-' where there is none (`dlkit summary NAME` counts them)")
         return 0
     if args.pretrained:
         raise ConfigError(f"--pretrained filters models; `dlkit list {args.what}` has no pretrained weights. Use "
