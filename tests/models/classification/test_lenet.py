@@ -32,6 +32,15 @@ def test_wrong_input_layout_is_explained():
         create_model("lenet5")(torch.randn(2, 28, 28))
 
 
+def test_wrong_image_size_is_explained_and_the_features_take_any_size():
+    model = create_model("lenet5")
+    with pytest.raises(ConfigError, match=r"read the 16x5x5 map of 28x28 images; got a 16x14x14 map"):
+        model(torch.randn(2, 1, 64, 64))
+    with pytest.raises(ConfigError, match=r"16x5x5 map of 32x32 images; got a 16x6x6 map"):
+        create_model("lenet5", pad_input=False)(torch.randn(1, 1, 36, 36))
+    assert model.forward_features(torch.randn(1, 1, 64, 64)).shape == (1, 16, 14, 14)  # (64 / 2 - 4) / 2
+
+
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_pooling_before_a_monotone_activation_computes_the_textbook_order(activation):
     model = create_model("lenet5", activation=activation).double()

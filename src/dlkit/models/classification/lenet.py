@@ -60,6 +60,15 @@ class LeNet5(Backbone):
             raise ConfigError(f"LeNet5 expects images [N, {self.in_chans}, 28, 28] (or 32x32 with pad_input=False); "
                               f"got {tuple(x.shape)}")
 
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The dense stack reads the 16 x 5 x 5 map that 28x28 images give (32x32 with pad_input=False)."""
+        if x.shape[-3:] != (16, 5, 5):
+            side = 28 if self.default_input_shape[-1] == 28 else 32
+            raise ConfigError(f"LeNet5's dense layers read the 16x5x5 map of {side}x{side} images; got a "
+                              f"{'x'.join(map(str, x.shape[-3:]))} map. Resize the images to {side}x{side}, or use "
+                              "forward_features / feature_maps, which take any size")
+        return super().forward_head(x, pre_logits)
+
     def feature_path(self):
         return named_steps("features", self.features)
 
