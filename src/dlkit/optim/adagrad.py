@@ -61,7 +61,7 @@ class Adagrad(Optimizer):
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One AdaGrad update of every parameter with a gradient; returns the closure's loss (or None)."""
         loss = run_closure(closure)
-        for group, params in groups_with_grads(self):
+        for group, params in groups_with_grads(self, dense_real=True):
             states = [self._init_state(p, group) for p in params]
             fn = _fused if group["fused"] else _foreach if group["foreach"] else _loop
             fn(params, [p.grad for p in params], [s["sum"] for s in states], [s["step"] for s in states],

@@ -124,7 +124,7 @@ class Adam(Optimizer):
         batches: dict[tuple, _compiled.Batch] = {}  # (kernel, dtype, device) -> the compiled update's slots
         auto_numel = None
         tracing = torch.compiler.is_compiling()  # inside a compiled training step: the foreach chain is traced
-        for group, params in groups_with_grads(self):
+        for group, params in groups_with_grads(self, dense_real=True):
             states = [self._init_state(p, group) for p in params]
             impl = "fused" if group["fused"] else group["impl"]
             if impl in ("auto", "compiled") and not tracing:

@@ -59,7 +59,7 @@ class RMSprop(Optimizer):
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One RMSProp update of every parameter with a gradient; returns the closure's loss (or None)."""
         loss = run_closure(closure)
-        for group, params in groups_with_grads(self):
+        for group, params in groups_with_grads(self, dense_real=True):
             states = [self._init_state(p, group) for p in params]
             fn = _foreach if group["foreach"] else _loop
             fn(params, [p.grad for p in params], [s["square_avg"] for s in states],
