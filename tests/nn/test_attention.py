@@ -72,6 +72,31 @@ def test_explicit_and_fast_paths_equal_torch_sdpa_with_gradients(kind):
             torch.testing.assert_close(g, rg)
 
 
+def test_a_fully_blocked_row_attends_to_nothing_on_every_path_as_torch_sdpa():
+    q, k, v = _qkv()
+    kpm = torch.zeros(B, S, dtype=torch.bool)
+    kpm[1] = True  # the second sequence is all padding
+    bool_mask = torch.rand(L, S) < 0.3
+    bool_mask[2] = True  # query 2 may see no key
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=~bool_mask & ~kpm[:, None, None, :])
+    ref_grads = _grads(ref, q, k, v)
+    assert ref[1].abs().max() == 0 and ref[:, :, 2].abs().max() == 0
+    for explicit in (True, False):
+        out = scaled_dot_product_attention(q, k, v, attn_mask=bool_mask, key_padding_mask=kpm, explicit=explicit)
+        torch.testing.assert_close(out, ref)
+        for g, rg in zip(_grads(out, q, k, v), ref_grads):
+            torch.testing.assert_close(g, rg)
+    weights = attention_weights(q, k, bool_mask, kpm)
+    assert weights[1].abs().max() == 0 and weights[:, :, 2].abs().max() == 0 and not weights.isnan().any()
+    torch.testing.assert_close(weights[0, :, 0].sum(-1), torch.ones(H, dtype=weights.dtype))
+    mha = MultiHeadAttention(8, 2)
+    x = torch.randn(2, 3, 8)
+    pad = torch.tensor([[False] * 3, [True] * 3])
+    fast, (slow, w) = mha(x, key_padding_mask=pad)[0], mha(x, key_padding_mask=pad, need_weights=True)
+    torch.testing.assert_close(fast, slow)  # the output bias alone where nothing is attended
+    assert w[1].abs().max() == 0 and torch.allclose(slow[1], mha.out_proj.bias.expand(3, 8))
+
+
 def test_attention_hand_example_scales_by_sqrt_dk():
     # Q = K = I (d_k = 2), V = [[1, 2], [3, 4]]: row 0 weights softmax([1/sqrt 2, 0]) (003 §9.3, misprint corrected)
     q = k = torch.eye(2, dtype=torch.float64)

@@ -8,7 +8,9 @@ or single-layer score, multi-head attention), 003 §9.2 (Bahdanau and Luong scor
 
 Masks. A boolean mask is True where attention is BLOCKED (as `nn.MultiheadAttention`'s `attn_mask` and
 `key_padding_mask`: True = padding); a float mask is added to the scores (0 allowed, -inf blocked). The causal
-mask blocks j > i (the future). A row whose keys are all blocked has no defined softmax and gives NaN.
+mask blocks j > i (the future). A row whose keys are all blocked (a fully padded sequence) attends to nothing:
+its weights, output and gradients are 0 on every path, as `F.scaled_dot_product_attention` gives (the softmax of
+the formula is undefined there; `nn.MultiheadAttention` gives NaN, which would poison a whole batch's gradient).
 
 Errata: 002 §3.1.1 writes q = x W_X and V = Y W_K; they are W_Q and V = Y W_V. 004 scales by the "square of
 the dimension"; it is 1/sqrt(d_k). 003 §9.3 prints softmax(q k^T / sqrt(d_k) * v); V is outside the softmax.
@@ -98,14 +100,16 @@ def attention_weights(q: Tensor, k: Tensor, attn_mask: Tensor | None = None, key
                       is_causal: bool = False, scale: float | None = None) -> Tensor:
     """Attention weights softmax_rows(Q K^T / sqrt(d_k) + M), shape [..., L, S]. Notes: 002 §3.1.1, 000 §5.3.
 
-    Each row sums to 1; blocked positions get weight exactly 0 (002 §3.1.4: the -inf realisation).
+    Each row sums to 1; blocked positions get weight exactly 0 (002 §3.1.4: the -inf realisation), and a row
+    whose keys are all blocked is all 0.
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = (q @ k.transpose(-2, -1)) * scale
     mask = merge_masks(q, k, attn_mask, key_padding_mask, is_causal)
-    if mask is not None:
-        scores = scores + mask
-    return torch.softmax(scores, dim=-1)
+    if mask is None:
+        return torch.softmax(scores, dim=-1)
+    nothing = torch.isneginf(mask).all(-1, keepdim=True)  # no key to attend to: unmask, then zero (no NaN)
+    return torch.softmax(scores + mask.masked_fill(nothing, 0.0), dim=-1).masked_fill(nothing, 0.0)
 
 
 def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None,
