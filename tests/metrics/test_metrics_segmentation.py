@@ -178,3 +178,14 @@ def test_bad_inputs_say_what_is_expected_and_how_to_fix():
         SegmentationMeter(3).update(torch.zeros(2, 5, 4, 4), target)
     with pytest.raises(ConfigError, match="square"):
         mean_iou(torch.zeros(3, 2))
+
+
+def test_compute_with_no_pixel_scored_is_refused_as_the_other_meters():
+    meter = SegmentationMeter(3, ignore_index=255)
+    with pytest.raises(ConfigError, match=r"SegmentationMeter.compute\(\) before any update.*no pixel to score"):
+        meter.compute()
+    meter.update(torch.zeros(1, 2, 2, dtype=torch.long), torch.full((1, 2, 2), 255))
+    with pytest.raises(ConfigError, match="every pixel so far was ignore_index"):
+        meter.compute()
+    meter.update(torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long))
+    assert meter.compute()["pixel_accuracy"] == 1.0

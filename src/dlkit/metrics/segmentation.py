@@ -160,6 +160,9 @@ class SegmentationMeter(Metric):
         """pixel_accuracy, mean_accuracy, miou, fwiou (floats) and iou_per_class (list, NaN for absent classes),
         over every rank's batches under DDP."""
         conf = self.synced("confusion").cpu()
+        if not conf.any():
+            raise ConfigError("SegmentationMeter.compute() before any update, or every pixel so far was ignore_index: "
+                              "no pixel to score (is the data empty?)")
         return {
             "pixel_accuracy": pixel_accuracy(conf),
             "mean_accuracy": mean_pixel_accuracy(conf),
