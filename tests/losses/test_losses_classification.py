@@ -249,3 +249,9 @@ def test_bce_targets_and_float_class_indices_are_refused_as_torch_refuses_them()
         torch.nn.functional.binary_cross_entropy(p, torch.tensor([0, 1, 1]))
     with pytest.raises(ConfigError, match="float target shaped like class indices .* must be integers"):
         cross_entropy(torch.randn(4, 3), torch.tensor([0.0, 1.0, 2.0, 1.0]))
+
+
+def test_mean_cross_entropy_of_a_batch_of_ignored_targets_is_nan_as_torch():
+    logits, void = torch.randn(3, 4), torch.full((3,), -100)
+    assert C.cross_entropy(logits, void).isnan() and F.cross_entropy(logits, void).isnan()
+    assert C.cross_entropy(logits, void, reduction="sum").item() == 0.0

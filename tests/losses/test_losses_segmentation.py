@@ -164,3 +164,13 @@ def test_focal_bad_alpha_and_gamma():
         softmax_focal_loss(logits, target, alpha=torch.ones(2))
     with pytest.raises(ConfigError, match="gamma"):
         softmax_focal_loss(logits, target, gamma=-1.0)
+
+
+@pytest.mark.parametrize("loss", REGION_LOSSES + [softmax_focal_loss])
+def test_a_batch_of_ignored_pixels_gives_zero_and_no_gradient_where_cross_entropy_gives_nan(loss):
+    logits = torch.randn(2, 4, 5, 6, requires_grad=True)
+    void = torch.full((2, 5, 6), 255)
+    value = loss(logits, void, ignore_index=255)
+    (grad,) = torch.autograd.grad(value, logits)
+    assert value.item() == 0.0 and grad.abs().max() == 0
+    assert F.cross_entropy(logits, void, ignore_index=255).isnan()  # what the module docstring contrasts it with

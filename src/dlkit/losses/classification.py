@@ -165,7 +165,8 @@ def cross_entropy(
 
     Notes: 003 §2.2.2, 004 CNN (softmax output, one-hot targets). `target` is class indices (int) or
     probabilities (float, one-hot or soft); label smoothing mixes the target with the uniform
-    distribution: t <- (1 - eps) t + eps / C.
+    distribution: t <- (1 - eps) t + eps / C. With reduction 'mean', a batch whose every target is `ignore_index`
+    gives NaN (0 / 0), as torch's does.
     """
     if input.dim() < 1:
         raise ConfigError(

@@ -5,7 +5,8 @@ With C >= 2 the probabilities are softmax(logits, dim 1) against the one-hot tar
 a binary mask's logit, p = sigmoid(x), and the target holds 0/1 (the foreground is the one class scored).
 Pixels whose target equals `ignore_index` contribute nothing and get no gradient. The per-pixel
 cross-entropy of the notes (002 §5.1.2, 003 §4) needs no wrapper: F.cross_entropy(logits, target,
-ignore_index=255) is it.
+ignore_index=255) is it (which gives NaN, 0 / 0, when every pixel is ignored; the losses here give 0 with no
+gradient then, so that a crop of void pixels does not stop a training).
 
 The region losses sum over every pixel of the batch per class (as the data-set IoU of dlkit.metrics.
 segmentation accumulates), then average over the classes; `per_image=True` sums per image instead.
