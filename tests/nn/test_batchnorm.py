@@ -114,3 +114,18 @@ def test_bad_shapes_and_config_raise():
         BatchNorm1d(3, momentum=1.5)
     with pytest.raises(ConfigError, match="spatial_dims"):
         BatchNorm(3, spatial_dims=4)
+
+
+@pytest.mark.parametrize("ours_cls, ref_cls, shape", [(BatchNorm2d, torch.nn.BatchNorm2d, (0, 3, 4, 4)),
+                                                      (BatchNorm1d, torch.nn.BatchNorm1d, (0, 3))])
+def test_an_empty_batch_gives_an_empty_output_as_torch_and_leaves_the_statistics(ours_cls, ref_cls, shape):
+    ours, ref = ours_cls(3), ref_cls(3)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(shape, requires_grad=True)
+    for training in (True, False):
+        ours.train(training), ref.train(training)
+        out = ours(x)
+        assert out.shape == ref(x).shape == shape
+        out.sum().backward()
+    assert torch.equal(ours.weight.grad, torch.zeros(3)) and torch.equal(ours.running_mean, ref.running_mean)
+    assert torch.equal(ours.running_var, ref.running_var)

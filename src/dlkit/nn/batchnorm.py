@@ -88,6 +88,8 @@ class BatchNorm(nn.Module):
         self._check_input(x)
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
+        if x.numel() == 0:  # an empty batch (a rank's share of a short last batch): an empty output, stats unchanged
+            return x * self.weight.view(shape) + self.bias.view(shape) if self.affine else x.clone()
         use_batch = self.training or not self.track_running_stats
         if use_batch:
             n = x.numel() // x.shape[1]
