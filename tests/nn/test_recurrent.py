@@ -364,6 +364,9 @@ def test_bad_inputs_are_explained():
     lstm = LSTM(3, 4, num_layers=2, batch_first=True)
     with pytest.raises(ConfigError, match=r"\[B, T, input_size\] with input_size=3"):
         lstm(torch.randn(2, 5, 7))
+    with pytest.raises(ConfigError, match=r"LSTM needs a sequence of at least one step; got input \(2, 0, 3\) with "
+                                          r"T = 0 \(dim 1\)"):
+        lstm(torch.randn(2, 0, 3))  # torch refuses it too ("Expected sequence length to be larger than 0")
     with pytest.raises(ConfigError, match="lengths must hold"):
         lstm(torch.randn(2, 5, 3), lengths=torch.tensor([5, 6]))
     with pytest.raises(ConfigError, match=r"h_0 must be .*\[2, 2, 4\]"):

@@ -375,6 +375,10 @@ class _RecurrentLayer(nn.Module):
         x = input if batched else input.unsqueeze(1)
         if batched and self.batch_first:
             x = x.transpose(0, 1)
+        if x.shape[0] == 0:
+            time_dim = "dim 1" if batched and self.batch_first else "dim 0"
+            raise ConfigError(f"{type(self).__name__} needs a sequence of at least one step; got input "
+                              f"{tuple(input.shape)} with T = 0 ({time_dim})")
         if lengths is not None:
             lengths = torch.as_tensor(lengths).long().cpu()
             if lengths.shape != (x.shape[1],) or lengths.min() < 1 or lengths.max() > x.shape[0]:
