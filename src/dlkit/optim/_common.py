@@ -87,20 +87,19 @@ def groups_with_grads(optimizer: torch.optim.Optimizer, *, dense_real: bool = Fa
     found = []
     for group in optimizer.param_groups:
         params = [p for p in group["params"] if p.grad is not None]
-        if dense_real:
-            for p in params:
-                _check_dense_real(type(optimizer).__name__, p)
+        if dense_real and any(p.dtype.is_complex or p.grad.is_sparse for p in params):
+            _refuse_complex_or_sparse(type(optimizer).__name__, params)
         if params:
             found.append((group, params))
     yield from found  # every group checked before the first is updated
 
 
-def _check_dense_real(name: str, p: Tensor) -> None:
-    if p.is_complex():
+def _refuse_complex_or_sparse(name: str, params: list[Tensor]) -> None:
+    p = next(p for p in params if p.dtype.is_complex or p.grad.is_sparse)
+    if p.dtype.is_complex:
         raise ConfigError(f"{name} updates real parameters; got a complex one of shape {tuple(p.shape)} (its g*g "
                           f"would not be |g|^2). Optimise torch.view_as_real of it instead, or use SGD or "
                           f"torch.optim.{name}, which treat a complex number as two real ones")
-    if p.grad.is_sparse:
-        raise ConfigError(f"{name} needs dense gradients; got a sparse gradient for a parameter of shape "
-                          f"{tuple(p.shape)} (e.g. from nn.Embedding(sparse=True)). Use sparse=False, or SGD, "
-                          f"torch.optim.SparseAdam or torch.optim.Adagrad, which take sparse gradients")
+    raise ConfigError(f"{name} needs dense gradients; got a sparse gradient for a parameter of shape "
+                      f"{tuple(p.shape)} (e.g. from nn.Embedding(sparse=True)). Use sparse=False, or SGD, "
+                      f"torch.optim.SparseAdam or torch.optim.Adagrad, which take sparse gradients")
