@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dlkit.errors import ConfigError
+from dlkit.runs import load_run
 from dlkit.recipes import run_recipe
 from dlkit.tasks.panoptic import MaskFormerPanopticQuality, mask_classification_targets
 
@@ -62,6 +63,8 @@ def test_shapes_smoke(tmp_path, name, model):
     assert 0 <= finals["test/pq"] <= 1
     spec = json.loads((tmp_path / "model.json").read_text())
     assert spec["name"] == model and spec["kwargs"]["num_classes"] == 6
+    run = load_run(tmp_path)  # the run folder rebuilds its model: one name per class, the background last
+    assert len(run.class_names) == 6 and run.class_names[-1] == "background"
     assert (tmp_path / "figures" / "panoptic.png").stat().st_size > 5000  # panoptic maps in the report
 
 

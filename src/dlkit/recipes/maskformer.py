@@ -56,6 +56,7 @@ def build_maskformer(cfg, dist) -> Setup:
     old = setup.task
     setup.task = MaskFormerPanopticTask(old.model, cfg, len(old.class_names), old.class_names, cfg.score_threshold,
                                         cfg.overlap_threshold)
+    setup.model_spec["class_names"] = [*old.class_names, "background"]  # the K = C + 1 classes, the stuff last
     return setup
 
 
