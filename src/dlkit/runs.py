@@ -16,6 +16,7 @@ returns a `LoadedRun`: the model with its weights in eval mode, plus that record
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -92,6 +93,15 @@ class LoadedRun:
         return self.spec.get("input")
 
 
+def _recipe_of(run_dir: Path) -> str | None:
+    """The recipe named in the run folder's config.json, or None where it cannot be read."""
+    try:
+        recipe = json.loads((run_dir / "config.json").read_text()).get("recipe")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return recipe if isinstance(recipe, str) else None
+
+
 def read_model_spec(run_dir: str | os.PathLike) -> dict:
     """The model.json record of run folder `run_dir`, checked (clear errors for a folder that is not a run)."""
     run_dir = Path(run_dir)
@@ -108,10 +118,15 @@ def read_model_spec(run_dir: str | os.PathLike) -> dict:
             raise ConfigError(f"{run_dir} is not a run folder: expected model.json and model.safetensors written by "
                               f"`dlkit run` (found: {', '.join(found) or 'nothing'}); pass the folder that `dlkit run` "
                               "printed as 'run folder: ...'")
+        recipe = _recipe_of(run_dir)
+        if len(missing) == 2 and (run_dir / "summary.json").is_file():
+            raise ConfigError(f"{run_dir} is a finished run of recipe '{recipe or '?'}', which trains no network "
+                              "that load_run, predict and export can rebuild (it writes no model.json and "
+                              "model.safetensors); its results are in report.html and summary.json")
         why = ("The recipe does not describe its model (its Setup has no model_spec), so the run cannot be "
                "rebuilt; train a recipe that does" if missing == ["model.json"] else
                "The run did not finish (model.safetensors is written at the end); finish it with "
-               f"`dlkit run RECIPE --resume {run_dir}`")
+               f"`dlkit run {recipe or 'RECIPE'} --resume {run_dir}`")
         raise ConfigError(f"{run_dir}: expected model.json and model.safetensors (written by `dlkit run` when a run "
                           f"ends); missing {', '.join(missing)} (found: {', '.join(found) or 'nothing'}). {why}")
     path = run_dir / "model.json"

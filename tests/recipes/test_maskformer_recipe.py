@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from dlkit.errors import ConfigError
-from dlkit.runs import load_run
 from dlkit.recipes import run_recipe
+from dlkit.runs import load_run
 from dlkit.tasks.panoptic import MaskFormerPanopticQuality, mask_classification_targets
 
 

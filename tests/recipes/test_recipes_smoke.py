@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dlkit import list_recipes
+from dlkit import list_recipes, load_run
+from dlkit.errors import ConfigError
 from dlkit.recipes import get_recipe, run_recipe, runner
 
 
@@ -28,3 +29,8 @@ def test_recipe_smoke_mode_runs(name, tmp_path, monkeypatch):
     assert summary["value"] == summary["value"], "the expected metric was not computed"
     assert (tmp_path / "report.html").stat().st_size > 1000
     assert summary["run_dir"] == str(tmp_path)
+    if (tmp_path / "model.json").exists():  # the run folder rebuilds the network it trained (and checks model.json)
+        assert not load_run(tmp_path).model.training
+    else:
+        with pytest.raises(ConfigError, match=f"is a finished run of recipe '{name}', which trains no network"):
+            load_run(tmp_path)
