@@ -40,7 +40,7 @@ from ...nn.upsample import BilinearUpsample
 from ...ops.boxes import clip_boxes_to_image
 from ...registry import create_model, register_model
 from ..backbone import Backbone, FeatureExtractor
-from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images, channel_stats
+from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images, channel_stats, weights_dtype
 from .targets import check_targets
 
 RADIUS_RULES = ("exact", "released")
@@ -254,7 +254,7 @@ class CenterNet(nn.Module):
         self.heatmap_head[-1].bias.fill_(PRIOR_BIAS)
 
     def _batch(self, images) -> Tensor:
-        images = batch_images(images, self.in_chans, "CenterNet")
+        images = batch_images(images, self.in_chans, "CenterNet", weights_dtype(self))
         r = self.output_stride * 2 ** len(self.neck.steps)
         if images.shape[-2] % r or images.shape[-1] % r:
             raise ConfigError(f"CenterNet needs H and W divisible by the backbone's stride {r}; got "

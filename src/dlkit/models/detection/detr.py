@@ -46,7 +46,7 @@ from ...registry import register_model
 from ..backbone import FeatureExtractor
 from .backbones import detector_backbone
 from .hungarian_matcher import HungarianMatcher
-from .images import IMAGENET_MEAN, IMAGENET_STD, channel_stats
+from .images import IMAGENET_MEAN, IMAGENET_STD, channel_stats, check_pixels, weights_dtype
 from .targets import check_targets
 
 
@@ -177,9 +177,9 @@ class DETR(nn.Module):
 
     # ------------------------------------------------------------------ inputs
 
-    def batch(self, images) -> tuple[Tensor, Tensor, Tensor]:
-        """(normalised images on a zero canvas [B, C, H', W'], padding mask [B, H', W'] True outside each image,
-        image sizes [B, 2] as (height, width)) of a batch tensor or a list of [C, H, W] images in [0, 1]."""
+    def check_images(self, images) -> bool:
+        """Refuse in one line what is not [B, C, H, W] or a non-empty list of [C, H, W] float images of the weights'
+        dtype; True for a list."""
         listed = isinstance(images, list | tuple)
         ok = (bool(images) and all(isinstance(i, Tensor) and i.dim() == 3 and i.shape[0] == self.in_chans
                                    for i in images)) if listed else (
@@ -189,6 +189,14 @@ class DETR(nn.Module):
                    if listed else tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__)
             raise ConfigError(f"DETR expects images [B, {self.in_chans}, H, W] or a list of [{self.in_chans}, H, W] "
                               f"in [0, 1]; got {got}")
+        for image in images if listed else [images]:
+            check_pixels(image, weights_dtype(self), "DETR")
+        return listed
+
+    def batch(self, images) -> tuple[Tensor, Tensor, Tensor]:
+        """(normalised images on a zero canvas [B, C, H', W'], padding mask [B, H', W'] True outside each image,
+        image sizes [B, 2] as (height, width)) of a batch tensor or a list of [C, H, W] images in [0, 1]."""
+        listed = self.check_images(images)
         sizes = [tuple(i.shape[-2:]) for i in images]
         d = self.size_divisible
         h, w = (-(-max(s[k] for s in sizes) // d) * d for k in (0, 1))
@@ -239,6 +247,7 @@ class DETR(nn.Module):
 
     def forward(self, images, targets: Sequence[Mapping[str, Tensor]] | None = None):
         if self.training:
+            self.check_images(images)  # before the targets: a [C, H, W] image is not C images
             check_targets(targets, len(images), self.num_classes, "DETR")
         logits, boxes, sizes = self.head_outputs(images)
         return self.loss(logits, boxes, targets, sizes) if self.training else self.detect(logits[-1], boxes[-1], sizes)

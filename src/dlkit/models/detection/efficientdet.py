@@ -43,7 +43,7 @@ from ...ops.anchors import AnchorGenerator
 from ...ops.box_coder import BoxCoder
 from ...registry import create_model, register_model
 from .backbones import detector_backbone
-from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images, channel_stats, normalize_and_pad
+from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images, channel_stats, normalize_and_pad, weights_dtype
 from .matcher import Matcher
 from .retinanet import (
     dense_anchor_detections,
@@ -231,7 +231,7 @@ class EfficientDet(nn.Module):
     def head_outputs(self, images) -> tuple[Tensor, Tensor, Tensor, list[int]]:
         """(class logits [B, N, C], box corrections [B, N, 4], anchors [N, 4], anchors per level) of images
         [B, C, H, W] in [0, 1] (normalised and padded to a multiple of the coarsest stride here)."""
-        images = batch_images(images, self.in_chans, "EfficientDet")
+        images = batch_images(images, self.in_chans, "EfficientDet", weights_dtype(self))
         x = normalize_and_pad(images, self.image_mean, self.image_std, self.size_divisible)
         maps = self.bifpn(self.backbone(x))
         anchors = self.anchor_generator(x, maps)
@@ -239,7 +239,7 @@ class EfficientDet(nn.Module):
         return self.class_net(maps), self.box_net(maps), anchors, per_level
 
     def forward(self, images, targets: Sequence[Mapping[str, Tensor]] | None = None):
-        images = batch_images(images, self.in_chans, "EfficientDet")
+        images = batch_images(images, self.in_chans, "EfficientDet", weights_dtype(self))
         logits, deltas, anchors, per_level = self.head_outputs(images)
         if self.training:
             if targets is None:

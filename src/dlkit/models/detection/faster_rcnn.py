@@ -19,7 +19,7 @@ from ...ops.anchors import AnchorGenerator
 from ...ops.multiscale_roi_align import MultiScaleRoIAlign
 from ...registry import register_model
 from .backbones import detector_backbone
-from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images, channel_stats, normalize_and_pad
+from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images, channel_stats, normalize_and_pad, weights_dtype
 from .roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
 from .rpn import RegionProposalNetwork, RPNHead
 from .targets import check_targets
@@ -30,6 +30,8 @@ class FasterRCNN(nn.Module):
     0 the background (torchvision's `num_classes` is this C + 1: 91 for COCO's 90 category ids).
     `model(images, targets)` in training returns {loss_objectness, loss_rpn_box_reg, loss_classifier, loss_box_reg};
     `model(images)` in evaluation one {boxes, scores, labels} per image. Notes: 002 §4.3.2."""
+
+    display_name = "Faster R-CNN"  # what its errors call it (a subclass names itself)
 
     def __init__(self, num_classes: int = 90, backbone: str | nn.Module = "resnet50", in_chans: int = 3,
                  out_indices: Sequence[int] | None = None, pretrained_backbone: bool | str = False,
@@ -67,7 +69,7 @@ class FasterRCNN(nn.Module):
         self.default_input_shape = (in_chans, 800, 800)
 
     def _features(self, images) -> tuple[Tensor, list[Tensor], list[tuple[int, int]]]:
-        images = batch_images(images, self.in_chans, "Faster R-CNN")
+        images = batch_images(images, self.in_chans, self.display_name, weights_dtype(self))
         x = normalize_and_pad(images, self.image_mean, self.image_std, self.size_divisible)
         return x, self.fpn(self.backbone(x)), [tuple(images.shape[-2:])] * len(images)
 
@@ -80,7 +82,7 @@ class FasterRCNN(nn.Module):
 
     def forward(self, images, targets: Sequence[Mapping[str, Tensor]] | None = None):
         if self.training or targets is not None:
-            check_targets(targets, len(images), self.num_classes, "Faster R-CNN")
+            check_targets(targets, len(images), self.num_classes, self.display_name)
         _, _, detections, losses = self._detect(images, targets)
         return losses if self.training else detections
 

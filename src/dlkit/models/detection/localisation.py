@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from ...errors import ConfigError
 from ...ops.boxes import box_convert, clip_boxes_to_image
 from ...registry import create_model, register_model
-from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images, channel_stats
+from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images, channel_stats, weights_dtype
 from .targets import check_targets
 
 BOX_LOSSES = ("mse", "l2", "smooth_l1")
@@ -88,7 +88,7 @@ class Localiser(nn.Module):
 
     def _batch(self, images) -> Tensor:
         """Images [B, C, H, W] (or a list of equally sized [C, H, W]) in [0, 1], normalised."""
-        images = batch_images(images, self.in_chans, "the localiser")
+        images = batch_images(images, self.in_chans, "the localiser", weights_dtype(self))
         return (images - self.image_mean) / self.image_std
 
     def forward_heads(self, images) -> tuple[Tensor, Tensor]:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...ops.boxes import clip_boxes_to_image
-from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images, channel_stats, normalize_and_pad
+from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images, channel_stats, normalize_and_pad, weights_dtype
 from .targets import check_targets
 
 
@@ -127,11 +127,11 @@ class ProposalDetector(nn.Module):
     @torch.no_grad()
     def proposals(self, images) -> list[Tensor]:
         """The region proposals [K_i, 4] xyxy (pixels) of every image in [0, 1], cached per image."""
-        return self.proposer(batch_images(images, self.in_chans, self.display_name))
+        return self.proposer(batch_images(images, self.in_chans, self.display_name, weights_dtype(self)))
 
     def forward(self, images, targets: Sequence[Mapping[str, Tensor]] | None = None,
                 proposals: Sequence[Tensor] | None = None):
-        images = batch_images(images, self.in_chans, self.display_name)
+        images = batch_images(images, self.in_chans, self.display_name, weights_dtype(self))
         if self.training:
             check_targets(targets, len(images), self.num_classes, self.display_name)
         if proposals is None:

@@ -45,7 +45,7 @@ from ...ops.box_coder import BoxCoder
 from ...ops.boxes import box_iou
 from ...registry import register_model
 from .backbones import detector_backbone
-from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images, normalize_and_pad
+from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images, normalize_and_pad, weights_dtype
 from .matcher import Matcher
 from .postprocess import finalize_detections, top_candidates
 from .targets import check_targets
@@ -222,7 +222,7 @@ class RetinaNet(nn.Module):
         return self.cls_subnet(maps), self.box_subnet(maps), anchors, per_level
 
     def forward(self, images: Tensor, targets: Sequence[Mapping[str, Tensor]] | None = None):
-        images = batch_images(images, self.in_chans, "RetinaNet")
+        images = batch_images(images, self.in_chans, "RetinaNet", weights_dtype(self))
         logits, deltas, anchors, per_level = self.head_outputs(images)
         if self.training:
             if targets is None:

@@ -47,7 +47,7 @@ from ...ops.box_coder import BoxCoder
 from ...ops.boxes import box_iou
 from ...registry import create_model, register_model
 from ..backbone import FeatureExtractor, FeatureInfo
-from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images
+from .images import IMAGENET_MEAN, IMAGENET_STD, batch_images, weights_dtype
 from .matcher import Matcher
 from .postprocess import finalize_detections, top_candidates
 from .targets import check_targets
@@ -255,7 +255,7 @@ class SSD(nn.Module):
         self.default_input_shape = (in_chans, image_size, image_size)
 
     def _images(self, images) -> Tensor:
-        return batch_images(images, self.in_chans, "SSD")
+        return batch_images(images, self.in_chans, "SSD", weights_dtype(self))
 
     def normalize(self, images: Tensor) -> Tensor:
         """(images - image_mean) / image_std per channel."""

@@ -26,6 +26,13 @@ def check_targets(targets: Sequence[Mapping[str, Tensor]] | None, batch: int, nu
             raise ConfigError(f"target {i} must be a dict {{boxes [M, 4], labels [M]}}; got "
                               f"{sorted(t) if isinstance(t, Mapping) else type(t).__name__}")
         boxes, labels = t["boxes"], t["labels"]
+        if not isinstance(boxes, Tensor) or not isinstance(labels, Tensor):
+            raise ConfigError(f"target {i}: boxes and labels must be tensors; got {type(boxes).__name__} and "
+                              f"{type(labels).__name__} (torch.as_tensor(boxes, dtype=torch.float32), "
+                              "torch.as_tensor(labels, dtype=torch.int64))")
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise ConfigError(f"target {i}: labels must be integer class ids in 1..{num_classes}; got {labels.dtype}"
+                              f": pass labels.long()")
         if boxes.dim() != 2 or boxes.shape[-1] != 4 or labels.shape != (len(boxes),):
             raise ConfigError(f"target {i}: boxes must be [M, 4] xyxy and labels [M]; got boxes {tuple(boxes.shape)},"
                               f" labels {tuple(labels.shape)}")

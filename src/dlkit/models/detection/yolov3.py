@@ -36,7 +36,7 @@ from ...nn.upsample import nearest_upsample
 from ...ops.boxes import box_convert
 from ...registry import create_model, register_model
 from ..classification.darknet import darknet_leaky
-from .images import batch_images
+from .images import batch_images, weights_dtype
 from .postprocess import finalize_detections, top_candidates
 from .targets import check_targets
 
@@ -171,7 +171,7 @@ class YOLOv3(nn.Module):
     def forward(self, images: Tensor, targets: Sequence[Mapping[str, Tensor]] | None = None):
         """Training with targets: the loss dict {loss_box, loss_objectness, loss_classifier}; evaluation: one
         {boxes, scores, labels} per image; training without targets is refused (the raw maps: `head_outputs`)."""
-        images = batch_images(images, self.in_chans, "YOLOv3")
+        images = batch_images(images, self.in_chans, "YOLOv3", weights_dtype(self))
         if self.training and targets is None:
             raise ConfigError("YOLOv3 in training mode computes its loss: call model(images, targets), one dict "
                               "{boxes [M, 4] xyxy, labels [M] in 1..C} per image (head_outputs(images) gives the raw "

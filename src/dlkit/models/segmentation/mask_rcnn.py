@@ -120,6 +120,7 @@ class MaskRCNN(FasterRCNN):
     and `loss_mask`; evaluation adds `masks` [N, 1, H, W] probabilities to each image's detections.
     Notes: 002 §5.2.1."""
 
+    display_name = "Mask R-CNN"
     needs_masks = True  # its training targets carry `masks` [M, H, W]
 
     def __init__(self, num_classes: int = 90, *args, mask_widths: Sequence[int] = (256, 256, 256, 256),

@@ -36,7 +36,14 @@ from ...nn.positional import sine_positional_encoding_2d
 from ...registry import register_model
 from ..detection.backbones import detector_backbone
 from ..detection.detr import MLP
-from ..detection.images import IMAGENET_MEAN, IMAGENET_STD, batch_images, channel_stats, normalize_and_pad
+from ..detection.images import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    batch_images,
+    channel_stats,
+    normalize_and_pad,
+    weights_dtype,
+)
 from .mask_classification import (
     MaskHungarianMatcher,
     check_mask_targets,
@@ -140,7 +147,7 @@ class MaskFormer(nn.Module):
 
     def inputs(self, images) -> tuple[Tensor, tuple[int, int]]:
         """(normalised, zero-padded images [B, C, H', W'], the images' size (H, W))."""
-        x = batch_images(images, self.in_chans, type(self).__name__)
+        x = batch_images(images, self.in_chans, type(self).__name__, weights_dtype(self))
         return normalize_and_pad(x, self.image_mean.to(x), self.image_std.to(x), self.size_divisible), x.shape[-2:]
 
     def decode(self, feats: list[Tensor], mask_features: Tensor, levels: list[Tensor]) -> tuple[Tensor, Tensor]:

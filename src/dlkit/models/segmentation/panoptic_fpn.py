@@ -120,6 +120,7 @@ class PanopticFPN(MaskRCNN):
     Mask R-CNN's losses and `loss_semantic`; evaluation adds `semantic` logits [S + 1, H, W] to each image's
     detections. Notes: 002 §5.3.1."""
 
+    display_name = "Panoptic FPN"
     needs_semantic = True  # its training targets carry `semantic` [H, W]
 
     def __init__(self, num_classes: int = 90, *args, num_stuff_classes: int = 53, semantic_width: int = 128,
