@@ -219,7 +219,7 @@ def cmd_predict(args) -> int:
     try:
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out expects a folder for the mask PNGs; {out} is a file")
-        masks = segment_files(run, args.files, out)
+        masks = segment_files(run, args.files, out, overwrite=args.overwrite)
     except DlkitError:  # a damaged image file (DataError is an OSError too)
         raise
     except OSError as e:
@@ -419,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("files", nargs="+", metavar="FILE", help="image files (png, jpg, ...)")
     s.add_argument("--top", type=int, default=5, help="classes shown per file (classification; default 5)")
     s.add_argument("--out", help="folder for the mask PNGs of a segmentation run (default: the current folder)")
+    s.add_argument("--overwrite", action="store_true", help="replace mask files already in --out (refused otherwise)")
     s.add_argument("--device", choices=["cpu", "cuda"])
     s.set_defaults(func=cmd_predict)
 

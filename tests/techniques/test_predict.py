@@ -131,6 +131,27 @@ def test_segmentation_mask_png_is_the_per_pixel_argmax_of_the_forward(segmentati
     assert (tmp_path / "cli" / "street_mask.png").is_file()
 
 
+def test_predict_replaces_no_file_and_writes_no_mask_twice(segmentation_run, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(tmp_path / folder / "img.png")
+    (tmp_path / "out").mkdir()
+    mine = tmp_path / "out" / "img_mask.png"
+    mine.write_text("my ground truth")
+    code = main(["predict", str(segmentation_run), str(tmp_path / "a" / "img.png"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{mine} exists; predict does not replace files" in err and "--overwrite" in err
+    assert mine.read_text() == "my ground truth"
+    code = main(["predict", str(segmentation_run), str(tmp_path / "a" / "img.png"), str(tmp_path / "b" / "img.png"),
+                 "--out", str(tmp_path / "new")])
+    err = capsys.readouterr().err
+    assert code == 2 and "would both write" in err and not (tmp_path / "new").exists()
+    code = main(["predict", str(segmentation_run), str(tmp_path / "a" / "img.png"), "--out", str(tmp_path / "out"),
+                 "--overwrite"])
+    assert code == 0 and Image.open(mine).mode == "P"
+
+
 def test_predict_errors_are_one_line(digits_run, tmp_path, capsys):
     code = main(["predict", str(digits_run), str(tmp_path / "missing.png")])
     err = capsys.readouterr().err

@@ -99,19 +99,38 @@ def save_mask(mask: torch.Tensor, path: str | os.PathLike, num_classes: int) -> 
     return path
 
 
-def segment_files(run: LoadedRun, paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike = "."
-                  ) -> list[tuple[Path, torch.Tensor]]:
-    """For each image file, its class map at the file's own size, written to out_dir/STEM_mask.png: a list of
-    (mask path, class ids [H, W])."""
+def mask_paths(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, overwrite: bool = False
+               ) -> list[Path]:
+    """out_dir/STEM_mask.png for each image file; refused before anything is computed when two files would write
+    one mask, or (without `overwrite`) when a mask file is already there: predict never replaces a file silently."""
+    masks = [Path(out_dir) / f"{Path(p).stem}_mask.png" for p in paths]
+    first: dict[Path, str | os.PathLike] = {}
+    for p, m in zip(paths, masks):
+        if m in first:
+            raise ConfigError(f"{first[m]} and {p} would both write {m}; predict files with the same name in separate "
+                              "calls with different --out folders")
+        first[m] = p
+    there = [str(m) for m in masks if m.exists()]
+    if there and not overwrite:
+        raise ConfigError(f"{there[0]} exists{f' (and {len(there) - 1} more mask files)' if len(there) > 1 else ''}"
+                          "; predict does not replace files: pass another --out folder, or --overwrite to replace "
+                          "them")
+    return masks
+
+
+def segment_files(run: LoadedRun, paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike = ".",
+                  overwrite: bool = False) -> list[tuple[Path, torch.Tensor]]:
+    """For each image file, its class map at the file's own size, written to out_dir/STEM_mask.png (`mask_paths`:
+    an existing file is replaced only with `overwrite`): a list of (mask path, class ids [H, W])."""
+    targets = mask_paths(paths, out_dir, overwrite)
     x, sizes = load_image_files(paths, _input(run))
     logits = _forward(run, x)
     out = []
-    for p, z, size in zip(paths, logits, sizes):
+    for target, z, size in zip(targets, logits, sizes):
         if tuple(z.shape[-2:]) != size:
             z = F.interpolate(z[None], size=size, mode="bilinear", align_corners=False)[0]
         mask = z.argmax(0)
-        path = save_mask(mask, Path(out_dir) / f"{Path(p).stem}_mask.png", z.shape[0])
-        out.append((path, mask))
+        out.append((save_mask(mask, target, z.shape[0]), mask))
     return out
 
 
