@@ -54,6 +54,22 @@ def test_dice_weight_adds_the_soft_dice_term():
     assert torch.allclose(mixed.loss(logits, y), plain.loss(logits, y) + 0.5 * dice_loss(logits, y))
 
 
+def test_a_model_that_gives_no_per_pixel_scores_is_refused_in_one_line(tmp_path):
+    from dlkit.errors import ConfigError
+    from dlkit.recipes import run_recipe
+
+    task = SegmentationTask(nn.Identity(), None, list("abc"), ignore_index=None)
+    y = torch.randint(0, 3, (2, 4, 4))
+    with pytest.raises(ConfigError, match=r"needs per-pixel logits \[N, 3, H, W\] at the size of the target masks "
+                                          r"\(2, 4, 4\); the model gave \(2, 3\)"):
+        task.loss(torch.randn(2, 3), y)  # a classifier's logits
+    with pytest.raises(ConfigError, match=r"the model gave \(2, 5, 4, 4\)"):
+        task.loss(torch.randn(2, 5, 4, 4), y)
+    with pytest.raises(ConfigError, match="model 'resnet18' is a classification model; the CamVid recipes train a "
+                                          "segmentation model"):
+        run_recipe("unet-camvid", smoke=True, out=tmp_path, overrides={"model": "resnet18"})
+
+
 @pytest.mark.parametrize("name", ["unet-camvid", "fcn8s-camvid", "deeplabv3-camvid", "fcn8s-lite0-camvid",
                                   "maskformer-camvid"])
 def test_camvid_model_spec_rebuilds_the_trained_network_by_name(name, data_root):

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..engine.task import Task
+from ..errors import ConfigError
 from ..losses.segmentation import dice_loss
 from ..metrics.meter import Mean
 from ..metrics.segmentation import SegmentationMeter
@@ -47,6 +48,12 @@ class SegmentationTask(Task):
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over the labelled pixels (+ dice_weight x soft Dice)."""
+        per_pixel = logits.dim() == target.dim() + 1 and logits.shape[2:] == target.shape[1:]
+        if not per_pixel or logits.shape[1] != self.num_classes:
+            raise ConfigError(f"{type(self).__name__} needs per-pixel logits [N, {self.num_classes}, H, W] at the "
+                              f"size of the target masks {tuple(target.shape)}; the model gave {tuple(logits.shape)}. "
+                              "Train a segmentation model (`dlkit list models --task segmentation`) built with "
+                              f"num_classes={self.num_classes}")
         target = target.long()
         weight = None if self.class_weights is None else self.class_weights.to(logits.device, logits.dtype)
         ignore = -100 if self.ignore_index is None else self.ignore_index
