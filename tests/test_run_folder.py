@@ -169,6 +169,23 @@ def test_out_onto_a_previous_run_needs_resume_or_overwrite(capsys, tmp_path):
     assert len(rows) == len(first.splitlines()) and ",lr,0.1" in rows[2]  # one run's rows, not two runs' mixed
 
 
+def test_resuming_a_finished_run_is_refused_unless_it_trains_further_and_leaves_its_result(capsys, tmp_path):
+    folder = tmp_path / "run"
+    assert run(capsys, "run", "char-gpt-shakespeare", "--smoke", "--out", folder)[0] == 0
+    summary, metrics = (folder / "summary.json").read_text(), (folder / "metrics.csv").read_text()
+    code, _, err = run(capsys, "run", "char-gpt-shakespeare", "--resume", folder)
+    one_line_error(code, err, "that run finished (its result is in summary.json), so there is nothing left to train",
+                   "longer length", "--overwrite")
+    assert (folder / "summary.json").read_text() == summary and (folder / "metrics.csv").read_text() == metrics
+    code, _, err = run(capsys, *XOR, "--out", folder)  # another recipe's run: offered --resume only to train further
+    one_line_error(code, err, "holds a finished run", "--resume", "with a longer length to train it further")
+    study = tmp_path / "study"
+    assert run(capsys, "run", "perceptron-nand", "--smoke", "--out", study)[0] == 0
+    code, _, err = run(capsys, "run", "perceptron-nand", "--smoke", "--out", study)
+    one_line_error(code, err, "holds a finished run", "--overwrite")
+    assert "--resume" not in err  # a study cannot be resumed
+
+
 def _files(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -259,8 +276,9 @@ def test_resume_refuses_changing_what_the_run_already_computed(capsys, tmp_path)
         code, _, err = run(capsys, "run", "mlp-xor", "--resume", folder, *change)
         one_line_error(code, err, "cannot change on resume", "may change only lr, epochs, max_steps")
     assert (folder / "config.json").read_bytes() == before
-    code, _, _ = run(capsys, "run", "mlp-xor", "--resume", folder, "--set", "hidden=4", "lr=0.5")  # the saved values
-    assert code == 0 and "resumes" not in json.loads((folder / "config.json").read_text())
+    code, _, err = run(capsys, "run", "mlp-xor", "--resume", folder, "--set", "hidden=4", "lr=0.5")  # the saved values
+    one_line_error(code, err, "that run finished")  # no change refused: only that the finished run has nothing left
+    assert (folder / "config.json").read_bytes() == before
 
 
 def test_resume_refuses_a_new_length_for_a_schedule_laid_out_over_the_old_one(capsys, tmp_path):

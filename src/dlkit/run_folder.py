@@ -322,11 +322,13 @@ def restore_set_aside(aside: Path) -> None:
 
 
 def claim_run_dir(run_dir: str | Path | None, *, recipe: str, smoke: bool, resume: bool = False,
-                  overwrite: bool = False, root: str | Path = "runs") -> tuple[Path, RunLock, Path | None]:
+                  overwrite: bool = False, root: str | Path = "runs", resumable: bool = True
+                  ) -> tuple[Path, RunLock, Path | None]:
     """Create (or take) the run folder and lock it for this process; return it with its lock, which the caller
     releases, and the folder holding the previous run's files when `overwrite` set them aside (else None; the
     caller drops or restores it). `run_dir` None: a new unique folder under root/RECIPE. A folder holding a
-    previous run is refused unless `resume` (continue it) or `overwrite`."""
+    previous run is refused unless `resume` (continue it) or `overwrite`; the refusal offers --resume only where
+    it can help (`resumable`: not a study; an interrupted run, or a finished one trained further)."""
     if run_dir is None:
         run_dir = new_run_dir(root, recipe, smoke)
     else:
@@ -342,9 +344,12 @@ def claim_run_dir(run_dir: str | Path | None, *, recipe: str, smoke: bool, resum
         found = previous_run_files(run_dir)
         if found and not resume:
             if not overwrite:
-                state = "a finished run" if (run_dir / "summary.json").exists() else "an interrupted run"
-                raise ConfigError(f"--out {run_dir} holds {state} ({', '.join(found)}); pass --resume {run_dir} to "
-                                  f"continue it, --overwrite to replace it, or another --out")
+                finished = (run_dir / "summary.json").exists()
+                state = "a finished run" if finished else "an interrupted run"
+                more = ("" if not resumable else f"--resume {run_dir} with a longer length to train it further, "
+                        if finished else f"--resume {run_dir} to continue it, ")
+                raise ConfigError(f"--out {run_dir} holds {state} ({', '.join(found)}); pass {more}--overwrite to "
+                                  f"replace it, or another --out")
             aside = set_aside_previous_run(run_dir)
     except BaseException:
         lock.release()

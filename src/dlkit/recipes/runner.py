@@ -196,6 +196,11 @@ def run_recipe(name: str, *, overrides: Mapping | None = None, epochs: int | Non
         if asked_smoke and not smoke:
             raise ConfigError(f"--resume {run_dir}: that run is a full run and continues as one; --smoke applies to "
                               "new runs only, so resume without it")
+        if (run_dir / "summary.json").is_file() and not {"epochs", "max_steps"} & set(changed):
+            raise ConfigError(f"--resume {run_dir}: that run finished (its result is in summary.json), so there is "
+                              f"nothing left to train; resume it with a longer length (--epochs N or --set "
+                              f"max_steps=N) to train it further, rebuild its report with `dlkit report {run_dir}`, "
+                              "or replace it with --out DIR --overwrite")
     else:
         cfg = make_config(recipe, overrides, smoke)
         run_dir = check_output_path(out, "--out") if out is not None else None
@@ -209,7 +214,7 @@ def run_recipe(name: str, *, overrides: Mapping | None = None, epochs: int | Non
     def claim() -> str:  # rank 0 creates and locks the folder; the other ranks learn its name
         nonlocal lock, replaced
         path, lock, replaced = claim_run_dir(run_dir, recipe=name, smoke=smoke, resume=resume is not None,
-                                             overwrite=overwrite)
+                                             overwrite=overwrite, resumable=not recipe.study)
         return str(path)
 
     def built() -> None:  # the new run has trained a step (data read, model made): the run it replaces can go
