@@ -242,3 +242,19 @@ def test_model_kwargs_may_not_set_what_the_data_sets(capsys, tmp_path, recipe, f
     code, _, err = run(capsys, "run", recipe, "--smoke", "--set", f"model_kwargs={{{key}: 7}}", "--out",
                        str(tmp_path / "run"))
     assert code == 2 and f"model_kwargs sets {key}, which the data sets ({fixed}); remove it" in err
+
+
+def test_elements_of_a_list_of_strings_stay_as_written():
+    # YAML 1.1 reads 32:0.1 as the base-60 number 1920.1, and 0.10 as 0.1
+    assert parse_value("modes", "32:0.1", "list[str]") == ["32:0.1"]
+    assert parse_value("modes", "[full:0.5, 32:0.10, 1:1e-3]", "list[str]") == ["full:0.5", "32:0.10", "1:1e-3"]
+    assert parse_value("optimizers", "sgd:0.1", "list[str]") == ["sgd:0.1"]
+
+
+def test_malformed_or_colliding_batch_modes_are_refused_in_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"modes: each entry is 'B:lr'.*got 'full:0.5,32:0.1'"):
+        run_recipe("gd-batch-sizes", smoke=True, out=tmp_path / "a", overrides={"modes": "full:0.5,32:0.1"})
+    with pytest.raises(ConfigError, match=r"one entry per kind of gradient descent.*\['mini-batch', 'mini-batch'\]"):
+        run_recipe("gd-batch-sizes", smoke=True, out=tmp_path / "b", overrides={"modes": "[32:0.1, 64:0.1]"})
+    run_recipe("gd-batch-sizes", smoke=True, out=tmp_path / "c", overrides={"modes": "32:0.1"})
+    assert "mini-batch/test_accuracy" in (tmp_path / "c" / "summary.json").read_text()

@@ -142,19 +142,37 @@ register_recipe(Recipe(
 ))
 
 
+def _batch_mode(spec: str) -> tuple[str, float]:
+    """'B:lr' (B a batch size, or 'full' for the whole training set) as (B, lr)."""
+    parts = spec.split(":")
+    try:
+        if len(parts) != 2 or not (parts[0] == "full" or int(parts[0]) >= 1) or not float(parts[1]) > 0:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"modes: each entry is 'B:lr', B a batch size >= 1 or 'full' and lr > 0, e.g. '32:0.1' "
+                          f"(a list: modes=[full:0.5,32:0.1]); got {spec!r}") from None
+    return parts[0], float(parts[1])
+
+
 def _gd_batch_sizes(cfg, dist):
+    modes = [_batch_mode(spec) for spec in cfg.modes]  # bad entries refused before anything runs
+
     def run(run_dir: Path) -> dict[str, float]:
         x_tr, y_tr, x_te, y_te = load_digits_split(test_size=0.2, seed=0)
         if cfg.subset:
             x_tr, y_tr = x_tr[: cfg.subset], y_tr[: cfg.subset]
+        sizes = [len(x_tr) if b == "full" else int(b) for b, _ in modes]
+        kinds = [batching_mode(len(x_tr), min(size, len(x_tr))) for size in sizes]
+        if len(set(kinds)) < len(kinds):
+            raise ConfigError(f"modes: one entry per kind of gradient descent (full-batch, mini-batch, online: B = 1), "
+                              f"whose curves and metrics are named by it; got {list(cfg.modes)}, kinds {kinds} with "
+                              f"{len(x_tr)} training samples")
         whole_train = TensorLoader(x_tr, y_tr, batch_size=len(x_tr), shuffle=False)  # the loss after each epoch
         test = TensorLoader(x_te, y_te, batch_size=len(x_te), shuffle=False)
         tc = trainer_config(cfg, epochs=cfg.epochs, eval_every_epochs=1, progress=False, tensorboard=False,
                             checkpoint_every_minutes=None, log_every=10_000)
         by_epoch, by_time, metrics, steps = {}, {}, {}, 0
-        for spec in cfg.modes:
-            b, lr = spec.split(":")
-            batch = len(x_tr) if b == "full" else int(b)
+        for (_, lr), batch in zip(modes, sizes):
             torch.manual_seed(cfg.seed)
             model = torch.nn.Linear(x_tr.shape[1], 10)  # softmax regression: the same convex problem for all
             task = ClassificationTask(model, SimpleNamespace(optimizer="sgd", lr=float(lr), weight_decay=0.0,

@@ -242,6 +242,15 @@ def _error(key: str, expected: str, text: Any, how: str = "") -> ConfigError:
     return ConfigError(f"--set {key}: expected {expected}; got {shown}{how}")
 
 
+def _strings(text: str) -> Any:
+    """`text` read as YAML with every scalar kept as written: 32:0.1 stays '32:0.1' (YAML 1.1 reads it as the
+    base-60 number 1920.1) and 1e-3 stays '1e-3', as an element of a list of strings should."""
+    try:
+        return yaml.load(text, Loader=yaml.BaseLoader)
+    except (yaml.YAMLError, ValueError, RecursionError):
+        return text
+
+
 def parse_value(key: str, text: Any, kind: str, default: Any = None) -> Any:
     """Parse a `--set key=value` value as YAML and check it against the option's type, e.g. 'int | None' or
     'list[int]', and against its rule in OPTION_RULES (the range of a number, the names a name may take); the
@@ -259,7 +268,7 @@ def parse_value(key: str, text: Any, kind: str, default: Any = None) -> Any:
         raise _error(key, f"{' or '.join(map(_kind_name, parts))} (it cannot be empty or null)", text, how)
     for part in parts:
         try:
-            out = _as_kind(value, part, text)
+            out = _as_kind(_strings(text) if part == "list[str]" and isinstance(text, str) else value, part, text)
         except _Mismatch:
             continue
         if not _finite(out):
