@@ -258,3 +258,12 @@ def test_malformed_or_colliding_batch_modes_are_refused_in_one_line(tmp_path):
         run_recipe("gd-batch-sizes", smoke=True, out=tmp_path / "b", overrides={"modes": "[32:0.1, 64:0.1]"})
     run_recipe("gd-batch-sizes", smoke=True, out=tmp_path / "c", overrides={"modes": "32:0.1"})
     assert "mini-batch/test_accuracy" in (tmp_path / "c" / "summary.json").read_text()
+
+
+@pytest.mark.parametrize("overrides", [{"activations": "[relu]", "inits": "[kaiming_normal]"},
+                                       {"activations": "[sigmoid, relu, sigmoid]"},
+                                       {"activations": "[sigmoid, relu]"}])
+def test_vanishing_gradient_activations_must_pair_with_inits_once_each_with_sigmoid_and_relu(tmp_path, overrides):
+    with pytest.raises(ConfigError, match="activations and inits pair up, one init per activation, each activation "
+                                          "once"):
+        run_recipe("backprop-vanishing-gradient", smoke=True, out=tmp_path, overrides=overrides)

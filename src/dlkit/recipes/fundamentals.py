@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..data.loader import TensorLoader
+from ..errors import ConfigError
 from ..models.classification.perceptron import Perceptron, xor_network
 from ..registry import create_model
 from ..report.figures import plot_decision_regions, plot_lines
@@ -93,6 +94,12 @@ register_recipe(Recipe(
 
 
 def _vanishing_gradient(cfg, dist):
+    acts = list(cfg.activations)
+    if len(acts) != len(cfg.inits) or len(set(acts)) < len(acts) or not {"sigmoid", "relu"} <= set(acts):
+        raise ConfigError(f"activations and inits pair up, one init per activation, each activation once (its curve "
+                          f"and metric are named by it), sigmoid and relu among them (the result compares the two); "
+                          f"got activations={acts}, inits={list(cfg.inits)}")
+
     def run(run_dir: Path) -> dict[str, float]:
         norms = {}
         for act, init in zip(cfg.activations, cfg.inits):
