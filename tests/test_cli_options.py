@@ -267,3 +267,11 @@ def test_vanishing_gradient_activations_must_pair_with_inits_once_each_with_sigm
     with pytest.raises(ConfigError, match="activations and inits pair up, one init per activation, each activation "
                                           "once"):
         run_recipe("backprop-vanishing-gradient", smoke=True, out=tmp_path, overrides=overrides)
+
+
+def test_a_study_under_torchrun_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets in each process
+    with pytest.raises(ConfigError, match="recipe 'perceptron-nand' is a study of several trainings, which runs in one "
+                                          "process.*without torchrun"):
+        run_recipe("perceptron-nand", smoke=True, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

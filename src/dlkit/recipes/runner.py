@@ -181,6 +181,10 @@ def run_recipe(name: str, *, overrides: Mapping | None = None, epochs: int | Non
                                   "keep one")
             overrides[key] = val
     changed: dict = {}
+    if recipe.study and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(f"recipe '{name}' is a study of several trainings, which runs in one process (under "
+                          f"torchrun each process would run the whole study into one folder); run it without "
+                          f"torchrun: `dlkit run {name}`")
     if resume is not None:
         if recipe.study:
             raise ConfigError(f"recipe '{name}' is a study of several trainings, which cannot be resumed; run it "
