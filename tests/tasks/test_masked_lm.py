@@ -114,3 +114,13 @@ def test_fine_tuning_comparison_reports_both_accuracies_and_leaves_the_pretraine
     assert set(metrics) == {"test/finetune_accuracy_pretrained", "test/finetune_accuracy_scratch"}
     assert all(0.0 <= v <= 1.0 for v in metrics.values()) and len(examples.labels) == 4
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_vocabulary_with_room_only_for_the_special_tokens_is_refused_in_one_line():
+    from dlkit.errors import ConfigError
+
+    lines = ["to be or not to be", "that is the question"]
+    for size in (1, 5):
+        with pytest.raises(ConfigError, match=rf"counts BERT.s 5 special tokens .* must be > 5 .*got {size}"):
+            MaskedLMCorpus(lines, lines, "word", size)
+    assert len(MaskedLMCorpus(lines, lines, "word", 6).vocab) == 6

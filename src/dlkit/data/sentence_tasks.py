@@ -154,6 +154,10 @@ class MaskedLMCorpus:
         self.level, self.tokenize = level, TOKENIZERS[level]
         train = [t for line in train_lines for t in self.tokenize(line + "\n")]
         test = [t for line in test_lines for t in self.tokenize(line + "\n")]
+        if vocab_size and vocab_size <= len(BERT_SPECIALS):
+            raise ConfigError(f"vocab_size counts BERT's {len(BERT_SPECIALS)} special tokens {list(BERT_SPECIALS)} "
+                              f"too, so it must be > {len(BERT_SPECIALS)} to leave a text token to mask and predict "
+                              f"(or 0: every token of the text); got {vocab_size}")
         self.vocab = v = Vocab.build([train], max_size=vocab_size or None, specials=BERT_SPECIALS)
         self.cls_id, self.sep_id, self.mask_id, self.pad_id = v[CLS], v[SEP], v[MASK], v.pad_id
         self.special_ids = [v[s] for s in BERT_SPECIALS]  # <UNK> is never a target either
