@@ -86,7 +86,7 @@ def test_a_model_that_is_not_an_image_classifier_is_refused(tmp_path):
     ({"model": "deeplabv3_tiny"}, "'deeplabv3_tiny' is a segmentation model, not an image classifier"),
     ({"model": "lenet5"}, r"'lenet5' does not take 3 x 32 x 32 images .*pass --set image_size=28"),
     ({"model": "vit_b_16"}, r"does not take 3 x 32 x 32 images .*pass --set image_size=224"),
-    ({"model_kwargs": {"num_classes": 5}}, r"model_kwargs sets num_classes, which the data sets \(num_classes=3\)"),
+    ({"model_kwargs": {"num_classes": 5}}, r"model_kwargs sets num_classes, which the recipe sets .*\(num_classes=3\)"),
 ])
 def test_a_model_that_does_not_fit_the_data_is_refused_before_training(tmp_path, overrides, match):
     data = _folder(tmp_path / "shapes", per_class=3)

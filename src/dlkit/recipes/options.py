@@ -324,13 +324,14 @@ def set_option(recipe: Recipe, cfg: Config, key: str, text: Any) -> None:
 
 
 def with_model_kwargs(from_data: Mapping, model_kwargs: Mapping) -> dict:
-    """The model's arguments: those the data sets (`from_data`: num_classes, in_chans...) and the user's
-    `model_kwargs`, which may not set the former (a model with 3 outputs for CamVid's 11 classes fails at its
-    first loss, far from the option that caused it)."""
+    """The model's arguments: those the recipe sets from its data and options (`from_data`: num_classes, in_chans,
+    a vocabulary's size, dropout...) and the user's `model_kwargs`, which may not set the former (a model with 3
+    outputs for CamVid's 11 classes fails at its first loss, far from the option that caused it)."""
     clash = sorted(set(from_data) & set(model_kwargs))
     if clash:
-        raise ConfigError(f"model_kwargs sets {', '.join(clash)}, which the data sets "
-                          f"({', '.join(f'{k}={from_data[k]!r}' for k in clash)}); remove it from model_kwargs")
+        raise ConfigError(f"model_kwargs sets {', '.join(clash)}, which the recipe sets from its data or options "
+                          f"({', '.join(f'{k}={from_data[k]!r}' for k in clash)}); remove it from model_kwargs (and "
+                          "set the recipe's option of that name where it has one: `dlkit show RECIPE`)")
     return {**from_data, **model_kwargs}
 
 

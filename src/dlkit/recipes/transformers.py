@@ -33,6 +33,7 @@ from ..tasks.masked_lm import FineTuneComparison, MaskedLMTask
 from ..tasks.optimization import OPTIMIZER_OPTIONS
 from ..tasks.seq2seq import Seq2SeqTask
 from ..tasks.vit import ViTClassificationTask
+from .options import with_model_kwargs
 from .registry import Recipe, Setup, register_recipe
 
 # ----------------------------------------------------------------------------- ViT on MNIST
@@ -46,7 +47,7 @@ def _vit_mnist(cfg, dist):
                                                   dist=dist, val_size=cfg.val_size, subset=cfg.subset)
     if cfg.crop_padding:
         train.transform = RandomCrop(28, padding=cfg.crop_padding, fill=-0.1307 / 0.3081)
-    kwargs = {"dropout": cfg.dropout, **cfg.model_kwargs}
+    kwargs = with_model_kwargs({"dropout": cfg.dropout}, cfg.model_kwargs)
     model = create_model("vit_tiny_mnist", **kwargs)
     task = ViTClassificationTask(model, cfg, class_names=MNIST_CLASSES, label_smoothing=cfg.label_smoothing)
     spec = {"name": "vit_tiny_mnist", "kwargs": kwargs, "class_names": list(MNIST_CLASSES),
@@ -80,8 +81,9 @@ def _transformer_copy(cfg, dist):
     data = SEQUENCE_TASKS[cfg.task](n_train=cfg.n_train, n_test=cfg.n_test, num_symbols=cfg.num_symbols,
                                     min_len=cfg.min_len, max_len=cfg.max_len, seed=cfg.seed)
     vocab = data.src_vocab
-    kwargs = dict(src_vocab_size=len(vocab), share_embeddings=True, pad_id=vocab.pad_id, sos_id=vocab.sos_id,
-                  eos_id=vocab.eos_id, max_len=cfg.max_len + 2, **cfg.model_kwargs)
+    kwargs = with_model_kwargs(dict(src_vocab_size=len(vocab), share_embeddings=True, pad_id=vocab.pad_id,
+                                    sos_id=vocab.sos_id, eos_id=vocab.eos_id, max_len=cfg.max_len + 2),
+                               cfg.model_kwargs)
     torch.manual_seed(cfg.seed)
     model = create_model("transformer_tiny", **kwargs)
     task = Seq2SeqTask(model, cfg, vocab, vocab, beam_width=cfg.beam_width, decode_margin=0)
@@ -118,8 +120,8 @@ def _bert_shakespeare(cfg, dist):
     if cfg.subset:
         train_lines, test_lines = train_lines[: cfg.subset], test_lines[: cfg.subset]
     corpus = MaskedLMCorpus(train_lines, test_lines, cfg.level, cfg.vocab_size)
-    kwargs = dict(vocab_size=len(corpus.vocab), max_position=max(2 * cfg.segment_len + 3, cfg.ft_max_len),
-                  dropout=cfg.dropout, **cfg.model_kwargs)
+    kwargs = with_model_kwargs(dict(vocab_size=len(corpus.vocab), dropout=cfg.dropout,
+                                    max_position=max(2 * cfg.segment_len + 3, cfg.ft_max_len)), cfg.model_kwargs)
     torch.manual_seed(cfg.seed)
     model = create_model("bert_tiny", **kwargs)
     task = MaskedLMTask(model, cfg, corpus, sample_lines=test_lines[:12], sample_max_len=cfg.ft_max_len)

@@ -9,6 +9,7 @@ from ..errors import ConfigError
 from ..ops.anchors import kmeans_anchors
 from ..registry import create_model
 from .detection import DET_DEFAULTS, DET_SMOKE, build_detection
+from .options import with_model_kwargs
 from .registry import Recipe, register_recipe
 
 NUM_ANCHORS = 9  # YOLOv3: k = 9, three per scale (000 §3.12.1, 002 §4.3.4)
@@ -29,8 +30,9 @@ def make_yolov3(cfg, train_set, num_classes: int, in_chans: int):
         raise ConfigError(f"k-means anchors need at least {NUM_ANCHORS} training boxes; the training set has "
                           f"{len(wh)}: use more scenes (n_train) or objects per scene")
     anchors = kmeans_anchors(wh, NUM_ANCHORS, seed=cfg.seed)
-    kwargs = {"num_classes": num_classes, "in_chans": in_chans, "image_size": cfg.image_size,
-              "anchors": [[round(float(w), 2), round(float(h), 2)] for w, h in anchors], **cfg.model_kwargs}
+    kwargs = with_model_kwargs({"num_classes": num_classes, "in_chans": in_chans, "image_size": cfg.image_size,
+                                "anchors": [[round(float(w), 2), round(float(h), 2)] for w, h in anchors]},
+                               cfg.model_kwargs)
     return create_model(cfg.model, **kwargs), kwargs
 
 
