@@ -53,3 +53,13 @@ def test_options_have_their_canonical_names():
     assert (cfg["max_steps"], cfg["grad_clip_norm"], cfg["bf16"]) == (10, None, "auto")
     assert (options["max_steps"], options["grad_clip_norm"], options["bf16"], options["compile"]) == (2000, 1.0, False,
                                                                                                    False)
+
+
+def test_word2vec_without_a_word_to_embed_says_so_and_its_run_keeps_its_vocabulary(tmp_path, data_root):
+    from dlkit import load_run
+
+    with pytest.raises(ConfigError, match=r"no word occurs at least min_freq=100000 times in the 20,000 tokens"):
+        run_recipe("word2vec-shakespeare", smoke=True, out=tmp_path / "none", overrides={"min_freq": 100000})
+    run_recipe("word2vec-shakespeare", smoke=True, out=tmp_path / "run")
+    run = load_run(tmp_path / "run")
+    assert len(run.class_names) == run.spec["kwargs"]["vocab_size"] and "the" in run.class_names

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dlkit import create_model
+from dlkit import create_model, load_run
 from dlkit.errors import ConfigError
 from dlkit.recipes import get_recipe, make_config, run_recipe
 
@@ -59,6 +59,12 @@ def test_a_transformer_copy_run_can_be_rebuilt_from_its_folder_and_decodes_with_
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
     assert (tmp_path / "samples.txt").read_text().count("->") >= 20
     assert (tmp_path / "figures" / "cross_attention_layer2.png").is_file()
+    run = load_run(tmp_path)  # its vocabulary maps the model's ids back to tokens
+    assert run.task == "sequence" and len(run.class_names) == spec["kwargs"]["src_vocab_size"]
+    assert run.class_names[spec["kwargs"]["eos_id"]] == "<EOS>" and "a" in run.class_names
+    ids = torch.tensor([[run.class_names.index(c) for c in "abc"]])
+    out = run.model.greedy_decode(ids, max_len=5)
+    assert all(0 <= i < len(run.class_names) for i in out.flatten().tolist())
 
 
 def test_vit_mnist_writes_its_model_spec(tmp_path):

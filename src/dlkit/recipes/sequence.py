@@ -19,6 +19,7 @@ import torch
 
 from ..data.sequence_tasks import date_task
 from ..data.text import Vocab, load_tiny_shakespeare, word_tokenize
+from ..errors import ConfigError
 from ..models.sequence.word2vec import noise_distribution
 from ..registry import create_model
 from ..report.figures import plot_lines
@@ -41,7 +42,8 @@ def _seq2seq_dates(cfg, dist):
     train = data.loader("train", cfg.batch_size, seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
     return Setup(task, train,
                  val=data.loader("test", cfg.eval_batch_size, shuffle=False, bucket=False), val_name="test",
-                 model_spec={"name": "seq2seq_gru_attention", "kwargs": kwargs, "class_names": None, "input": None},
+                 model_spec={"name": "seq2seq_gru_attention", "kwargs": kwargs, "class_names": list(tgt.itos),
+                             "source_tokens": list(src.itos), "input": None},  # the token of each id, both sides
                  extra={"parameters": sum(p.numel() for p in model.parameters())})
 
 
@@ -69,6 +71,9 @@ def _word2vec(cfg, dist):
     words = word_tokenize(load_tiny_shakespeare(cfg.data_dir))
     words = words[: cfg.subset] if cfg.subset else words
     vocab = Vocab.build([words], min_freq=cfg.min_freq)
+    if len(vocab) == len(vocab.specials):
+        raise ConfigError(f"no word occurs at least min_freq={cfg.min_freq} times in the {len(words):,} tokens of "
+                          "the text; lower min_freq, or use more of the text (subset=0: all)")
     counts = torch.tensor([vocab.counts.get(t, 0) for t in vocab.itos], dtype=torch.float64)
     torch.manual_seed(cfg.seed)
     model = create_model("word2vec_skipgram", vocab_size=len(vocab), dim=cfg.dim, num_negatives=cfg.negatives,
@@ -77,7 +82,7 @@ def _word2vec(cfg, dist):
                             model.noise_probs, cfg.negatives, seed=cfg.seed, min_id=vocab.unk_id)
     task = EmbeddingTask(model, cfg, vocab, QUERY_WORDS, note=f"min count {cfg.min_freq}; {len(words):,} tokens")
     return Setup(task, train, val=RELATED_PAIRS, val_name="test",  # chance level: 5% of random pairs
-                 model_spec={"name": "word2vec_skipgram", "class_names": None, "input": None,
+                 model_spec={"name": "word2vec_skipgram", "class_names": list(vocab.itos), "input": None,
                              "kwargs": {"vocab_size": len(vocab), "dim": cfg.dim, "num_negatives": cfg.negatives}},
                  extra={"vocab_size": len(vocab)})
 

@@ -90,8 +90,9 @@ def _transformer_copy(cfg, dist):
     train = data.loader("train", cfg.batch_size, seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
     return Setup(task, train,
                  val=data.loader("test", cfg.eval_batch_size, shuffle=False, bucket=False), val_name="test",
-                 model_spec={"name": "transformer_tiny", "kwargs": kwargs, "class_names": None, "input": None},
-                 extra={"task": cfg.task, "parameters": sum(p.numel() for p in model.parameters())})
+                 model_spec={"name": "transformer_tiny", "kwargs": kwargs, "class_names": list(vocab.itos),
+                             "input": None},  # class_names: the token of each id (one vocabulary for both sides)
+                 extra={"sequence_task": cfg.task, "parameters": sum(p.numel() for p in model.parameters())})
 
 
 register_recipe(Recipe(
@@ -130,7 +131,8 @@ def _bert_shakespeare(cfg, dist):
     return Setup(task, corpus.stream(cfg.batch_size, cfg.segment_len, seed=cfg.seed),
                  val=corpus.heldout_batches(cfg.eval_batches, cfg.batch_size, cfg.segment_len, seed=cfg.seed + 1),
                  val_name="test", callbacks=[fine_tuning],
-                 model_spec={"name": "bert_tiny", "kwargs": kwargs, "class_names": None, "input": None},
+                 model_spec={"name": "bert_tiny", "kwargs": kwargs, "class_names": list(corpus.vocab.itos),
+                             "input": None},  # class_names: the token of each id
                  extra={"level": cfg.level, "vocab_size": len(corpus.vocab), "train_tokens": len(corpus.train_ids),
                         "heldout_tokens": len(corpus.test_ids)})
 
