@@ -63,3 +63,10 @@ def test_word2vec_without_a_word_to_embed_says_so_and_its_run_keeps_its_vocabula
     run_recipe("word2vec-shakespeare", smoke=True, out=tmp_path / "run")
     run = load_run(tmp_path / "run")
     assert len(run.class_names) == run.spec["kwargs"]["vocab_size"] and "the" in run.class_names
+
+
+@pytest.mark.parametrize("name, option", [("char-lstm-shakespeare", "seq_len"), ("char-gpt-shakespeare", "block_size")])
+def test_a_window_longer_than_the_text_names_the_recipes_own_option(tmp_path, data_root, name, option):
+    with pytest.raises(ConfigError, match=rf"^{option}=100000: a window of {option} predictions needs {option} \+ 1 "
+                                          r"tokens, and the validation text has 2000"):
+        run_recipe(name, smoke=True, out=tmp_path, overrides={option: 100000})

@@ -46,6 +46,11 @@ def _corpus(cfg, dist) -> CharCorpus:
 def _setup(cfg, dist, corpus: CharCorpus, name: str, kwargs: dict, block_size: int, title: str,
            top_k: int | None = None) -> Setup:
     """The Setup both recipes share: the model `name(**kwargs)`, the LM task, random windows, throughput."""
+    option = "seq_len" if "seq_len" in cfg else "block_size"
+    split, shortest = min((len(corpus.train), "training"), (len(corpus.val), "validation"))[::-1]
+    if block_size >= shortest:
+        raise ConfigError(f"{option}={block_size}: a window of {option} predictions needs {option} + 1 tokens, and "
+                          f"the {split} text has {shortest}; use a smaller {option}, or more text (subset=0: all)")
     model = create_model(name, **kwargs)
     task = LanguageModelTask(
         model, block_size=block_size, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay,

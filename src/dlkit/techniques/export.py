@@ -116,7 +116,8 @@ def export_run(run: LoadedRun, format: str | None = None, out: str | os.PathLike
     if not isinstance(y, torch.Tensor):
         raise ConfigError(f"{type(model).__name__} ({run.task} run) returns a {type(y).__name__}, not one tensor, "
                           "for an input batch; dlkit export writes networks that map one tensor to one tensor "
-                          "(classifiers, segmenters, language models); use dlkit.load_run for the others")
+                          "(classifiers, segmenters, transformer language models such as the char-GPT); use "
+                          "dlkit.load_run for the others")
     if format == "exported-program":
         with torch.no_grad():
             program, dynamic = _export_program(model, x)
