@@ -234,6 +234,11 @@ def test_verify_writes_record_and_fails_below_threshold(capsys, tmp_path, monkey
     code, _, _ = run(capsys, "status", "--out", "docs/STATUS.md")
     page = (tmp_path / "docs/STATUS.md").read_text()
     assert code == 0 and "| `mlp-digits` |" in page and "**no**" in page and "| `lenet5` | 61,706 |" in page
+    assert "from the registries and `results/verify/`" in page  # the folder it read, relative to where it ran
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "results/verify/mlp-digits.json").rename(tmp_path / "mine/mlp-digits.json")
+    assert run(capsys, "status", "--out", "docs/S3.md", "--results", "mine")[0] == 0
+    assert "from the registries and `mine/`" in (tmp_path / "docs/S3.md").read_text()
     code, _, err = run(capsys, "status", "--out", "docs/S2.md", "--results", "nowhere")
     assert code == 2 and "--results nowhere: no such folder of verify records" in err
 
