@@ -296,3 +296,13 @@ def test_verify_all_shows_progress_and_flags_a_run_over_its_budget(capsys, monke
     assert code == 0 and lines[0] == "[1/2] a ..." and lines[2] == "[2/2] b ..."
     assert lines[1].startswith("PASS a:") and "budget" not in lines[1]
     assert lines[3].endswith("in 80.0 s (OVER its budget of 60 s)")
+
+
+def test_report_refuses_a_folder_whose_run_failed_before_any_result_and_leaves_it_reusable(capsys, tmp_path):
+    folder = tmp_path / "run"
+    code, _, err = run(capsys, "run", "char-gpt-shakespeare", "--smoke", "--set", "n_head=3", "--out", str(folder))
+    assert code == 2 and sorted(p.name for p in folder.iterdir()) == ["config.json"]  # refused after the folder
+    code, _, err = run(capsys, "report", str(folder))
+    assert code == 2 and "holds no results to report (no metrics.csv, no summary.json)" in err
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json"]
+    assert run(capsys, "run", "mlp-xor", "--smoke", "--out", str(folder))[0] == 0  # the folder is reused

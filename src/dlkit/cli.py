@@ -331,6 +331,9 @@ def cmd_report(args) -> int:
     from .report.html import build_report, check_run_folder, read_json_object
 
     run_dir = check_run_folder(Path(args.run_dir))  # a one-line error for anything but a dlkit run folder
+    if not (run_dir / "metrics.csv").is_file() and not (run_dir / "summary.json").is_file():
+        raise ConfigError(f"{run_dir} holds no results to report (no metrics.csv, no summary.json): its run stopped "
+                          "before its first logged step. Run the recipe again with --out there (the folder is reused)")
     for name in ("summary.json", "config.json"):  # refuse damaged files before anything is written
         read_json_object(run_dir / name)
     figs = run_dir / "figures"
