@@ -60,3 +60,10 @@ def test_model_patterns_ignore_case(capsys):
     from dlkit.registry import list_models
 
     assert list_models("RESNET1*") == list_models("resnet1*") and "resnet18" in list_models("ResNet1*")
+
+
+def test_an_empty_recipe_list_says_so_as_the_model_list_does(capsys):
+    code, out, _ = run(capsys, "list", "recipes", "zzz")
+    assert code == 0 and out.strip() == "no recipe matches 'zzz'"
+    code, out, _ = run(capsys, "list", "recipes", "unet", "--task", "detection")
+    assert code == 0 and out.strip() == "no recipe matches 'unet' with task 'detection'"

@@ -83,6 +83,9 @@ def cmd_list(args) -> int:
     if args.task is not None and args.task not in families:
         raise unknown("recipe task", args.task, families, "dlkit list recipes")
     names = list_recipes(pattern, task=args.task)
+    if not names:
+        print(f"no recipe matches '{args.pattern or '*'}'" + (f" with task {args.task!r}" if args.task else ""))
+        return 0
     rows = [("recipe", "task", "notes", "expected result", "budget", "verified")]
     for n in names:
         r = get_recipe(n)
@@ -386,7 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("list", help="list models (with their metadata), recipes or tasks")
     s.add_argument("what", choices=["models", "recipes", "tasks"])
     s.add_argument("pattern", nargs="?", help="a substring or shell pattern, e.g. 'resnet*'")
-    s.add_argument("--task", help="only models or recipes of this task, e.g. classification (`dlkit list tasks`)")
+    s.add_argument("--task", help="only models or recipes of this task, e.g. classification: for models a task of "
+                   "`dlkit list tasks`, for recipes one of the task column of `dlkit list recipes` (sequence, "
+                   "fundamentals, ...)")
     s.add_argument("--pretrained", action="store_true", help="only models with pretrained weights")
     s.set_defaults(func=cmd_list)
 
