@@ -8,6 +8,7 @@ import pytest
 
 from dlkit.cli import main
 from dlkit.errors import ConfigError
+from dlkit.recipes import get_recipe, make_config
 
 
 def run(capsys, *args):
@@ -122,6 +123,9 @@ def test_show_lists_a_recipes_options_with_defaults_and_smoke_values(capsys):
     code, out, _ = run(capsys, "show", "mlp-digits")
     lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
     assert code == 0 and "training: the Trainer" in out and "channels_last" in out
+    assert "(--smoke: False)" in lines["progress"] and "(--smoke: False)" in lines["tensorboard"]  # as make_config
+    smoke = make_config(get_recipe("mlp-digits"), smoke=True)
+    assert smoke["progress"] is False and smoke["tensorboard"] is False and "--smoke" not in lines["device"]
     assert "int | None" in lines["max_steps"] and "float" in lines["lr"] and "list" in lines["hidden"]
     code, _, err = run(capsys, "show", "mlp-digit")
     assert code == 2 and "mlp-digits" in err

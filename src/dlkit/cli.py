@@ -107,7 +107,7 @@ def cmd_show(args) -> int:
     print(f"{r.name}: {r.description}\nnotes: {r.notes}\nexpected: {r.expected} within {r.budget_s:g} s on a 2-core "
           f"CPU ({_verified(r.name)})\ndata: {', '.join(r.datasets) or 'generated or embedded, no download'}\n"
           f"training: {'a study of several trainings, each through the Trainer' if r.study else 'the Trainer'}")
-    options, types = r.options(), r.option_types()
+    options, types, smoked = r.options(), r.option_types(), r.smoke_options()
     own = [k for k in options if k in r.defaults]
     for title, keys in (("options of the recipe", own), ("Trainer and global options", [k for k in options
                                                                                          if k not in own])):
@@ -115,7 +115,7 @@ def cmd_show(args) -> int:
         width = max(map(len, keys), default=0)
         twidth = max((len(types[k]) for k in keys), default=0)
         for k in sorted(keys):
-            smoke = f"  (--smoke: {r.smoke[k]!r})" if k in r.smoke else ""
+            smoke = f"  (--smoke: {smoked[k]!r})" if k in smoked and smoked[k] != options[k] else ""
             print(f"  {k.ljust(width)}  {types[k].ljust(twidth)}  {options[k]!r}{smoke}")
     return 0
 

@@ -292,8 +292,7 @@ def make_config(recipe: Recipe, overrides: Mapping | None = None, smoke: bool = 
     """The recipe's defaults, then its smoke values, then the user's; unknown keys are an error."""
     base = recipe.options()
     if smoke:
-        base.update(recipe.smoke)
-        base.update({k: False for k in ("progress", "tensorboard") if k in base})
+        base.update(recipe.smoke_options())
     cfg = Config(base)
     for key, text in (overrides or {}).items():
         set_option(recipe, cfg, key, text)

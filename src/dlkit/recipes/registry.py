@@ -73,6 +73,11 @@ class Recipe:
             trainer = {k: v for k, v in trainer.items() if k in STUDY_TRAINER_OPTIONS}
         return {**trainer, **GLOBAL_OPTIONS, **self.defaults}
 
+    def smoke_options(self) -> dict[str, Any]:
+        """What --smoke sets over the defaults: the recipe's smoke values, no progress bar and no TensorBoard."""
+        options = self.options()
+        return {**self.smoke, **{k: False for k in ("progress", "tensorboard") if k in options}}
+
     def option_types(self) -> dict[str, str]:
         """The type of every option, e.g. 'int | None' (from the Trainer's annotations or the default's type)."""
         types = {k: v for k, v in TrainerConfig.types().items()}
