@@ -7,7 +7,9 @@ import torch
 
 from dlkit.data.loader import detection_loaders
 from dlkit.errors import ConfigError
+from dlkit.recipes import run_recipe
 from dlkit.recipes.detection import DET_DEFAULTS, build_detection, detection_sets
+from dlkit.registry import create_model
 
 
 def cfg(**kw):
@@ -77,3 +79,21 @@ def test_build_detection_uses_make_model_and_records_its_kwargs():
     assert setup.model_spec["kwargs"] == {"num_classes": 5, "anchors": [[1, 2]]}
     assert setup.task.metric_names == ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_1",
                                        "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large")
+
+
+@pytest.mark.parametrize("recipe, model, message", [
+    ("maskrcnn-shapes", "fasterrcnn_tiny", "model 'fasterrcnn_tiny' predicts no instance masks"),
+    ("panoptic-fpn-shapes", "maskrcnn_tiny", "model 'maskrcnn_tiny' predicts no semantic \\(stuff\\) map"),
+    ("maskformer-shapes", "maskrcnn_tiny", "trains a mask-classification model; got model='maskrcnn_tiny'"),
+])
+def test_a_model_without_the_outputs_the_recipe_scores_is_refused_before_training(tmp_path, recipe, model, message):
+    with pytest.raises(ConfigError, match=message):
+        run_recipe(recipe, smoke=True, out=tmp_path, overrides={"model": model})
+    assert not (tmp_path / "metrics.csv").exists()
+
+
+def test_yolov3_sizes_that_are_not_multiples_of_its_stride_are_refused_with_a_size_that_fits():
+    with pytest.raises(ConfigError, match=r"image_size must be a multiple of its largest stride 32; got 100 \(e.g. 96"):
+        create_model("yolov3_small", image_size=100)
+    with pytest.raises(ConfigError, match=r"multiples of 32; got \(1, 3, 100, 90\) .*e.g. to 96 x 96"):
+        create_model("yolov3_small").eval()(torch.rand(1, 3, 100, 90))

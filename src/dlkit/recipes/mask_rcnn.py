@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from ..errors import ConfigError
 from ..metrics.detection.coco_map import COCOMeanAP
 from .detection import DET_DEFAULTS, DET_SMOKE, build_detection
 from .registry import Recipe, Setup, register_recipe
@@ -14,6 +15,9 @@ def build_instance_segmentation(cfg, dist) -> Setup:
     """`build_detection` scored by COCO mAP over masks (`COCOMeanAP(iou_type="segm")`: mask IoU instead of box IoU)
     instead of boxes. Notes: 002 §5.2.1."""
     setup = build_detection(cfg, dist)
+    if not getattr(setup.task.model, "needs_masks", False):
+        raise ConfigError(f"model '{cfg.model}' predicts no instance masks, which maskrcnn-shapes trains and scores "
+                          "(COCO mask AP); choose an instance-segmentation model such as maskrcnn_tiny")
     setup.task.metric = partial(COCOMeanAP, iou_type="segm")
     return setup
 

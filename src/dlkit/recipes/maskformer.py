@@ -37,6 +37,14 @@ from .runner import fit_baseline
 from .segmentation import SEG_DEFAULTS, SEG_SMOKE, build_camvid
 
 
+def _check_mask_classifier(model: str, recipe: str) -> None:
+    """Refuse, before any data is read, a model that is not a mask-classification model (MaskFormer, Mask2Former)."""
+    families = ("maskformer", "mask2former")
+    if MODELS.get(model).meta["family"] not in families:
+        raise ConfigError(f"{recipe} trains a mask-classification model; got model={model!r}. Choose one of "
+                          f"{', '.join(n for f in families for n in list_models(family=f))}")
+
+
 def build_maskformer(cfg, dist) -> Setup:
     """`build_detection` on shape scenes with semantic maps, the model `cfg.model` with K = C + 1 classes (the
     background last), trained and scored by `MaskFormerPanopticTask`. Notes: 002 §5.3."""
@@ -44,6 +52,7 @@ def build_maskformer(cfg, dist) -> Setup:
         raise ConfigError(f"the mask-classification shape recipes need data='shapes', scene={{'semantic': true}} "
                           f"and flip=false (the semantic map is not flipped); got data={cfg.data!r}, "
                           f"scene={dict(cfg.scene)}, flip={cfg.flip}")
+    _check_mask_classifier(cfg.model, "the mask-classification shape recipes")
     for key in ("score_threshold", "overlap_threshold"):
         if not 0 <= getattr(cfg, key) < 1:
             raise ConfigError(f"{key} must be in [0, 1); got {getattr(cfg, key)}")
@@ -130,10 +139,7 @@ def build_maskformer_camvid(cfg, dist) -> Setup:
     if cfg.class_balance != "none" or cfg.dice_weight:
         raise ConfigError(f"maskformer-camvid trains by mask classification: class_balance and dice_weight (terms of "
                           f"the per-pixel loss) do not apply; got {cfg.class_balance!r}, {cfg.dice_weight}")
-    families = ("maskformer", "mask2former")
-    if MODELS.get(cfg.model).meta["family"] not in families:
-        raise ConfigError(f"maskformer-camvid trains a mask-classification model; got model={cfg.model!r}. Choose "
-                          f"one of {', '.join(n for f in families for n in list_models(family=f))}")
+    _check_mask_classifier(cfg.model, "maskformer-camvid")
     identity = {"image_mean": [0.0, 0.0, 0.0], "image_std": [1.0, 1.0, 1.0]}
     setup = build_camvid(cfg, dist, model_kwargs=identity)
     setup.task = MaskClassificationSegmentationTask(setup.task.model, cfg, CAMVID_CLASSES, CAMVID_VOID,

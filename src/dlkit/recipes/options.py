@@ -157,7 +157,7 @@ OPTION_RULES: dict[str, Rule] = {
                      "sample_chars", "beam_width", "train_size", "test_size", "n_train", "n_test", "ft_train",
                      "ft_test", "min_freq", "lr_decay_steps", "top_k"), COUNT),
     **dict.fromkeys(("subset", "val_size"), _whole(0, what="0: all")),
-    "image_size": _whole(0, what="pixels, 0: the model's native size"),
+    "image_size": _whole(0, what="pixels (0 where the recipe offers it: the model's native size)"),
     "vocab_size": _whole(0, what="0: every token of the corpus"),
     "crop_padding": _whole(0, what="pixels"),
     "num_workers": _whole(0, 256, "DataLoader worker processes"),

@@ -24,6 +24,9 @@ def build_panoptic(cfg, dist) -> Setup:
                           f"flip={cfg.flip}")
     setup = build_detection(cfg, dist)
     model = setup.task.model
+    if not getattr(model, "needs_semantic", False):
+        raise ConfigError(f"model '{cfg.model}' predicts no semantic (stuff) map, which panoptic-fpn-shapes merges "
+                          "with the instances; choose a Panoptic FPN such as panoptic_fpn_tiny")
     setup.task = MergedPanopticTask(model, cfg, model.num_classes, model.num_stuff_classes, setup.task.class_names)
     return setup
 

@@ -66,6 +66,11 @@ def check_anchors(anchors, levels: int) -> Tensor:
     return torch.tensor(flat).view(levels, -1, 2)
 
 
+def _multiple(size: int, step: int) -> int:
+    """The nearest multiple of `step` to `size` (at least `step`)."""
+    return max(step, round(size / step) * step)
+
+
 class YOLOv3(nn.Module):
     """YOLOv3: backbone maps at strides 8/16/32, concatenation merges, B anchors and B (5 + C) outputs per cell.
 
@@ -113,6 +118,9 @@ class YOLOv3(nn.Module):
         self.strides = strides
         self.register_buffer("anchors", check_anchors(anchors, levels))
         self.num_anchors = self.anchors.shape[1]
+        if image_size < 1 or image_size % strides[-1]:
+            raise ConfigError(f"YOLOv3's image_size must be a multiple of its largest stride {strides[-1]}; got "
+                              f"{image_size} (e.g. {_multiple(image_size, strides[-1])})")
         self.default_input_shape = (in_chans, image_size, image_size)
         if len(image_mean) != in_chans or len(image_std) != in_chans or min(image_std) <= 0:
             raise ConfigError(f"image_mean and image_std need {in_chans} values (std > 0); got {list(image_mean)}, "
@@ -150,9 +158,10 @@ class YOLOv3(nn.Module):
         """Images [N, in_chans, H, W] with H and W multiples of the largest stride."""
         step = self.strides[-1]
         if images.dim() != 4 or images.shape[1] != self.in_chans or images.shape[-1] % step or images.shape[-2] % step:
+            fit = (f"{_multiple(images.shape[-2], step)} x {_multiple(images.shape[-1], step)}" if images.dim() == 4
+                   else "x".join(map(str, self.default_input_shape[1:])))
             raise ConfigError(f"YOLOv3 expects images [N, {self.in_chans}, H, W] with H and W multiples of {step}; got "
-                              f"{tuple(images.shape)} (resize or letterbox them, e.g. to "
-                              f"{self.default_input_shape[1:]})")
+                              f"{tuple(images.shape)} (resize or letterbox them, e.g. to {fit})")
 
     def head_outputs(self, images: Tensor) -> list[Tensor]:
         """Raw predictions per scale, finest first: [N, B, H_l, W_l, 5 + C] (t_x, t_y, t_w, t_h, t_o, t_1 .. t_C)."""
