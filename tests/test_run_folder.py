@@ -352,3 +352,14 @@ def test_make_runs_overwrite_beside_default_runs_of_the_same_recipe_keeps_them(c
     for _ in range(2):
         assert run(capsys, *XOR, "--out", "runs/mlp-xor", "--overwrite")[0] == 0
     assert (default / "summary.json").is_file() and (tmp_path / "runs" / "mlp-xor" / "summary.json").is_file()
+
+
+def test_a_run_killed_after_its_final_scores_logs_them_once_when_resumed(capsys, tmp_path):
+    folder = tmp_path / "run"
+    assert run(capsys, "run", "mlp-digits", "--smoke", "--out", folder)[0] == 0
+    before = [r for r in (folder / "metrics.csv").read_text().splitlines() if ",test/" in r]
+    (folder / "summary.json").unlink()  # killed after model.safetensors, before the summary and report
+    (folder / "report.html").unlink()
+    assert run(capsys, "run", "mlp-digits", "--resume", folder)[0] == 0
+    after = [r for r in (folder / "metrics.csv").read_text().splitlines() if ",test/" in r]
+    assert [r.split(",")[3] for r in after] == [r.split(",")[3] for r in before] == ["test/loss", "test/accuracy"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 HEADER = ["step", "epoch", "wall_time", "name", "value"]
@@ -15,8 +16,10 @@ class MetricLogger:
     """Appends scalars to `metrics.csv` (and TensorBoard); on resume drops rows past the checkpoint."""
 
     def __init__(self, run_dir: Path | None, enabled: bool = True, tensorboard: bool = True,
-                 resume_step: int | None = None, seconds: float = 0.0):
-        """`seconds`: the wall_time already spent (a resumed run's earlier segments), so wall_time keeps rising."""
+                 resume_step: int | None = None, seconds: float = 0.0, replacing: Iterable[str] = ()):
+        """`seconds`: the wall_time already spent (a resumed run's earlier segments), so wall_time keeps rising;
+        `replacing`: names about to be logged again at `resume_step`, whose rows there are dropped (a run resumed
+        after its final scores were logged logs them once)."""
         self.enabled = enabled and run_dir is not None
         self.t0 = time.perf_counter() - seconds
         self._tb = None
@@ -26,7 +29,9 @@ class MetricLogger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.exists():
             with open(self.path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+                replacing = set(replacing)
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) < resume_step
+                        or (int(r["step"]) == resume_step and r["name"] not in replacing)]
             with open(self.path, "w", newline="") as f:
                 w = csv.DictWriter(f, HEADER)
                 w.writeheader()

@@ -373,9 +373,10 @@ def _write_outputs(run_dir: Path, summary: dict, trainer: Trainer, setup: Setup,
 
     from ..engine.logger import MetricLogger
 
-    logger = MetricLogger(run_dir, tensorboard=False, resume_step=trainer.step, seconds=trainer.train_seconds)
-    epoch = min(trainer.epoch + 1, trainer.cfg.epochs) if trainer.sized else 1  # 1-based, as the Trainer logs
     new = {k: v for k, v in summary["metrics"].items() if k.startswith("test/") and k not in trainer.last_metrics}
+    logger = MetricLogger(run_dir, tensorboard=False, resume_step=trainer.step, seconds=trainer.train_seconds,
+                          replacing=new)
+    epoch = min(trainer.epoch + 1, trainer.cfg.epochs) if trainer.sized else 1  # 1-based, as the Trainer logs
     logger.log(trainer.step, epoch, new)  # the test split's scores, unless the loop already logged them as its own
     logger.close()
     model = trainer.eval_model
