@@ -297,3 +297,33 @@ def test_a_plateau_schedule_watching_a_metric_the_task_never_logs_is_a_config_er
     cfg = TrainerConfig(epochs=1, progress=False, monitor="val/accuracy")  # the toy task logs only val/loss
     with pytest.raises(ConfigError, match=r"plateau schedule watches monitor 'val/accuracy'.*it logs val/loss"):
         Trainer(task, train, val, cfg).fit()
+
+
+def test_an_error_while_evaluating_keeps_the_training_done_so_far(tmp_path):
+    from dlkit.tasks.classification import ClassificationTask
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    cfg = TrainerConfig(epochs=3, eval_every_epochs=None, progress=False, tensorboard=False)
+    empty = TensorLoader(x[:0], y[:0], batch_size=16, shuffle=False)
+    trainer = Trainer(ClassificationTask(nn.Linear(4, 3), {"optimizer": "sgd", "lr": 0.1}),
+                      TensorLoader(x, y, batch_size=4, shuffle=False), empty, cfg, run_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"^evaluating the validation data at step 48: Mean.compute\(\) before any "
+                                          r"update.*the training up to step 48 is checkpointed in"):
+        trainer.fit()
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")][-1] == "step_000000048.json"
+    trained = trainer.model.weight.detach().clone()
+    again = Trainer(ClassificationTask(nn.Linear(4, 3), {"optimizer": "sgd", "lr": 0.1}),
+                    TensorLoader(x, y, batch_size=4, shuffle=False), TensorLoader(x, y, batch_size=16, shuffle=False),
+                    cfg, run_dir=tmp_path)
+    metrics = again.fit(resume=tmp_path)  # the cause fixed: resumed at its end, scored, nothing retrained
+    assert again.step == 48 and torch.equal(again.model.weight, trained) and "val/accuracy" in metrics
+
+    class Broken(ClassificationTask):
+        def evaluate(self, model, data, ctx=None):
+            raise TypeError("my evaluate has a bug")
+
+    headless = Trainer(Broken(nn.Linear(4, 3), None), TensorLoader(x, y, batch_size=4), empty, cfg)
+    with pytest.raises(TypeError, match="my evaluate has a bug") as info:
+        headless.fit()
+    assert "raised while evaluating the validation data at step 48" in "".join(info.value.__notes__)

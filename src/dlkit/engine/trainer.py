@@ -25,7 +25,7 @@ import torch
 import torch.distributed as tdist
 
 from ..data.loader import to_device
-from ..errors import ConfigError, TrainingDiverged
+from ..errors import ConfigError, DlkitError, TrainingDiverged
 from ..metrics.meter import ranks_synced
 from . import checkpoint as ckpt
 from . import global_state
@@ -315,6 +315,17 @@ class Trainer:
         set_rng_state(state["rng"], state["rng_values"])
         self._epoch_rng = (state["epoch_rng"], state["epoch_rng_values"]) if "epoch_rng" in state else None
 
+    def _keep_before_raising(self) -> str:
+        """Checkpoint the training done so far before an error ends the fit; the sentence that says so (or '')."""
+        if self.run_dir is None:
+            return ""
+        try:
+            self.save()
+        except DlkitError:  # weights no longer finite: the previous checkpoint stands
+            return ""
+        return (f" (the training up to step {self.step} is checkpointed in {self.run_dir}: fix the cause, then "
+                "resume it)")
+
     def save(self) -> Path | None:
         """Write a checkpoint of everything needed to continue bit-exactly (rank 0 only). Weights that are no longer
         finite are never saved: that raises TrainingDiverged, pointing at the previous checkpoint."""
@@ -418,7 +429,16 @@ class Trainer:
     def _validate(self, logger: MetricLogger) -> None:
         if self.val_data is None or self._evaluated_step == self.step:
             return
-        metrics = self.evaluate(self.val_data, self.val_prefix)
+        try:
+            metrics = self.evaluate(self.val_data, self.val_prefix)
+        except Exception as e:  # the training so far is kept: checkpointed before the error goes up
+            where = f"evaluating the validation data at step {self.step}: "
+            kept = self._keep_before_raising()
+            if isinstance(e, DlkitError):
+                e.args = (f"{where}{e}{kept}",)
+            else:
+                e.add_note(f"dlkit: raised while {where.rstrip(': ')}{kept}")
+            raise
         self._evaluated_step = self.step
         self.last_metrics.update(metrics)
         logger.log(self.step, self.epoch + 1, metrics)
