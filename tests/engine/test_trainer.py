@@ -327,3 +327,31 @@ def test_an_error_while_evaluating_keeps_the_training_done_so_far(tmp_path):
     with pytest.raises(TypeError, match="my evaluate has a bug") as info:
         headless.fit()
     assert "raised while evaluating the validation data at step 48" in "".join(info.value.__notes__)
+
+
+def test_callback_states_follow_their_kind_when_the_callback_list_changes_on_resume(tmp_path):
+    from dlkit.engine.callbacks import EarlyStopping, LambdaCallback
+    from dlkit.engine.preemption import Preempted
+    from dlkit.tasks.classification import ClassificationTask
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    cfg = TrainerConfig(epochs=3, early_stopping_patience=3, progress=False, tensorboard=False)
+
+    def trainer(callbacks):
+        return Trainer(ClassificationTask(nn.Linear(4, 3), None), TensorLoader(x, y, batch_size=8, shuffle=False),
+                       TensorLoader(x, y, batch_size=16, shuffle=False), cfg, run_dir=tmp_path, callbacks=callbacks)
+
+    def stop_at_12(t, out):
+        if t.step == 12:
+            t._signals.received = 15  # as a SIGTERM after step 12 (epoch 2)
+
+    first = trainer([LambdaCallback(on_step_end=stop_at_12)])
+    with pytest.raises(Preempted):
+        first.fit()
+    best = next(c for c in first.callbacks if isinstance(c, EarlyStopping)).state_dict()
+    assert best  # epoch 1 was scored: a best to keep
+    resumed = trainer([])  # the debugging callback dropped: early stopping must take its own state back
+    resumed.fit(resume=tmp_path)
+    early = next(c for c in resumed.callbacks if isinstance(c, EarlyStopping))
+    assert early.best_metrics is not None and resumed.step == 24

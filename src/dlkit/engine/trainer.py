@@ -283,6 +283,7 @@ class Trainer:
                         "optimizer_kinds": [type(o).__name__ for o in self.optimizers],
                         "stop_reason": self.stop_reason if self._stop else None},  # a callback's request_stop
             "callbacks": [c.state_dict() for c in self.callbacks],
+            "callback_kinds": [type(c).__name__ for c in self.callbacks],  # states are matched by kind on resume
             "rng": rng_tensors, "rng_values": rng_values,
         }
         if hasattr(self.train_data, "state_dict"):
@@ -306,7 +307,7 @@ class Trainer:
         self._seconds_before = float(t.get("seconds", 0.0))
         if t.get("stop_reason"):
             self._stop, self.stop_reason = True, t["stop_reason"]
-        for c, s in zip(self.callbacks, state.get("callbacks", []), strict=False):
+        for c, s in _callback_states(self.callbacks, state):
             c.load_state_dict(s)
         if "data" in state and hasattr(self.train_data, "load_state_dict"):
             self.train_data.load_state_dict(state["data"])
@@ -698,6 +699,25 @@ def _optimizers_and_schedules(task, returned) -> tuple[list, list]:
         raise ConfigError(f"{type(task).__name__}.configure_optimizers must return (optimizers, schedules): a list "
                           f"of torch optimizers and a list of LR schedules (may be empty), e.g. ([opt], []); got {got}")
     return list(returned[0]), list(returned[1])
+
+
+def _callback_states(callbacks: list, state: dict) -> list[tuple]:
+    """(callback, its saved state) pairs: the n-th callback of a kind takes the n-th saved state of that kind, so a
+    callback added or removed between a run and its resume takes no other's state (one added starts fresh).
+    Checkpoints without kinds pair by position."""
+    saved = state.get("callbacks", [])
+    kinds = state.get("callback_kinds")
+    if kinds is None:
+        return list(zip(callbacks, saved, strict=False))
+    by_kind: dict[str, list] = {}
+    for kind, s in zip(kinds, saved, strict=True):
+        by_kind.setdefault(kind, []).append(s)
+    pairs = []
+    for c in callbacks:
+        left = by_kind.get(type(c).__name__)
+        if left:
+            pairs.append((c, left.pop(0)))
+    return pairs
 
 
 def _check_loss(loss, task: str) -> None:
