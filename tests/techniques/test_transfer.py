@@ -286,6 +286,9 @@ def test_fine_tuning_task_trains_the_pretrained_layers_at_their_own_lr_and_leave
     lrs = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
     for name, p in model.named_parameters():
         assert lrs[id(p)] == (1e-4 if name.startswith("features.") else 1e-3), name
+    for cfg, default in (({"optimizer": "sgd", "lr": 0.1}, 0.1), (None, 1e-3)):  # a dict or None, as other tasks
+        (opt,), _ = FineTuningTask(model, cfg, lr_rules={"features": 1e-4}).configure_optimizers(plan)
+        assert sorted({g["lr"] for g in opt.param_groups}) == [1e-4, default]
     freeze(model, "features")
     (opt,), _ = FineTuningTask(model, _adam(1e-3)).configure_optimizers(plan)
     given = {id(p) for g in opt.param_groups for p in g["params"]}

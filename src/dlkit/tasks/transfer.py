@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from ..techniques.transfer import param_groups
 from .classification import ClassificationTask
-from .optimization import build_optimizers
+from .optimization import build_optimizers, optimizer_options
 
 
 class FineTuningTask(ClassificationTask):
@@ -21,7 +21,7 @@ class FineTuningTask(ClassificationTask):
 
     def configure_optimizers(self, plan):
         if self.lr_rules:
-            params = param_groups(self.model, self.lr_rules, default_lr=self.cfg.lr)
+            params = param_groups(self.model, self.lr_rules, default_lr=optimizer_options(self.cfg).lr)
         else:
             params = [p for p in self.model.parameters() if p.requires_grad]
         return build_optimizers(params, self.cfg, plan)
