@@ -102,3 +102,23 @@ def test_diffusion_contract_errors():
         DiffusionTask(nn.Linear(1, 1), object(), SimpleNamespace(**OPTIMIZER_OPTIONS), sample_shape=(1,))
     with pytest.raises(ConfigError, match="beta"):
         DDPM(num_steps=10, beta_start=0.5, beta_end=0.1)
+
+
+def test_an_algorithm_without_the_contracts_keywords_is_refused_when_the_task_is_built():
+    class Bare:  # loss and sample without generator/device: evaluation and SampleEvery would fail after training
+        def q_sample(self, x0, t, eps):
+            return x0
+
+        def loss(self, model, x0):
+            return x0.sum()
+
+        def sample(self, model, shape, generator=None):
+            return torch.zeros(shape)
+
+    with pytest.raises(ConfigError, match=r"Bare.loss must take the keyword argument\(s\) generator .*got "
+                                          r"loss\(model, x0\)"):
+        DiffusionTask(nn.Linear(1, 1), Bare(), SimpleNamespace(**OPTIMIZER_OPTIONS), sample_shape=(1,))
+    Bare.loss = lambda self, model, x0, **kw: x0.sum()
+    with pytest.raises(ConfigError, match=r"Bare.sample must take the keyword argument\(s\) device"):
+        DiffusionTask(nn.Linear(1, 1), Bare(), SimpleNamespace(**OPTIMIZER_OPTIONS), sample_shape=(1,))
+    DiffusionTask(nn.Linear(1, 1), DDPM(num_steps=10), SimpleNamespace(**OPTIMIZER_OPTIONS), sample_shape=(1,))

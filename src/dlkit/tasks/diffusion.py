@@ -3,8 +3,11 @@
 Contract: the task holds a network `model(x_t, t) -> prediction` (shaped like x_t; t an int64 tensor [B] of
 step indices) and an algorithm object that owns every formula (labml's `DenoiseDiffusion` layout):
 - `algorithm.q_sample(x0, t, eps)`: the forward (noising) process at step t;
-- `algorithm.loss(model, x0)`: the training loss of one batch (draws t and the noise itself);
-- `algorithm.sample(model, shape, generator)`: generated samples x0 from pure noise.
+- `algorithm.loss(model, x0, generator=None)`: the training loss of one batch (draws t and the noise itself, from
+  `generator` when given: evaluation passes a seeded one, so its loss is a deterministic number);
+- `algorithm.sample(model, shape, generator=None, device=None)`: generated samples x0 from pure noise drawn on
+  `device` (default the model's).
+The task checks these signatures when it is built.
 A batch is clean data x0 (or a tuple whose first item is x0). The task minimises `algorithm.loss`; evaluation is
 the same loss on held-out data with fixed t and noise (a deterministic number) and, optionally, a metric of real
 against sampled data (`gan.FrechetDistance`, FID with Inception features). Samples come from the weights the
@@ -18,6 +21,7 @@ not sqrt(1 - alpha_bar_{t-1}); the last step adds no noise).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 
@@ -103,6 +107,14 @@ class DiffusionTask(Task):
         if missing:
             raise ConfigError(f"a diffusion algorithm needs q_sample, loss and sample methods; "
                               f"{type(algorithm).__name__} lacks {missing}")
+        for method, keywords in (("loss", ("generator",)), ("sample", ("generator", "device"))):
+            signature = inspect.signature(getattr(algorithm, method))
+            lacking = [k for k in keywords if k not in signature.parameters
+                       and not any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())]
+            if lacking:
+                raise ConfigError(f"{type(algorithm).__name__}.{method} must take the keyword argument(s) "
+                                  f"{', '.join(lacking)} (the diffusion contract: module docstring of "
+                                  f"dlkit.tasks.diffusion); got {method}{signature}")
         super().__init__(model)
         self.algorithm, self.cfg, self.sample_shape = algorithm, cfg, tuple(sample_shape)
         self.metric, self.sample_seed = metric, sample_seed
