@@ -114,6 +114,25 @@ def test_early_stopping_restores_best_weights(tmp_path):
     assert all(torch.equal(v, task.snapshots[1][k]) for k, v in trainer.model.state_dict().items())
 
 
+def test_early_stopping_restores_the_best_weights_also_when_the_fit_runs_its_length_past_them():
+    class Scripted(ToyClassifier):
+        scores = iter([3.0, 1.0, 2.0])  # best after epoch 2; the run ends after epoch 3 without stopping
+
+        def evaluate(self, model, loader):
+            self.snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+            return {"loss": next(self.scores)}
+
+    torch.manual_seed(0)
+    task = Scripted(toy_model())
+    task.snapshots = []
+    train_loader, val_loader = toy_loaders()
+    trainer = Trainer(task, train_loader, val_loader,
+                      TrainerConfig(epochs=3, early_stopping_patience=5, progress=False, tensorboard=False))
+    metrics = trainer.fit()
+    assert len(task.snapshots) == 3 and not trainer.stop_reason and metrics["val/loss"] == 1.0
+    assert all(torch.equal(v, task.snapshots[1][k]) for k, v in trainer.model.state_dict().items())
+
+
 def test_ema_follows_its_formula():
     from dlkit.engine.ema import ModelEMA
 

@@ -41,8 +41,9 @@ class Callback:
 
 class EarlyStopping(Callback):
     """Stop when `monitor` has not improved for `patience` evaluations; keep the best weights and restore them
-    at the end, and with them their metrics as the fit's result (Notes: 000 §2.5). With EMA on, the weights
-    evaluated (the EMA's) are the ones kept."""
+    at the end (whether it stopped the fit or the fit ran its length past its best evaluation), and with them their
+    metrics as the fit's result (Notes: 000 §2.5, 003 §2.3.1). With EMA on, the weights evaluated (the EMA's) are
+    the ones kept."""
 
     def __init__(self, monitor: str = "val/loss", mode: str = "min", patience: int = 5):
         if mode not in ("min", "max"):
@@ -78,7 +79,7 @@ class EarlyStopping(Callback):
                                  f"(best {self.best:.5g}); restored the best weights")
 
     def on_fit_end(self, trainer: Trainer) -> None:
-        if self.stopped and self.best_state is not None:
+        if self.best_state is not None and self.bad_evals:  # stopped, or ran out of steps past its best evaluation
             trainer.eval_model.load_state_dict(self.best_state)
             trainer.last_metrics.update(self.best_metrics)  # fit() returns the metrics of the weights it returns
 
