@@ -241,6 +241,8 @@ def test_fit_trains_with_gradients_in_float32_inside_a_callers_no_grad_or_autoca
 @pytest.mark.parametrize("hook, returned, match", [
     ("configure_optimizers", "optimizer", r"configure_optimizers must return \(optimizers, schedules\).*got SGD"),
     ("configure_optimizers", "list", r"configure_optimizers must return \(optimizers, schedules\).*got list of 1"),
+    ("configure_optimizers", "schedule name", r"a list of torch LR schedulers .*got \(\['SGD'\], \['str'\]\)"),
+    ("configure_optimizers", "nothing", r"configure_optimizers returned no optimizer, so training would update "),
     ("training_step", "vector", r"'loss' must be a one-element tensor \(reduce it, e.g. loss.mean\(\)\); got a tensor "
                                 r"of shape \[16\]"),
     ("training_step", "float", r"'loss' must be a one-element tensor .*got float"),
@@ -255,7 +257,8 @@ def test_a_custom_tasks_wrong_return_value_is_named_in_one_line(hook, returned, 
         def configure_optimizers(self, plan):
             opt = torch.optim.SGD(self.model.parameters(), 0.1)
             if hook == "configure_optimizers":
-                return opt if returned == "optimizer" else [opt]
+                return {"optimizer": opt, "list": [opt], "schedule name": ([opt], ["cosine"]),
+                        "nothing": ([], [])}[returned]
             return [opt], []
 
         def training_step(self, model, batch, ctx):
@@ -270,6 +273,15 @@ def test_a_custom_tasks_wrong_return_value_is_named_in_one_line(hook, returned, 
 
     with pytest.raises(ConfigError, match=match):
         Trainer(Wrong(toy_model()), toy_loaders()[0], toy_loaders()[1], quiet(epochs=1)).fit()
+
+
+def test_a_config_or_callbacks_of_the_wrong_kind_are_named_in_one_line():
+    with pytest.raises(ConfigError, match=r"config must be a TrainerConfig.*got dict \(for a dict d: "):
+        Trainer(ToyClassifier(toy_model()), toy_loaders()[0], config={"epochs": 1})
+    with pytest.raises(ConfigError, match=r"callbacks must be a list of .*Callback objects; got LambdaCallback"):
+        Trainer(ToyClassifier(toy_model()), toy_loaders()[0], callbacks=LambdaCallback())
+    with pytest.raises(ConfigError, match=r"must be a list .*got \['LambdaCallback', 'builtin_function_or_method'\]"):
+        Trainer(ToyClassifier(toy_model()), toy_loaders()[0], callbacks=[LambdaCallback(), print])
 
 
 def test_bf16_training_equals_a_hand_loop_under_autocast_also_inside_a_callers_autocast():

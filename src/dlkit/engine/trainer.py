@@ -146,6 +146,9 @@ class Trainer:
     def __init__(self, task: Task, train_data, val_data=None, config: TrainerConfig | None = None,
                  run_dir: str | Path | None = None, dist: DistInfo | None = None,
                  callbacks: list[Callback] | tuple = (), val_prefix: str = "val"):
+        if config is not None and not isinstance(config, TrainerConfig):
+            raise ConfigError(f"config must be a TrainerConfig, e.g. TrainerConfig(epochs=3); got "
+                              f"{type(config).__name__} (for a dict d: TrainerConfig(**d))")
         self.cfg = cfg = config or TrainerConfig()
         cfg.validate()
         if cfg.device.startswith("cuda") and not torch.cuda.is_available():
@@ -172,6 +175,10 @@ class Trainer:
         self._epoch_rng: tuple | None = None  # the random state the current epoch's iterator was created with
         self.train_seconds = 0.0
         self._seconds_before, self._t0 = 0.0, None  # training seconds of earlier segments; this segment's start
+        if not isinstance(callbacks, list | tuple) or not all(isinstance(c, Callback) for c in callbacks):
+            got = [type(c).__name__ for c in callbacks] if isinstance(callbacks, list | tuple) else \
+                type(callbacks).__name__
+            raise ConfigError(f"callbacks must be a list of dlkit.engine.callbacks.Callback objects; got {got}")
         self.callbacks = list(callbacks)
         split, _, name = cfg.monitor.partition("/")  # "val/..." names the validation split, whatever it is called
         self.monitor = f"{val_prefix}/{name}" if split == "val" else cfg.monitor
@@ -694,10 +701,17 @@ def _optimizers_and_schedules(task, returned) -> tuple[list, list]:
     """What `configure_optimizers` returned, checked: (a list of optimizers, a list of schedules)."""
     ok = isinstance(returned, tuple | list) and len(returned) == 2 and all(isinstance(r, list | tuple)
                                                                            for r in returned)
-    if not ok or not all(isinstance(o, torch.optim.Optimizer) for o in returned[0]):
-        got = type(returned).__name__ + (f" of {len(returned)}" if isinstance(returned, tuple | list) else "")
+    schedule_kinds = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    if not ok or not all(isinstance(o, torch.optim.Optimizer) for o in returned[0]) \
+            or not all(isinstance(sch, schedule_kinds) for sch in returned[1]):
+        got = (f"({[type(o).__name__ for o in returned[0]]}, {[type(x).__name__ for x in returned[1]]})" if ok else
+               type(returned).__name__ + (f" of {len(returned)}" if isinstance(returned, tuple | list) else ""))
         raise ConfigError(f"{type(task).__name__}.configure_optimizers must return (optimizers, schedules): a list "
-                          f"of torch optimizers and a list of LR schedules (may be empty), e.g. ([opt], []); got {got}")
+                          f"of torch optimizers and a list of torch LR schedulers (may be empty), e.g. ([opt], []); "
+                          f"got {got}")
+    if not returned[0] and task.automatic_optimization:
+        raise ConfigError(f"{type(task).__name__}.configure_optimizers returned no optimizer, so training would "
+                          "update nothing; return ([optimizer], []) (does the model have trainable parameters?)")
     return list(returned[0]), list(returned[1])
 
 
