@@ -240,7 +240,7 @@ def cmd_export(args) -> int:
 
     run = load_run(args.run_dir)
     try:
-        check = export_run(run, args.format, out=args.out)
+        check = export_run(run, args.format, out=args.out, overwrite=args.overwrite)
     except DlkitError:
         raise
     except OSError as e:
@@ -435,7 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir", metavar="RUN_DIR")
     s.add_argument("--format", choices=["exported-program", "onnx"], default=None,
                    help="default: as --out's suffix says (.pt2, .onnx), else exported-program")
-    s.add_argument("--out", help="file or folder to write to (default RUN_DIR/model.pt2 or RUN_DIR/model.onnx)")
+    s.add_argument("--out", help="a .pt2 or .onnx file, or a folder, to write to (default RUN_DIR/model.pt2 or "
+                   "RUN_DIR/model.onnx, which a new export replaces)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out file (refused otherwise)")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("summary", help="per-layer table of output shapes, parameters and multiply-adds")

@@ -86,6 +86,27 @@ def test_out_may_be_a_folder_and_its_suffix_names_the_format(lenet_run, tmp_path
         assert "(onnx, " in capsys.readouterr().out
 
 
+def test_export_replaces_no_file_but_its_own_and_writes_only_pt2_or_onnx_files(lenet_run, tmp_path, capsys):
+    weights = (lenet_run / "model.safetensors").read_bytes()
+    assert main(["export", str(lenet_run), "--out", str(lenet_run / "model.safetensors")]) == 2
+    assert "name the file .pt2 (exported-program) or .onnx (onnx), or pass a folder; got the suffix " \
+        "'.safetensors'" in capsys.readouterr().err
+    assert (lenet_run / "model.safetensors").read_bytes() == weights  # the trained weights are untouched
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    assert main(["export", str(lenet_run), "--out", str(notes)]) == 2 and notes.read_text() == "mine"
+    mine = tmp_path / "mine.pt2"
+    mine.write_text("mine")
+    assert main(["export", str(lenet_run), "--out", str(mine)]) == 2
+    assert f"--out {mine} exists; dlkit export does not replace files" in capsys.readouterr().err
+    assert mine.read_text() == "mine"
+    assert main(["export", str(lenet_run), "--out", str(mine), "--overwrite"]) == 0 and mine.stat().st_size > 1000
+    assert main(["export", str(lenet_run), "--out", str(tmp_path / "new")]) == 0  # a new path without a suffix:
+    assert (tmp_path / "new" / "model.pt2").is_file()                            # a folder
+    for _ in range(2):  # the run folder's own export is written again without --overwrite
+        assert main(["export", str(lenet_run)]) == 0
+
+
 @pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="the onnx package is not installed "
                     "(pip install onnx, in the test extra)")
 def test_onnx_graph_reloads_and_computes_the_eager_function(lenet_run, tmp_path, capsys):

@@ -83,31 +83,42 @@ def _export_program(model: torch.nn.Module, x: torch.Tensor):
 SUFFIXES = {".pt2": "exported-program", ".onnx": "onnx"}
 
 
-def export_path(run_dir: Path, format: str | None, out: str | os.PathLike | None) -> tuple[Path, str]:
+def export_path(run_dir: Path, format: str | None, out: str | os.PathLike | None, overwrite: bool = False
+                ) -> tuple[Path, str]:
     """Where to write and in which format: `format`, else the one `out`'s suffix names (.pt2, .onnx), else
-    exported-program; `out` an existing folder: the default file name in it. A suffix that names the other format
-    is refused (a .onnx file holding a torch.export program would mislead whoever opens it)."""
+    exported-program; `out` a folder (an existing one, or a new path without a suffix): the default file name in
+    it. Refused: another suffix (a .safetensors or .txt path would be overwritten by a program), a suffix that names
+    the other format (a .onnx file holding a torch.export program would mislead whoever opens it), and an existing
+    file other than the run folder's own export unless `overwrite`."""
     if format is not None and format not in FORMATS:
         raise ConfigError(f"export format must be one of {', '.join(FORMATS)}; got {format!r}")
     path = Path(out) if out is not None else None
-    named = SUFFIXES.get(path.suffix.lower()) if path is not None and not path.is_dir() else None
+    folder = path is not None and (path.is_dir() or (not path.suffix and not path.exists()))
+    if path is not None and not folder and path.suffix.lower() not in SUFFIXES:
+        raise ConfigError(f"--out {path}: name the file .pt2 (exported-program) or .onnx (onnx), or pass a folder; "
+                          f"got the suffix {path.suffix or '(none)'!r}")
+    named = SUFFIXES.get(path.suffix.lower()) if path is not None and not folder else None
     if format is not None and named is not None and named != format:
         raise ConfigError(f"--out {path} names an {named} file but --format is {format}; name it "
                           f"{path.with_suffix(Path(FORMATS[format]).suffix)} or drop --format")
     format = format or named or "exported-program"
     if path is None:
         path = run_dir / FORMATS[format]
-    elif path.is_dir():
+    elif folder:
         path = path / FORMATS[format]
+    own = path.resolve() == (run_dir / FORMATS[format]).resolve()  # this run's export, written again
+    if path.exists() and not own and not overwrite:
+        raise ConfigError(f"--out {path} exists; dlkit export does not replace files: pass another --out, or "
+                          "--overwrite to replace it")
     return path, format
 
 
 def export_run(run: LoadedRun, format: str | None = None, out: str | os.PathLike | None = None,
-               rtol: float = 1e-4, atol: float = 1e-5) -> ExportCheck:
+               rtol: float = 1e-4, atol: float = 1e-5, overwrite: bool = False) -> ExportCheck:
     """Export `run`'s model to `format` ("exported-program" or "onnx"; None: as `out`'s suffix says, else
     exported-program) at `out` (a file, or a folder to write model.pt2 / model.onnx in; default the run folder),
     reload the file, and compare its outputs with the eager model's on a random batch (allclose)."""
-    path, format = export_path(run.run_dir, format, out)
+    path, format = export_path(run.run_dir, format, out, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = run.model.eval()
     x = example_input(run, batch=2)
