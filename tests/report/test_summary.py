@@ -51,3 +51,12 @@ def test_grouped_and_transposed_convolutions_macs():
     s = summarize(m, input_shape=(2, 4, 5, 5))
     assert s.total_params == _count(m)
     assert s.total_macs == 2 * (9 * 1 * 8 * 25) + 2 * (4 * 8 * 2 * 25)
+
+
+def test_summarize_leaves_a_model_with_tied_weights_as_it_was():
+    model = create_model("transformer_tiny", share_embeddings=True)  # one table for both embeddings and the output
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    summary = summarize(model, input_shape=(1, 8))
+    assert summary.total_params == sum(p.numel() for p in model.parameters())
+    assert model.out_proj.weight is model.src_emb.weight and model.tgt_emb.weight is model.src_emb.weight
+    assert all(v.device.type == "cpu" and torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -14,6 +14,7 @@ target) gets ids of that length.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import os
@@ -215,19 +216,37 @@ def _value_bytes(model: nn.Module, inputs: tuple) -> int:
     return _forward_bytes(model, real, lambda: model(*real))
 
 
+@contextlib.contextmanager
+def _weights_on_meta(model: nn.Module):
+    """Every parameter and buffer of `model` replaced by a meta tensor of its shape for the block, tied ones by one
+    shared meta tensor, and the very same objects put back afterwards, whatever happens (torch.func.functional_call
+    left weights tied across modules on the meta device when the forward failed)."""
+    slots = [(m, table, name, t) for m in model.modules() for table in (m._parameters, m._buffers)
+             for name, t in table.items() if t is not None]
+    metas: dict[int, torch.Tensor] = {}
+    try:
+        for _, table, name, t in slots:
+            if id(t) not in metas:
+                on_meta = t.detach().to("meta")
+                metas[id(t)] = nn.Parameter(on_meta, t.requires_grad) if isinstance(t, nn.Parameter) else on_meta
+            table[name] = metas[id(t)]
+        yield
+    finally:
+        for _, table, name, t in slots:
+            table[name] = t
+
+
 def activation_bytes(model: nn.Module, inputs: tuple) -> int:
     """Bytes of the inputs and of every module's outputs in one forward pass, computed on the meta device (shapes
     only: nothing is allocated), so a shape too large for memory is found before any allocation. An upper bound of
     what an inference forward holds at once (it frees intermediate outputs). A token model whose forward needs
     values (e.g. lengths read from the padding) is estimated from a short real forward (`_probe_bytes`), an image
     model that needs them (a detector) from a real forward (`_value_bytes`)."""
-    from torch.func import functional_call
-
-    state = {k: v.to("meta") for k, v in [*model.named_parameters(), *model.named_buffers()]}
     meta = tuple(t.to("meta") for t in inputs)
     try:
         try:
-            return _forward_bytes(model, meta, lambda: functional_call(model, state, meta))
+            with _weights_on_meta(model):
+                return _forward_bytes(model, meta, lambda: model(*meta))
         except (RuntimeError, NotImplementedError) as e:
             if "meta" not in str(e):
                 raise
