@@ -44,6 +44,8 @@ def test_voc_dataset_reads_a_split_with_0_based_boxes_and_shared_class_ids(tmp_p
     assert val.target(0)["labels"].tolist() == [1]
     with pytest.raises(DataNotFoundError, match="found splits"):
         VOCDetection(tmp_path, "test")
+    (tmp_path / "ImageSets/Main/test.txt").write_text("img9\n")  # a test split without annotations, as VOC's
+    assert VOCDetection(tmp_path, "train").classes == ("bird", "cat", "dog")
 
 
 @pytest.mark.data

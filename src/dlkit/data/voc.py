@@ -144,11 +144,11 @@ class VOCDetection(Dataset):
                  transform=None, fix: str = DEFAULT_FIX):
         self.root, self.split, self.fix, self.transform = Path(root), split, fix, transform
         self.records = read_voc_split(self.root, split, fix)
-        if classes is None:  # the names in every split's annotations, each image read once
-            seen = {r["image_id"] for r in self.records}
+        if classes is None:  # the names in every split's annotations, each image read once; another split's
+            seen = {r["image_id"] for r in self.records}  # images without annotations (VOC's test set) are skipped
             others = {i for s in voc_split_names(self.root) if s != split for i in _split_ids(self.root, s, fix)}
-            classes = voc_class_names(self.records + [read_voc_xml(self.root / "Annotations" / f"{i}.xml", fix)
-                                                      for i in sorted(others - seen)])
+            xmls = [self.root / "Annotations" / f"{i}.xml" for i in sorted(others - seen)]
+            classes = voc_class_names(self.records + [read_voc_xml(x, fix) for x in xmls if x.is_file()])
         self.classes = tuple(classes)
         index = {c: i + 1 for i, c in enumerate(self.classes)}
         for r in self.records:
