@@ -152,3 +152,14 @@ def test_mosaic_dataset_and_bad_input():
         bt.horizontal_flip(torch.zeros(3, 4, 4), {"boxes": torch.zeros(3)})
     with pytest.raises(ConfigError, match="4"):
         bt.mosaic(data[:3], (5, 5), (10, 10))
+
+
+def test_letterbox_and_mosaic_fill_uint8_images_with_the_same_grey_as_float_ones():
+    target = {"boxes": torch.tensor([[1.0, 1, 9, 9]]), "labels": torch.tensor([1])}
+    grey, _ = bt.letterbox(torch.full((3, 20, 40), 200, dtype=torch.uint8), dict(target), 40)
+    assert grey.dtype == torch.uint8 and grey[:, 0, 0].tolist() == [114, 114, 114]  # YOLO's grey, not black
+    as_float, _ = bt.letterbox(torch.full((3, 20, 40), 200 / 255), dict(target), 40)
+    assert as_float[0, 0, 0].item() == pytest.approx(114 / 255)
+    samples = [(torch.full((1, 10, 10), 7, dtype=torch.uint8), dict(target)) for _ in range(4)]
+    canvas, _ = bt.mosaic(samples, centre=(6, 4), size=(16, 16))
+    assert canvas[0, 15, 15].item() == 114  # the canvas outside the four tiles

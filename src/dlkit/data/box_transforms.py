@@ -151,9 +151,15 @@ def crop(image: torch.Tensor, target: dict, top: int, left: int, height: int, wi
     return image[:, top:top + height, left:left + width], _update(target, keep, **changes)
 
 
+def _pixel(fill: float, dtype: torch.dtype) -> float:
+    """A grey level `fill` in [0, 1] in an image's own units: x 255 for integer images (uint8 0..255)."""
+    return fill if dtype.is_floating_point else round(fill * 255)
+
+
 def letterbox(image: torch.Tensor, target: dict, size, fill: float = 114 / 255) -> tuple[torch.Tensor, dict]:
     """Resize keeping the aspect ratio, r = min(h'/H, w'/W), to (round(H r), round(W r)), then pad evenly (the
-    odd pixel at the bottom / right) to `size=(h', w')` with `fill`; target["letterbox"] = (sx, sy, left, top)."""
+    odd pixel at the bottom / right) to `size=(h', w')` with `fill` (a grey level in [0, 1], 0..255 for uint8
+    images); target["letterbox"] = (sx, sy, left, top)."""
     _check(image, target)
     h, w = _size(size, "letterbox size")
     H, W = image.shape[-2:]
@@ -161,7 +167,7 @@ def letterbox(image: torch.Tensor, target: dict, size, fill: float = 114 / 255) 
     nh, nw = min(h, max(1, round(H * r))), min(w, max(1, round(W * r)))
     image, target = resize(image, target, (nh, nw))
     left, top = (w - nw) // 2, (h - nh) // 2
-    image, target = pad(image, target, (left, top, w - nw - left, h - nh - top), fill)
+    image, target = pad(image, target, (left, top, w - nw - left, h - nh - top), _pixel(fill, image.dtype))
     target["letterbox"] = torch.tensor([nw / W, nh / H, left, top], dtype=torch.float32)
     return image, target
 
@@ -177,7 +183,8 @@ def mosaic(samples: Sequence[tuple[torch.Tensor, dict]], centre: tuple[int, int]
     """Four (image, target) pairs on one canvas of `size=(h, w)` (YOLOv4's mosaic): they meet at `centre=(cy, cx)`,
     the first with its bottom-right corner there, the second bottom-left, the third top-right, the fourth top-left;
     each is cut to its quadrant and its boxes clipped and kept as in `crop(mode="clip")`. Entries other than the
-    per-box ones come from the first sample."""
+    per-box ones come from the first sample. `fill`, the empty canvas's grey level, is in [0, 1] (0..255 for uint8
+    images)."""
     if len(samples) != 4:
         raise ConfigError(f"mosaic takes 4 (image, target) samples; got {len(samples)}")
     h, w = _size(size, "mosaic size")
@@ -185,7 +192,7 @@ def mosaic(samples: Sequence[tuple[torch.Tensor, dict]], centre: tuple[int, int]
     if not (0 < cy < h and 0 < cx < w):
         raise ConfigError(f"mosaic centre (cy, cx) must lie strictly inside the {h}x{w} canvas; got {centre}")
     first = samples[0][0]
-    canvas = torch.full((first.shape[0], h, w), fill, dtype=first.dtype)
+    canvas = torch.full((first.shape[0], h, w), _pixel(fill, first.dtype), dtype=first.dtype)
     quadrants = ((0, 0, cy, cx), (0, cx, cy, w), (cy, 0, h, cx), (cy, cx, h, w))  # y0, x0, y1, x1
     parts = []
     for k, ((image, target), (qy0, qx0, qy1, qx1)) in enumerate(zip(samples, quadrants)):
