@@ -315,3 +315,14 @@ def test_fine_tuning_task_step_equals_torch_adam_with_the_same_groups():
         opt.step()
     for (name, a), b in zip(model.named_parameters(), ref.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("name", ["vgg_tiny_fashion", "alexnet"])
+def test_dlkits_own_vgg_and_alexnet_convolutionalise_with_their_pool_and_flatten(name):
+    model = dlkit.create_model(name).eval()  # features -> avgpool -> flatten -> classifier, as torchvision's
+    fcn = fully_convolutional(model)
+    x = torch.randn(2, *model.default_input_shape)
+    with torch.no_grad():
+        torch.testing.assert_close(fcn(x).flatten(1), model(x), rtol=1e-4, atol=1e-5)
+        bigger = fcn(torch.randn(1, model.default_input_shape[0], *(2 * s for s in model.default_input_shape[1:])))
+    assert bigger.shape[1] == model(x).shape[1] and bigger.shape[-1] > 1  # a map of class scores

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models.backbone import Backbone, layer_like
+from ..models.backbone import flatten as backbone_flatten
 
 
 def _as_patterns(patterns: str | Iterable[str]) -> list[str]:
@@ -178,6 +179,11 @@ def _chain(model: nn.Module) -> list[nn.Module]:
 
     if isinstance(model, nn.Sequential):
         return flat(model)
+    if isinstance(model, Backbone):  # forward = its feature path, its head path, its classifier (VGG, AlexNet...)
+        steps = [s for _, s in model.feature_path()] + list(model.head_path()) + [model.get_classifier()]
+        steps = [nn.Flatten() if s is backbone_flatten else s for s in steps]
+        if all(isinstance(s, nn.Module) for s in steps):
+            return [leaf for s in steps for leaf in flat(s)]
     if isinstance(getattr(model, "features", None), nn.Module) and isinstance(getattr(model, "classifier", None),
                                                                               nn.Module):
         return flat(model.features) + flat(model.classifier)
