@@ -154,6 +154,9 @@ def test_summary_prints_notes_formula_totals(capsys):
     code, out, _ = run(capsys, "summary", "mlp", "--input-shape", "784")
     # mlp 784-256-128-10: dense layers 784*256+256 = 200,960, 256*128+128 = 32,896, 128*10+10 = 1,290
     assert code == 0 and all(n in out for n in ("200,960", "32,896", "1,290", "235,146 parameters"))
+    for option in (["--num-classes", "5"], ["--proposals", "10"]):  # options of --compare, not silently ignored
+        code, _, err = run(capsys, "summary", "lenet5", *option)
+        assert code == 2 and "--num-classes and --proposals apply to a --compare cost table" in err
 
 
 @pytest.mark.parametrize("name", ["retinanet_tiny", "fasterrcnn_tiny", "rcnn_tiny"])

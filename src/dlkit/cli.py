@@ -259,6 +259,9 @@ def cmd_summary(args) -> int:
         raise ConfigError("dlkit summary takes one MODEL, or --compare NAME,NAME,... (a cost table of detectors)")
     if args.compare is not None:
         return _compare_costs(args)
+    if args.num_classes is not None or args.proposals != 2000:
+        raise ConfigError("--num-classes and --proposals apply to a --compare cost table; a single MODEL's summary "
+                          "is of its default build (change its input with --input-shape)")
     shape = None
     if args.input_shape:  # checked before the model is built
         try:
