@@ -38,3 +38,16 @@ def test_a_task_takes_its_optimizer_options_as_a_dict_or_none():
     assert isinstance(opt, SGD) and opt.param_groups[0]["lr"] == 0.1 and scheds == []
     [opt], _ = ClassificationTask(model, None).configure_optimizers(plan)  # the defaults: Adam at 1e-3
     assert isinstance(opt, Adam) and opt.param_groups[0]["lr"] == 1e-3
+
+
+def test_a_batch_that_is_not_an_inputs_targets_pair_is_named_in_one_line():
+    import pytest
+
+    from dlkit.errors import ConfigError
+
+    task = ClassificationTask(nn.Linear(4, 3), None)
+    x, y = torch.randn(2, 4), torch.tensor([0, 2])
+    for batch, got in (((x,), "a tuple of 1"), ((x, y, y), "a tuple of 3"), (x, "Tensor")):
+        with pytest.raises(ConfigError, match=rf"trains on batches \(inputs, targets\); the data gave {got}\."):
+            task.training_step(task.model, batch, None)
+    assert task.training_step(task.model, [x, y], None)["loss"].ndim == 0

@@ -16,11 +16,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..engine.task import Task
+from ..errors import ConfigError
 from ..metrics.classification import confusion_matrix
 from ..metrics.meter import Accuracy, Mean
 from .optimization import build_optimizers
 
 AUX_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers' loss weight (Notes: 002 §2.1)
+
+
+def input_target_pair(batch, who: str):
+    """(inputs, targets) of a batch that holds exactly those two, else a one-line error saying what it holds."""
+    if not isinstance(batch, tuple | list) or len(batch) != 2:
+        got = (f"a {type(batch).__name__} of {len(batch)}" if isinstance(batch, tuple | list)
+               else type(batch).__name__)
+        raise ConfigError(f"{who} trains on batches (inputs, targets); the data gave {got}. Make the dataset "
+                          "return (x, y) pairs")
+    return batch
 
 
 class ClassificationTask(Task):
@@ -41,7 +52,7 @@ class ClassificationTask(Task):
         return build_optimizers(self.model.parameters(), self.cfg, plan)
 
     def training_step(self, model, batch, ctx):
-        x, y = batch
+        x, y = input_target_pair(batch, type(self).__name__)
         logits, *aux = out if isinstance(out := model(x), tuple | list) else (out,)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         for a in aux:
