@@ -155,3 +155,13 @@ def test_16_bit_grey_images_are_scaled_to_8_bits_as_torchvision_scales_them(tmp_
     expected = to_dtype(torch.from_numpy(pixels.astype(np.int32)).to(torch.uint16)[None], torch.uint8, scale=True)
     assert torch.equal(read_image(tmp_path / "deep.png", "L"), expected)  # PIL's convert("L") clips at 255
     assert torch.equal(read_image(tmp_path / "deep.png", "RGB"), expected.expand(3, -1, -1))
+
+
+def test_a_float_image_is_refused_in_one_line_instead_of_read_as_black(tmp_path):
+    from dlkit.data.files import read_image
+    from dlkit.errors import ConfigError
+
+    Image.fromarray(np.random.default_rng(0).random((5, 7), dtype=np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(ConfigError, match=r"32-bit floating-point pixels \(PIL mode F\).*convert the image to 8 or "
+                                          r"16 bits"):
+        read_image(tmp_path / "float.tif", "L")

@@ -128,6 +128,10 @@ def decode_image(path: str | os.PathLike, mode: str | None = "RGB", fix: str = D
             im.load()
             if mode is not None and im.mode.startswith("I") and mode in ("L", "RGB"):
                 im = _eight_bit(np.asarray(im), path)
+            elif mode is not None and im.mode == "F" and mode in ("L", "RGB"):
+                raise ConfigError(f"{path}: 32-bit floating-point pixels (PIL mode F), which have no fixed range to "
+                                  "map to 0..255 (PIL would clip them, a [0, 1] image to black); convert the image to "
+                                  "8 or 16 bits")
             return np.asarray(im if mode is None or im.mode == mode else im.convert(mode))
     except (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.DecompressionBombError) as e:
         raise damaged(path, _image_problem(e, data), fix) from None
