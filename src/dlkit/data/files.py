@@ -133,6 +133,8 @@ def decode_image(path: str | os.PathLike, mode: str | None = "RGB", fix: str = D
                                   "map to 0..255 (PIL would clip them, a [0, 1] image to black); convert the image to "
                                   "8 or 16 bits")
             return np.asarray(im if mode is None or im.mode == mode else im.convert(mode))
+    except ConfigError:  # a readable image this reader refuses, said as such (ConfigError is a ValueError too)
+        raise
     except (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.DecompressionBombError) as e:
         raise damaged(path, _image_problem(e, data), fix) from None
 
