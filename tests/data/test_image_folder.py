@@ -165,3 +165,11 @@ def test_a_float_image_is_refused_in_one_line_instead_of_read_as_black(tmp_path)
     with pytest.raises(ConfigError, match=r"32-bit floating-point pixels \(PIL mode F\).*convert the image to 8 or "
                                           r"16 bits"):
         read_image(tmp_path / "float.tif", "L")
+
+
+def test_a_missing_image_file_is_not_said_to_need_deleting(tmp_path):
+    from dlkit.data.files import read_image
+    from dlkit.errors import DataError
+
+    with pytest.raises(DataError, match=r"missing.png: file not found. Put the file there \(copy or download it "):
+        read_image(tmp_path / "missing.png")

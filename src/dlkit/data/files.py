@@ -43,8 +43,9 @@ def damaged(path: str | os.PathLike, problem: str, fix: str = DEFAULT_FIX) -> Da
 
 
 def _unreadable(path: Path, e: OSError, fix: str) -> DataError:
-    if isinstance(e, FileNotFoundError):
-        return damaged(path, "file not found", fix)
+    if isinstance(e, FileNotFoundError):  # nothing to delete: put the file there (or fix the listing naming it)
+        return damaged(path, "file not found", "put the file there (copy or download it again)" if fix == DEFAULT_FIX
+                       else fix)
     if isinstance(e, PermissionError):
         return damaged(path, "cannot be read (permission denied)", "make it readable (chmod u+r), or " + fix)
     if isinstance(e, IsADirectoryError):
