@@ -105,6 +105,9 @@ def test_export_replaces_no_file_but_its_own_and_writes_only_pt2_or_onnx_files(l
     assert (tmp_path / "new" / "model.pt2").is_file()                            # a folder
     for _ in range(2):  # the run folder's own export is written again without --overwrite
         assert main(["export", str(lenet_run)]) == 0
+    capsys.readouterr()
+    assert main(["export", str(lenet_run), "--out", str(notes / "m.pt2")]) == 2
+    assert f"{notes} is a file, so no folder can be made there" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="the onnx package is not installed "

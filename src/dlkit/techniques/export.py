@@ -106,6 +106,9 @@ def export_path(run_dir: Path, format: str | None, out: str | os.PathLike | None
         path = run_dir / FORMATS[format]
     elif folder:
         path = path / FORMATS[format]
+    blocking = next((p for p in path.parents if p.is_file()), None)
+    if blocking is not None:
+        raise ConfigError(f"--out {path}: {blocking} is a file, so no folder can be made there; pass another --out")
     own = path.resolve() == (run_dir / FORMATS[format]).resolve()  # this run's export, written again
     if path.exists() and not own and not overwrite:
         raise ConfigError(f"--out {path} exists; dlkit export does not replace files: pass another --out, or "
