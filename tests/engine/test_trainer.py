@@ -94,41 +94,37 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
-def test_early_stopping_restores_best_weights(tmp_path):
-    class Scripted(ToyClassifier):
-        scores = iter([3.0, 1.0, 2.0, 2.5, 0.5])  # best after epoch 2, then two worse ones
+class Scripted(ToyClassifier):
+    """Evaluation returns the scripted losses in turn and keeps a snapshot of the weights it scored."""
 
-        def evaluate(self, model, loader):
-            self.snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
-            return {"loss": next(self.scores)}
+    def __init__(self, model, scores):
+        super().__init__(model)
+        self.scores, self.snapshots = iter(scores), []
 
+    def evaluate(self, model, loader):
+        self.snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"loss": next(self.scores)}
+
+
+def _fit_scripted(scores, epochs, patience):
     torch.manual_seed(0)
-    task = Scripted(toy_model())
-    task.snapshots = []
+    task = Scripted(toy_model(), scores)
     train_loader, val_loader = toy_loaders()
     trainer = Trainer(task, train_loader, val_loader,
-                      TrainerConfig(epochs=5, early_stopping_patience=2, progress=False, tensorboard=False))
-    trainer.fit()
+                      TrainerConfig(epochs=epochs, early_stopping_patience=patience, progress=False,
+                                    tensorboard=False))
+    return task, trainer, trainer.fit()
+
+
+def test_early_stopping_restores_best_weights(tmp_path):
+    task, trainer, _ = _fit_scripted([3.0, 1.0, 2.0, 2.5, 0.5], epochs=5, patience=2)  # best after epoch 2
     assert len(task.snapshots) == 4 and trainer.epoch == 4
     assert "early stopping" in trainer.stop_reason
     assert all(torch.equal(v, task.snapshots[1][k]) for k, v in trainer.model.state_dict().items())
 
 
 def test_early_stopping_restores_the_best_weights_also_when_the_fit_runs_its_length_past_them():
-    class Scripted(ToyClassifier):
-        scores = iter([3.0, 1.0, 2.0])  # best after epoch 2; the run ends after epoch 3 without stopping
-
-        def evaluate(self, model, loader):
-            self.snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
-            return {"loss": next(self.scores)}
-
-    torch.manual_seed(0)
-    task = Scripted(toy_model())
-    task.snapshots = []
-    train_loader, val_loader = toy_loaders()
-    trainer = Trainer(task, train_loader, val_loader,
-                      TrainerConfig(epochs=3, early_stopping_patience=5, progress=False, tensorboard=False))
-    metrics = trainer.fit()
+    task, trainer, metrics = _fit_scripted([3.0, 1.0, 2.0], epochs=3, patience=5)  # ends after epoch 3, unstopped
     assert len(task.snapshots) == 3 and not trainer.stop_reason and metrics["val/loss"] == 1.0
     assert all(torch.equal(v, task.snapshots[1][k]) for k, v in trainer.model.state_dict().items())
 
