@@ -1,4 +1,5 @@
 """`dlkit list models | recipes | tasks`: the models' metadata as a table, filters, one-line errors."""
+import pytest
 
 from dlkit.cli import main
 
@@ -67,3 +68,13 @@ def test_an_empty_recipe_list_says_so_as_the_model_list_does(capsys):
     assert code == 0 and out.strip() == "no recipe matches 'zzz'"
     code, out, _ = run(capsys, "list", "recipes", "unet", "--task", "detection")
     assert code == 0 and out.strip() == "no recipe matches 'unet' with task 'detection'"
+
+
+def test_the_pattern_may_follow_the_task_option(capsys):
+    code, out, _ = run(capsys, "list", "recipes", "--task", "segmentation", "unet")
+    assert code == 0 and list(_rows(out)) == ["unet-camvid"]
+    code, out, _ = run(capsys, "list", "models", "--task", "segmentation", "unet")
+    assert code == 0 and list(_rows(out)) == ["unet", "unet_tiny"]
+    with pytest.raises(SystemExit) as exit_info:  # two patterns: argparse's own one-line error
+        run(capsys, "list", "recipes", "--task", "segmentation", "unet", "extra")
+    assert exit_info.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err

@@ -482,7 +482,13 @@ def _out_of_memory(e: BaseException) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the `dlkit` command line; the exit code (0, 1: a recipe missed its expected result, 2: an error)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "func", None) is cmd_list and args.pattern is None and len(extra) == 1 \
+            and not extra[0].startswith("-"):
+        args.pattern = extra[0]  # `dlkit list recipes --task X PATTERN`: argparse takes no positional after an option
+    elif extra:
+        parser.parse_args(argv)  # its one-line error for what it does not recognise
     formatter = warnings.formatwarning  # warnings shown as one line each, without the source line that raised them
     warnings.formatwarning = _one_line_warning
     try:
