@@ -1,4 +1,5 @@
 """`dlkit list models | recipes | tasks`: the models' metadata as a table, filters, one-line errors."""
+
 import pytest
 
 from dlkit.cli import main
