@@ -258,7 +258,8 @@ def test_segmentation_predict_names_a_damaged_image_and_an_unusable_out(tmp_path
 def test_paths_that_cannot_be_opened_or_written(tmp_path, capsys):
     run = _hand_run(tmp_path / "run")
     image = _png(tmp_path / "x.png")
-    _cli_error(capsys, ["export", str(run), "--out", str(image / "model.pt2")], "cannot write the exported model")
+    _cli_error(capsys, ["export", str(run), "--out", str(image / "model.pt2")],
+               "is a file, so no folder can be made there")
     _cli_error(capsys, ["predict", "r" * 5000, str(image)], "cannot open the run folder", "File name too long")
     _cli_error(capsys, ["predict", str(run), "i" * 5000], "cannot open the image file", "File name too long")
     _cli_error(capsys, ["report", "r" * 5000], "cannot open the run folder", "File name too long")
