@@ -201,6 +201,15 @@ def list_models(pattern: str = "*", task: str | None = None, family: str | None 
     return MODELS.list(pattern, task=task, family=family, pretrained=pretrained)
 
 
+def check_model_task(name: str, task: str, why: str) -> dict:
+    """The metadata of model `name`, refused in one line ("model 'NAME' is a TASK model{why}") unless its task is
+    `task`: a recipe names the kind of model it trains before building one."""
+    meta = MODELS.get(name).meta
+    if meta.get("task") != task:
+        raise ConfigError(f"model '{name}' is a {meta.get('task')} model{why}")
+    return dict(meta)
+
+
 def model_entrypoint(name: str) -> Callable:
     """The factory function registered as `name` (error with suggestions if unknown)."""
     return MODELS.get(name).obj

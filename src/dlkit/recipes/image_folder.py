@@ -17,7 +17,7 @@ from ..data.image_folder import image_folder_loaders
 from ..data.shapes_folder import temporary_shapes_folder
 from ..engine.logger import echo
 from ..errors import ConfigError
-from ..registry import MODELS, create_model
+from ..registry import check_model_task, create_model
 from ..runs import model_spec
 from ..tasks.classification import ClassificationTask
 from ..tasks.optimization import OPTIMIZER_OPTIONS
@@ -34,10 +34,7 @@ _CHOOSE = ("choose one that takes in_chans and num_classes, e.g. resnet_cifar20,
 
 def _create(name: str, kwargs: dict, channels: int, size: int):
     """The classifier `name` built with `kwargs`, checked on one batch of `channels` x `size` x `size` images."""
-    meta = MODELS.get(name).meta
-    task = meta.get("task")
-    if task != "classification":
-        raise ConfigError(f"model '{name}' is a {task} model, not an image classifier; {_CHOOSE}")
+    meta = check_model_task(name, "classification", f", not an image classifier; {_CHOOSE}")
     try:
         model = create_model(name, **kwargs)
     except (TypeError, ConfigError) as e:

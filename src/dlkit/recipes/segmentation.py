@@ -15,7 +15,7 @@ from ..data.loader import TensorLoader
 from ..data.transforms import Compose, JointTransform, RandomCrop, RandomHorizontalFlip
 from ..errors import ConfigError
 from ..losses.class_weights import median_frequency_weights
-from ..registry import MODELS, create_model
+from ..registry import check_model_task, create_model
 from ..tasks.optimization import OPTIMIZER_OPTIONS
 from ..tasks.segmentation import SegmentationTask
 from .options import with_model_kwargs
@@ -67,11 +67,9 @@ def build_camvid(cfg, dist, model_kwargs: dict | None = None) -> Setup:
     # FCN-8s on the ImageNet-trained EfficientNet-Lite0 (fine-tuned end to end); rebuilt without the ImageNet
     # download from model.json, as the trained weights are in model.safetensors
     extra_kw = {"pretrained": cfg.pretrained, "frozen_bn": cfg.frozen_bn} if cfg.model == "fcn8s_lite0" else {}
-    task = MODELS.get(cfg.model).meta.get("task")
-    if task != "segmentation":
-        raise ConfigError(f"model '{cfg.model}' is a {task} model; the CamVid recipes train a segmentation model, "
-                          "one that maps images to per-pixel class scores, e.g. unet_tiny, fcn8s_tiny, deeplabv3_tiny "
-                          "(`dlkit list models --task segmentation`)")
+    check_model_task(cfg.model, "segmentation", "; the CamVid recipes train a segmentation model, one that maps "
+                     "images to per-pixel class scores, e.g. unet_tiny, fcn8s_tiny, deeplabv3_tiny (`dlkit list "
+                     "models --task segmentation`)")
     model = create_model(cfg.model, **kwargs, **extra_kw)
     if cfg.class_balance not in ("none", "median_frequency"):
         raise ConfigError(f"class_balance must be 'none' or 'median_frequency'; got {cfg.class_balance!r}")

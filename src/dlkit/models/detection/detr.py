@@ -189,8 +189,9 @@ class DETR(nn.Module):
                    if listed else tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__)
             raise ConfigError(f"DETR expects images [B, {self.in_chans}, H, W] or a list of [{self.in_chans}, H, W] "
                               f"in [0, 1]; got {got}")
+        dtype = weights_dtype(self)
         for image in images if listed else [images]:
-            check_pixels(image, weights_dtype(self), "DETR")
+            check_pixels(image, dtype, "DETR")
         return listed
 
     def batch(self, images) -> tuple[Tensor, Tensor, Tensor]:
